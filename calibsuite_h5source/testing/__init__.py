@@ -1,0 +1,1 @@
+"""Helpers for tests: declared runs written in any layout, synthetic runs, a pytest plugin."""
