@@ -61,7 +61,7 @@ def declare_run(steps=(3, 2, 4), shape=(2, 8, 16), dtype="uint16", seed=0, detec
         decl["side"] = {"wave8": {"peakAmplitude": [rng.random((n, 4), dtype=np.float32) for n in steps]}}
     if scan:
         values = 10.0 * (np.arange(len(steps)) + 1)
-        decl["scan"] = {scan: [np.full(n, v) for n, v in zip(steps, values)] if per_event_scan else values}
+        decl["scan"] = {scan: [np.full(n, v) for n, v in zip(steps, values, strict=True)] if per_event_scan else values}
         decl["header"]["ancillaryDataType"] = scan
     if timestamps:
         decl["timestamps"] = _ts.synthesise(run + 5, steps)

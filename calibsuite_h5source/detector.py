@@ -1,0 +1,231 @@
+"""psana-style detector objects: what ``run.Detector(name)`` returns.
+
+* :class:`AreaDetector`: ``det.raw.raw(evt)``, ``.calib(evt)``, ``.image(evt)``,
+  ``det.calibconst``.
+* :class:`SideDetector`: ``det.raw.<field>(evt)`` for each stored field; the
+  ``timing`` source also answers ``eventcodes`` (a python list of 288 ints) and
+  ``pulseId`` (an int, 0 when not stored) even when the file stores neither.
+* :class:`ScanDetector`: ``det(step)``, ``det(evt)``, ``det([evts])``.
+* :class:`MissingDetector`: ``accept_missing=True`` for an absent name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from .detector_types import detector_type
+from .index_types import AreaSource, EventArray, ScanVariable
+
+N_EVENTCODES = 288
+
+
+def _located(evt):
+    """Return ``(step, i)`` of an event, or None."""
+    return None if evt is None else (evt._step, evt._i)
+
+
+class _AreaRaw:
+    """``det.raw`` of an area detector."""
+
+    def __init__(self, src: AreaSource):
+        self._steps = src.steps
+        self._present = src.present
+        self._src = src
+        mask = src.attrs.get("gainBitsMask")
+        if mask is None:
+            dtype = detector_type(_str(src.attrs.get("detType"))) or detector_type(src.name)
+            mask = dtype.gain_bits_mask if dtype else None
+        self.gain_bits_mask = None if mask is None or src.dtype is None or src.dtype.kind not in "iu" else int(mask)
+        self._constants = None
+
+    def raw(self, evt):
+        """Return the event's frame ``[module, row, col]`` in the stored dtype, or None."""
+        if evt is None:
+            return None
+        step, i = evt._step, evt._i
+        present = self._present[step]
+        if present is not None and not present[i]:
+            return None
+        return self._steps[step].read(i)
+
+    def _calib_constants(self):
+        if self._constants is None:
+            group = self._src.calib_group
+            const = {}
+            if group is not None:
+                for ctype in ("pedestals", "pixel_gain"):
+                    if ctype in group:
+                        const[ctype] = group[ctype][()].astype(np.float32)
+            self._constants = const
+        return self._constants
+
+    def calib(self, evt):
+        """Return the event's calibrated frame as float32, or None.
+
+        With ``calib/pedestals`` in the file: ``raw - pedestals`` (``[gain, ...]``
+        pedestals indexed by the pixel's gain bits), divided by ``pixel_gain``
+        when present. Without constants: ``raw & gainBitsMask``, else raw.
+        """
+        raw = self.raw(evt)
+        if raw is None:
+            return None
+        mask = self.gain_bits_mask
+        adu = (raw & mask) if mask is not None else raw
+        const = self._calib_constants()
+        ped = const.get("pedestals")
+        if ped is None:
+            return adu.astype(np.float32)
+        out = adu.astype(np.float32)
+        if ped.ndim == raw.ndim + 1:
+            shift = int(mask).bit_length() if mask is not None else 0
+            gain = np.minimum(raw >> shift, ped.shape[0] - 1) if shift else np.zeros(raw.shape, np.intp)
+            out -= np.take_along_axis(ped, gain[None].astype(np.intp), axis=0)[0]
+            g = const.get("pixel_gain")
+            if g is not None and g.ndim == ped.ndim:
+                g = np.take_along_axis(g, gain[None].astype(np.intp), axis=0)[0]
+        else:
+            out -= ped
+            g = const.get("pixel_gain")
+        if g is not None:
+            np.divide(out, g, out=out, where=g != 0)
+        return out
+
+    def image(self, evt, nda=None):
+        """Return a 2-D float32 image: modules tiled row-major in ``ceil(sqrt(m))`` columns."""
+        if nda is None:
+            nda = self.calib(evt)
+            if nda is None:
+                return None
+        nda = np.asarray(nda)
+        if nda.ndim == 2:
+            return nda.astype(np.float32)
+        m, r, c = nda.shape[-3:]
+        ncols = math.ceil(math.sqrt(m))
+        nrows = math.ceil(m / ncols)
+        img = np.zeros((nrows * r, ncols * c), dtype=np.float32)
+        for k in range(m):
+            y, x = divmod(k, ncols)
+            img[y * r:(y + 1) * r, x * c:(x + 1) * c] = nda[k]
+        return img
+
+
+def _str(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class AreaDetector:
+    """An image detector, as ``run.Detector('epixm')`` in psana."""
+
+    def __init__(self, src: AreaSource):
+        self.name = src.name
+        self.raw = _AreaRaw(src)
+        self._src = src
+
+    @property
+    def calibconst(self) -> dict:
+        """``{ctype: (array, metadata)}`` from ``calib/``; ``{}`` when the file holds none."""
+        group = self._src.calib_group
+        if group is None:
+            return {}
+        return {k: (ds[()], dict(ds.attrs)) for k, ds in group.items()}
+
+    def __repr__(self):
+        return f"<AreaDetector {self.name} {self._src.frame_shape} {self._src.dtype}>"
+
+
+class _SideRaw:
+    """``det.raw`` of side data: one method per stored field."""
+
+    def __init__(self, name: str, fields: dict[str, list[EventArray]]):
+        self._name = name
+        self._fields = fields
+
+    def _value(self, field, evt):
+        if evt is None:
+            return None
+        v = self._fields[field][evt._step].read(evt._i)
+        return v.item() if isinstance(v, np.generic) else v
+
+    def __getattr__(self, field):
+        if field.startswith("_") or field not in self._fields:
+            raise AttributeError(f"{self._name}.raw has no field {field!r}; fields: {sorted(self._fields)}")
+        return lambda evt: self._value(field, evt)
+
+    def __dir__(self):
+        return sorted(self._fields)
+
+
+class _TimingRaw(_SideRaw):
+    """``timing.raw``: ``eventcodes`` as a list of 288 ints, ``pulseId`` as an int."""
+
+    def eventcodes(self, evt):
+        """Return the event codes as a python list of 288 ints (all 0 when not stored)."""
+        if evt is None:
+            return None
+        if "eventcodes" not in self._fields:
+            return [0] * N_EVENTCODES
+        codes = [int(c) for c in self._value("eventcodes", evt)]
+        return codes + [0] * (N_EVENTCODES - len(codes))
+
+    def pulseId(self, evt):  # noqa: N802 - psana's name
+        """Return the pulse id as an int; 0 when the file stores none (never None)."""
+        if evt is None or "pulseId" not in self._fields:
+            return 0
+        return int(self._value("pulseId", evt))
+
+
+class SideDetector:
+    """Per-event side data (beam monitors, timing), as psana's BLD detectors."""
+
+    def __init__(self, name: str, fields: dict[str, list[EventArray]]):
+        self.name = name
+        self.raw = (_TimingRaw if name == "timing" else _SideRaw)(name, fields)
+
+    def __repr__(self):
+        return f"<SideDetector {self.name} fields={sorted(self.raw._fields)}>"
+
+
+class ScanDetector:
+    """A scan variable, called like psana's: ``det(step)``, ``det(evt)``, ``det([evts])``."""
+
+    def __init__(self, var: ScanVariable, convert=float):
+        self.name = var.name
+        self._var = var
+        self._convert = convert
+
+    def __call__(self, x):
+        if x is None:
+            return None
+        if isinstance(x, (list, tuple)):
+            return [self(e) for e in x]
+        if hasattr(x, "_i") and self._var.per_event is not None:  # an Event
+            return self._convert(self._var.per_event[x._step][x._i])
+        return self._convert(self._var.per_step[x._step])
+
+    def __repr__(self):
+        return f"<ScanDetector {self.name}>"
+
+
+class MissingDetector:
+    """What ``run.Detector(name, accept_missing=True)`` returns for an absent name."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.raw = self
+
+    def __call__(self, *args, **kwargs):
+        return None
+
+    def __getattr__(self, attr):
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return self
+
+
+def step_docstrings(step_value: np.ndarray, script_type: str, detname: str) -> list[str]:
+    """Derive psana-style ``step_docstring`` values, with ``"value"`` as the last key."""
+    return [json.dumps({"detname": detname, "scantype": script_type, "step": k, "value": float(v)})
+            for k, v in enumerate(step_value)]

@@ -1,0 +1,345 @@
+"""psana2's DataSource protocol over HDF5 run files.
+
+``H5DataSource(files='run.h5')`` behaves like ``psana.DataSource(files=...)``:
+``ds.runs()`` yields one :class:`Run` per file; a run's ``steps()`` and
+``events()`` share one cursor, as psana's do; detectors are looked up with
+``run.Detector(name)``. See ``../shared/reference/psana2-behaviour.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import partition as _partition
+from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
+from .errors import UnknownDetectorError
+from .index_types import RunIndex, ScanVariable
+from .layout import open_run_index
+from .timestamps import to_datetime
+
+log = logging.getLogger(__name__)
+
+#: psana keywords that mean nothing for an h5 file: accepted and ignored.
+IGNORED_KWARGS = {
+    "exp", "run", "dir", "batch_size", "intg_det", "skip_calib_load", "live", "log_level",
+    "smalldata_kwargs", "xdetectors", "monitor", "small_xtc", "shmem", "mpi_ts", "dbsuffix",
+    "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache", "parallel",
+}
+L1ACCEPT = 12
+
+
+class Event:
+    """One event: psana's ``evt``. ``evt.timestamp`` is a python int."""
+
+    __slots__ = ("_run", "_step", "_i", "timestamp")
+
+    def __init__(self, run: Run, step: int, i: int, timestamp: int):
+        self._run = run
+        self._step = step
+        self._i = i
+        self.timestamp = timestamp
+
+    def datetime(self):
+        """Return the event time as a naive UTC ``datetime``."""
+        return to_datetime(self.timestamp)
+
+    def service(self) -> int:
+        """Return 12 (L1Accept), as psana does for data events."""
+        return L1ACCEPT
+
+    def run(self) -> Run:
+        """Return the run this event belongs to (``expt``, ``runnum``, ``timestamp``)."""
+        return self._run
+
+    def __repr__(self):
+        return f"<Event step={self._step} event={self._i} timestamp={self.timestamp}>"
+
+
+class Step:
+    """One step of a run (psana's BeginStep)."""
+
+    def __init__(self, run: Run, index: int):
+        self._run = run
+        self._step = index
+        self.index = index
+
+    def events(self):
+        """Yield this step's remaining events (the run's shared cursor advances)."""
+        run = self._run
+        while run._cursor_step == self._step:
+            evt = run._next_in_step()
+            if evt is None:
+                return
+            yield evt
+
+    def event(self, i: int) -> Event | None:
+        """Return event ``i`` of this step (file order), or None past its event count."""
+        idx = self._run._index
+        if not 0 <= i < idx.n_events[self._step]:
+            return None
+        return Event(self._run, self._step, i, int(idx.timestamps[self._step][i]))
+
+    @property
+    def n_events(self) -> int:
+        """Events stored in this step."""
+        return int(self._run._index.n_events[self._step])
+
+    @property
+    def scan_values(self) -> dict:
+        """``{name: value}`` of every scan variable at this step (plus ``step_value``)."""
+        run = self._run
+        return {name: run._scan[name](self) for name in run._scan if name != "step_docstring"}
+
+    def __repr__(self):
+        return f"<Step {self._step} events={self.n_events}>"
+
+
+class Run:
+    """One run file, with psana2's Run interface."""
+
+    def __init__(self, index: RunIndex, *, max_events=None, detectors=None, timestamps=None,
+                 partition=None):
+        self._index = index
+        h = index.header
+        self.runnum = int(h.get("runnum", index.run_id) or 0)
+        self.expt = str(h.get("experiment") or Path(index.path).stem)
+        self.complete = index.complete
+        self.path = index.path
+        self._area = dict(index.area)
+        self._side = dict(index.side)
+        if detectors is not None:
+            self._keep_detectors(detectors)
+        self._scan = self._scan_detectors()
+        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
+        self._cursor_step = 0
+        self._cursor_pos = 0
+        first = next((s for s in self._selected if len(s)), None)
+        k = next((k for k, s in enumerate(self._selected) if len(s)), 0)
+        self.timestamp = int(index.timestamps[k][first[0]]) if first is not None else 0
+
+    # -- set-up -------------------------------------------------------------------
+    def _keep_detectors(self, names):
+        keep_area, keep_side = {}, {}
+        for name in names:
+            kind, real = self._resolve(name, {"area": self._area, "side": self._side})
+            if kind is None:
+                if name.lower() == "timing":
+                    continue  # timing always answers (see SideDetector)
+                raise UnknownDetectorError(
+                    f"detectors=[...] names {name!r}, which this run does not hold; available: {self._available()}",
+                    file=self.path)
+            (keep_area if kind == "area" else keep_side)[real] = (self._area if kind == "area" else self._side)[real]
+        self._area, self._side = keep_area, keep_side
+
+    def _scan_detectors(self) -> dict:
+        idx = self._index
+        scan = {name: ScanDetector(var) for name, var in idx.scan.items()}
+        if idx.step_value is not None:
+            value = idx.step_value
+        elif idx.scan:
+            value = next(iter(idx.scan.values())).per_step
+        else:
+            value = np.arange(idx.n_steps, dtype=np.float64)
+        scan["step_value"] = ScanDetector(ScanVariable("step_value", np.asarray(value, dtype=np.float64)))
+        docs = idx.step_docstring
+        if docs is None:
+            detname = next(iter(self._area), next(iter(idx.area), ""))
+            docs = step_docstrings(value, idx.script_type, detname)
+        scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
+        return scan
+
+    def _select(self, max_events, timestamps, partition) -> list[np.ndarray]:
+        idx = self._index
+        selected = [np.arange(n, dtype=np.int64) for n in idx.n_events]
+        if timestamps is not None:
+            wanted = np.asarray(timestamps, dtype=np.uint64).ravel()
+            selected = [np.flatnonzero(np.isin(ts, wanted)) for ts in idx.timestamps]
+        if max_events:
+            left = int(max_events)
+            cut = []
+            for sel in selected:
+                if left <= 0:
+                    break
+                cut.append(sel[:left])
+                left -= len(cut[-1])
+            selected = cut
+        return [partition.select(k, sel) for k, sel in enumerate(selected)]
+
+    # -- the shared cursor --------------------------------------------------------
+    def _next_in_step(self) -> Event | None:
+        step = self._cursor_step
+        if step >= len(self._selected):
+            return None
+        sel = self._selected[step]
+        if self._cursor_pos >= len(sel):
+            return None
+        i = int(sel[self._cursor_pos])
+        self._cursor_pos += 1
+        return Event(self, step, i, int(self._index.timestamps[step][i]))
+
+    def steps(self):
+        """Yield a :class:`Step` per remaining step; unread events of a step are skipped."""
+        while self._cursor_step < len(self._selected):
+            step = self._cursor_step
+            yield Step(self, step)
+            if self._cursor_step == step:
+                self._cursor_step, self._cursor_pos = step + 1, 0
+
+    def events(self):
+        """Yield every remaining event across steps (the cursor shared with :meth:`steps`)."""
+        while self._cursor_step < len(self._selected):
+            evt = self._next_in_step()
+            if evt is None:
+                self._cursor_step, self._cursor_pos = self._cursor_step + 1, 0
+                continue
+            yield evt
+
+    # -- detectors ----------------------------------------------------------------
+    def _resolve(self, name, tables):
+        for kind, table in tables.items():
+            if name in table:
+                return kind, name
+        matches = [(kind, real) for kind, table in tables.items() for real in table if real.lower() == str(name).lower()]
+        return matches[0] if len(matches) == 1 else (None, None)
+
+    def _available(self) -> list[str]:
+        return sorted([*self._area, *self._side, *self._scan])
+
+    def Detector(self, name: str, accept_missing: bool = False):  # noqa: N802 - psana's name
+        """Return the detector ``name`` (area, side data or scan variable).
+
+        An exact name wins; else a unique case-insensitive match (``'epixm'``
+        finds ``epixM``). ``'timing'`` always exists. Unknown names raise
+        :class:`UnknownDetectorError` (a ``KeyError``) listing the available
+        names, or return a detector whose calls return None when
+        ``accept_missing`` is True.
+        """
+        kind, real = self._resolve(name, {"area": self._area, "side": self._side, "scan": self._scan})
+        if kind == "area":
+            return AreaDetector(self._area[real])
+        if kind == "side":
+            return SideDetector(real, self._side[real])
+        if kind == "scan":
+            return self._scan[real]
+        if str(name).lower() == "timing":
+            return SideDetector("timing", {})
+        if accept_missing:
+            return MissingDetector(name)
+        raise UnknownDetectorError(f"no detector {name!r} in this run; available: {self._available()}", file=self.path)
+
+    @property
+    def detnames(self) -> set:
+        """Names of the area and side-data detectors."""
+        return set(self._area) | set(self._side)
+
+    @property
+    def detinfo(self) -> dict:
+        """``{(name, 'raw'): [methods]}``, as psana's."""
+        info = {(name, "raw"): ["calib", "image", "raw"] for name in self._area}
+        info.update({(name, "raw"): sorted(fields) for name, fields in self._side.items()})
+        return info
+
+    @property
+    def xtcinfo(self) -> list:
+        """``[(name, dettype, 'raw', version)]``, as psana's."""
+        out = []
+        for name, src in self._area.items():
+            dettype = src.attrs.get("dettype", src.attrs.get("detType", name))
+            out.append((name, _plain(dettype), "raw", _plain(src.attrs.get("detVersion", "0_0_0"))))
+        return out
+
+    @property
+    def scaninfo(self) -> dict:
+        """``{(name, 'raw'): 'raw'}`` for the scan variables."""
+        return {(name, "raw"): "raw" for name in self._scan}
+
+    @property
+    def epicsinfo(self) -> dict:
+        """Always empty: h5 runs hold no EPICS variables."""
+        return {}
+
+    @property
+    def n_steps(self) -> int:
+        """Steps this run yields."""
+        return len(self._selected)
+
+    def __repr__(self):
+        return f"<Run {self.expt} runnum={self.runnum} steps={self.n_steps} {self.path}>"
+
+
+def _plain(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class H5DataSource:
+    """psana2's ``DataSource`` for h5 run files.
+
+    Parameters
+    ----------
+    files : str, path or list of them
+        One run per file.
+    max_events : int, optional
+        Read exactly this many events per run (steps are cut short).
+    detectors : list of str, optional
+        Keep only these detectors; an unknown name raises.
+    timestamps : array of int, optional
+        Read only the events with these timestamps.
+    **kwargs
+        Other psana keywords (``exp``, ``run``, ``dir``, ``batch_size``,
+        ``skip_calib_load``...) are accepted and ignored.
+    """
+
+    def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, **kwargs):
+        if files is None:
+            raise TypeError("H5DataSource needs files= (a path or a list of paths)")
+        self.files = [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
+        self.max_events = max_events
+        self.detectors = detectors
+        self.timestamps = timestamps
+        unknown = set(kwargs) - IGNORED_KWARGS
+        if unknown:
+            log.info("H5DataSource: ignoring unknown keywords %s", sorted(unknown))
+        for key in sorted(set(kwargs) & IGNORED_KWARGS):
+            log.debug("H5DataSource: keyword %s=%r has no meaning for h5 files; ignored", key, kwargs[key])
+        self._kwargs = kwargs
+        self._partition = _partition.choose(max_events=max_events, **kwargs)
+        self.exp = kwargs.get("exp")
+        self.runnum = kwargs.get("run")
+
+    def runs(self):
+        """Yield one :class:`Run` per file."""
+        for path in self.files:
+            run = Run(open_run_index(path), max_events=self.max_events, detectors=self.detectors,
+                      timestamps=self.timestamps, partition=self._partition)
+            self.exp = self.exp or run.expt
+            self.runnum = self.runnum or run.runnum
+            yield run
+
+    def events(self):
+        """Yield every event of every run."""
+        for run in self.runs():
+            yield from run.events()
+
+    def smalldata(self, **kwargs):
+        """Return a psana-compatible ``SmallData`` writer (see :mod:`calibsuite_h5source.smalldata`)."""
+        from .smalldata import SmallData
+
+        return SmallData(self, **kwargs)
+
+    def is_mpi(self) -> bool:
+        """True when events are split across MPI ranks."""
+        return self._partition.is_mpi()
+
+    def is_srv(self) -> bool:
+        """False: h5 sources have no server ranks."""
+        return False
+
+    def unique_user_rank(self) -> bool:
+        """True on exactly one rank."""
+        return self._partition.unique_user_rank()
+
+    def __repr__(self):
+        return f"<H5DataSource files={self.files}>"
