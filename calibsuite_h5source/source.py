@@ -129,7 +129,7 @@ class Run:
                 if name.lower() == "timing":
                     continue  # timing always answers (see SideDetector)
                 raise UnknownDetectorError(
-                    f"detectors=[...] names {name!r}, which this run does not hold; available: {self._available()}",
+                    f"detectors=[...] names {name!r}, which this run does not hold; available: {sorted([*self._area, *self._side])}",
                     file=self.path)
             (keep_area if kind == "area" else keep_side)[real] = (self._area if kind == "area" else self._side)[real]
         self._area, self._side = keep_area, keep_side
@@ -312,8 +312,13 @@ class H5DataSource:
     def runs(self):
         """Yield one :class:`Run` per file."""
         for path in self.files:
-            run = Run(open_run_index(path), max_events=self.max_events, detectors=self.detectors,
-                      timestamps=self.timestamps, partition=self._partition)
+            index = open_run_index(path)
+            try:
+                run = Run(index, max_events=self.max_events, detectors=self.detectors,
+                          timestamps=self.timestamps, partition=self._partition)
+            except BaseException:
+                index.close()
+                raise
             self.exp = self.exp or run.expt
             self.runnum = self.runnum or run.runnum
             yield run
