@@ -1,0 +1,149 @@
+"""Bad input gets one clear error naming the file, the HDF5 path and the rule."""
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+
+from calibsuite_h5source import (
+    DataSource,
+    FormatError,
+    InconsistentRunError,
+    MissingScriptTypeError,
+    NotHDF5Error,
+)
+from calibsuite_h5source.layout import open_run_index
+from calibsuite_h5source.testing.layouts import declare_run, write_layout
+
+
+@pytest.fixture
+def valid(tmp_path):
+    return write_layout(tmp_path / "run.h5", declare_run(steps=(3, 2)))
+
+
+def test_not_hdf5(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("pedestal run notes\n")
+    with pytest.raises(NotHDF5Error, match=r"notes\.h5: not an HDF5 file: no HDF5 signature; found first bytes b'pedestal'"):
+        open_run_index(path)
+
+
+def test_truncated_file_is_told_from_a_missing_one(tmp_path, valid):
+    data = open(valid, "rb").read()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(NotHDF5Error, match=r"cut\.h5: HDF5 file is truncated or corrupted"):
+        open_run_index(cut)
+    with pytest.raises(NotHDF5Error, match=r"gone\.h5: file does not exist"):
+        open_run_index(tmp_path / "gone.h5")
+    with pytest.raises(NotHDF5Error, match="is a directory"):
+        open_run_index(tmp_path)
+
+
+def test_missing_script_type(valid):
+    with h5py.File(valid, "a") as f:
+        del f["ancillaryData"].attrs["scriptType"]
+    with pytest.raises(MissingScriptTypeError, match=r"run\.h5: /ancillaryData: the header must have a 'scriptType'.*found \['ancillaryDataType', 'run'\]"):
+        next(DataSource(files=valid).runs())
+
+
+def test_unrecognised_script_type_is_a_warning(valid, caplog):
+    with h5py.File(valid, "a") as f:
+        f["ancillaryData"].attrs["scriptType"] = "wobbleScan"
+    with caplog.at_level(logging.WARNING):
+        run = next(DataSource(files=valid).runs())
+    assert "'wobbleScan' is not a recognised type" in caplog.text
+    assert len(list(run.events())) == 5
+
+
+def test_zero_steps(tmp_path):
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_group("ancillaryData").attrs["scriptType"] = "dark"
+    with pytest.raises(FormatError, match=r"empty\.h5: /: a run must have at least one step"):
+        open_run_index(tmp_path / "empty.h5")
+
+
+def test_detectors_with_different_event_counts(valid):
+    with h5py.File(valid, "a") as f:
+        del f["wave8/peakAmplitude/1"]
+        f["wave8/peakAmplitude/1"] = np.zeros((1, 4), np.float32)
+    with pytest.raises(InconsistentRunError, match=r"/wave8/peakAmplitude: every detector must have the same events "
+                       r"per step; step 1: /epixM has 2 events, /wave8/peakAmplitude has 1"):
+        open_run_index(valid)
+
+
+def test_detectors_with_different_step_counts(valid):
+    with h5py.File(valid, "a") as f:
+        del f["wave8/peakAmplitude/1"]
+    with pytest.raises(InconsistentRunError, match=r"/epixM has 2 steps, /wave8/peakAmplitude has 1"):
+        open_run_index(valid)
+
+
+def test_timestamps_of_the_wrong_length(valid):
+    with h5py.File(valid, "a") as f:
+        del f["timestamp/1"]
+        f["timestamp/1"] = np.arange(5, dtype=np.uint64)
+    with pytest.raises(InconsistentRunError, match=r"run\.h5: /timestamp/1: timestamps of step 1 must be \[nEvents=2\]; found shape \(5,\)"):
+        open_run_index(valid)
+
+
+def test_per_event_data_must_be_module_row_col(valid):
+    with h5py.File(valid, "a") as f:
+        del f["epixM/1"]
+        f["epixM/1"] = np.zeros((2, 8, 16), np.uint16)
+    with pytest.raises(FormatError, match=r"/epixM/1: epixM step 1 has shape \(2, 8, 16\): per-event data must be \[module, row, col\]"):
+        open_run_index(valid)
+
+
+def test_dtype_change_between_steps(valid):
+    with h5py.File(valid, "a") as f:
+        del f["epixM/1"]
+        f["epixM/1"] = np.zeros((2, 2, 8, 16), np.float32)
+    with pytest.raises(FormatError, match="same in every step"):
+        open_run_index(valid)
+
+
+def test_steps_must_be_contiguous(valid):
+    with h5py.File(valid, "a") as f:
+        f.move("epixM/1", "epixM/2")
+    with pytest.raises(FormatError, match=r"/epixM: steps must be numbered contiguously from 0; found \[0, 2\]"):
+        open_run_index(valid)
+
+
+def test_per_step_scan_variable_of_the_wrong_length(valid):
+    with h5py.File(valid, "a") as f:
+        del f["ancillaryData/delay"]
+        f["ancillaryData/delay"] = np.arange(5.0)
+    with pytest.raises(InconsistentRunError, match=r"/ancillaryData/delay: per-step scan variable must have nSteps=2 values; found 5"):
+        open_run_index(valid)
+
+
+def test_padded_nevents_beyond_the_padding(tmp_path):
+    path = write_layout(tmp_path / "p.h5", declare_run(steps=(3, 2)), "padded")
+    with h5py.File(path, "a") as f:
+        f["nEvents"][1] = 7
+    with pytest.raises(InconsistentRunError, match=r"nEvents \[3, 7\] exceeds the padded event axis \(3\)"):
+        open_run_index(path)
+
+
+def test_incomplete_run_reads_finished_steps(valid, caplog):
+    with h5py.File(valid, "a") as f:
+        f["ancillaryData"].attrs["complete"] = False
+        f["ancillaryData"].attrs["stepsComplete"] = 1
+        f["ancillaryData"].attrs["error"] = "RuntimeError: DAQ died"
+    with caplog.at_level(logging.WARNING):
+        run = next(DataSource(files=valid).runs())
+    assert run.complete is False
+    assert "incomplete" in caplog.text and "DAQ died" in caplog.text
+    assert [len(list(s.events())) for s in run.steps()] == [3]
+
+
+def test_file_is_closed_after_an_error(valid):
+    with h5py.File(valid, "a") as f:
+        del f["epixM/1"]
+        f["epixM/1"] = np.zeros((2, 8, 16), np.uint16)
+    with pytest.raises(FormatError):
+        open_run_index(valid)
+    with h5py.File(valid, "w"):  # would fail if the reader still held the file open
+        pass
