@@ -1,0 +1,497 @@
+"""Streaming writer of canonical run files (``docs/format.rst``).
+
+::
+
+    with RunWriter('run.h5', scriptType='delayScan', location='ASC') as w:
+        for delay in delays:
+            with w.step(delay=delay) as s:                       # per-step scan value
+                for frame, amp, ts in acquire():
+                    s.event(epixM=frame, wave8={'peakAmplitude': amp}, timestamp=ts)
+
+Events are checked at the call, before anything is written, buffered, and
+appended in blocks (one resize and one write per block and dataset). The file
+is flushed at the end of every step and every ``flush_every`` events; the
+header says ``complete = False`` until a clean close, and ``stepsComplete``
+counts the finished steps, so a crash loses at most the unfinished step.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import shlex
+import sys
+import time
+
+import h5py
+import numpy as np
+
+from ._version import __version__
+from .errors import MissingDependencyError, UnknownScriptTypeError, WriterError
+from .script_types import canonical_script_type, known_script_types
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "1.0"
+COMPRESSIONS = (None, "gzip", "lzf", "bitshuffle", "blosc", "zstd")
+_BLOCK_BYTES = 32 * 2**20  # buffer up to this much per dataset before writing a block
+
+
+def compression_kwargs(compression, opts=None) -> dict:
+    """Return ``create_dataset`` keywords for a compression name (see ``COMPRESSIONS``)."""
+    if compression in (None, "none"):
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 4 if opts is None else opts}
+    if compression == "lzf":
+        return {"compression": "lzf"}
+    if compression in ("bitshuffle", "blosc", "zstd"):
+        try:
+            import hdf5plugin
+        except ImportError as exc:
+            raise MissingDependencyError(f"compression={compression!r} needs hdf5plugin: "
+                                         "pip install 'calibsuite_h5source[compression]'") from exc
+        opts = dict(opts or {})
+        if compression == "bitshuffle":
+            return dict(hdf5plugin.Bitshuffle(cname="lz4", **opts))
+        if compression == "blosc":
+            return dict(hdf5plugin.Blosc(cname="lz4", shuffle=hdf5plugin.Blosc.SHUFFLE, **opts))
+        return dict(hdf5plugin.Zstd(**opts))
+    raise WriterError(f"unknown compression {compression!r}; choose one of {COMPRESSIONS}")
+
+
+class _Column:
+    """Buffered per-event values of one dataset of one step."""
+
+    def __init__(self, writer: RunWriter, h5path: str, shape: tuple, dtype, compress: bool):
+        self.writer, self.h5path, self.shape, self.dtype = writer, h5path, shape, np.dtype(dtype)
+        self.compress = compress
+        nbytes = max(1, int(np.prod(shape)) * self.dtype.itemsize)
+        self.buf = np.empty((max(1, min(writer.flush_every, _BLOCK_BYTES // nbytes)), *shape), self.dtype)
+        self.n_buf = 0
+        self.ds = None
+
+    def append(self, value) -> None:
+        self.buf[self.n_buf] = value
+        self.n_buf += 1
+        if self.n_buf == len(self.buf):
+            self.flush()
+
+    def write_block(self, block: np.ndarray) -> None:
+        self.flush()
+        self._write(block)
+
+    def flush(self) -> None:
+        if self.n_buf or self.ds is None:
+            self._write(self.buf[: self.n_buf])
+            self.n_buf = 0
+
+    def _write(self, block) -> None:
+        if self.ds is None:
+            self.ds = self.writer._create(self.h5path, self.shape, self.dtype, self.compress)
+        n = self.ds.shape[0]
+        if len(block):
+            self.ds.resize(n + len(block), axis=0)
+            self.ds[n:] = block
+
+
+class StepWriter:
+    """One step being written; get it from :meth:`RunWriter.step`."""
+
+    def __init__(self, writer: RunWriter, index: int, scan_values: dict):
+        self.writer = writer
+        self.index = index
+        self.scan_values = scan_values
+        self.n_events = 0
+        self._columns: dict[tuple, _Column] = {}
+        self._present: dict[str, list[bool]] = {}
+        self._timestamps: list[int] = []
+        self._scan: dict[str, list] = {}
+        self._closed = False
+
+    # -- checks (nothing is written until every check of a call passed) --------
+    def _fail(self, h5path, rule):
+        raise WriterError(rule, file=self.writer.path, h5path=h5path)
+
+    def _check_event(self, timestamp, scan, data) -> dict:
+        w = self.writer
+        checked = {}
+        if w._schema is None:
+            w._learn_schema(data, timestamp is not None, scan)
+        schema = w._schema
+        expected = set(schema["area"]) | set(schema["side"])
+        if set(data) != expected:
+            missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
+            self._fail("/", f"every event must hold the same detectors (pass None for an event without data); "
+                       f"expected {sorted(expected)}, missing {missing}, unexpected {extra}")
+        for name, value in data.items():
+            if name in schema["area"]:
+                checked[name] = None if value is None else w._check_frame(name, value, f"/{name}/{self.index}")
+            else:
+                if not isinstance(value, dict) or set(value) != set(schema["side"][name]):
+                    self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])}; "
+                               f"found {sorted(value) if isinstance(value, dict) else type(value).__name__}")
+                checked[name] = {f: w._check_field(name, f, v) for f, v in value.items()}
+        if (timestamp is not None) != schema["timestamps"]:
+            self._fail("/timestamp", "give a timestamp with every event or with none; "
+                       f"the first event {'had' if schema['timestamps'] else 'had none'}, this one "
+                       f"{'has' if timestamp is not None else 'has none'}")
+        scan = scan or {}
+        if set(scan) != schema["scan"]:
+            self._fail("/ancillaryData", f"every event must give the same per-event scan values "
+                       f"{sorted(schema['scan'])}; found {sorted(scan)}")
+        for name, v in scan.items():
+            prev = self._scan.get(name)
+            if prev and prev[0] != v:
+                self._fail(f"/ancillaryData/{name}/{self.index}",
+                           f"a per-event scan value must not change inside a step; step {self.index} started "
+                           f"with {prev[0]!r}, event {self.n_events} has {v!r}")
+        return checked
+
+    # -- writing --------------------------------------------------------------
+    def _column(self, key, h5path, shape, dtype, compress=False) -> _Column:
+        col = self._columns.get(key)
+        if col is None:
+            col = self._columns[key] = _Column(self.writer, h5path, shape, dtype, compress)
+        return col
+
+    def event(self, timestamp=None, scan=None, **data) -> None:
+        """Add one event.
+
+        Parameters
+        ----------
+        timestamp : int, optional
+            psana timestamp (``seconds since 1990 << 32 | ns``); all events or none.
+        scan : dict, optional
+            Per-event scan values ``{name: value}``, constant within a step.
+        **data
+            ``detector=frame`` (``[module, row, col]``, or 2-D for one module;
+            None when the event holds no data for it), or
+            ``source={field: value}`` for side data.
+        """
+        if self._closed:
+            raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
+        checked = self._check_event(timestamp, scan, data)
+        schema = self.writer._schema
+        for name, frame in checked.items():
+            if name in schema["area"]:
+                shape, dtype = schema["area"][name]
+                col = self._column(("area", name), f"/{name}/{self.index}", shape, dtype, True)
+                present = self._present.setdefault(name, [True] * self.n_events)
+                present.append(frame is not None)
+                col.append(0 if frame is None else frame)
+            else:
+                for field, value in frame.items():
+                    shape, dtype = schema["side"][name][field]
+                    self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
+        for name, present in self._present.items():
+            if name not in checked:  # keep masks aligned (cannot happen: schema check)
+                present.append(True)
+        if timestamp is not None:
+            self._timestamps.append(int(timestamp))
+        for name, v in (scan or {}).items():
+            self._scan.setdefault(name, []).append(v)
+        self.n_events += 1
+        self.writer._event_written()
+
+    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None) -> None:
+        """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``."""
+        lengths = {len(v) if not isinstance(v, dict) else len(next(iter(v.values()))) for v in data.values()}
+        if len(lengths) != 1:
+            self._fail("/", f"every detector of a block must hold the same number of events; found {sorted(lengths)}")
+        n = lengths.pop()
+        present = present or {}
+        for i in range(n):
+            event = {name: (v[i] if not isinstance(v, dict) else {f: a[i] for f, a in v.items()})
+                     for name, v in data.items()}
+            for name, mask in present.items():
+                if not mask[i]:
+                    event[name] = None
+            self.event(timestamp=None if timestamps is None else int(timestamps[i]),
+                       scan=None if scan is None else {k: v[i] for k, v in scan.items()}, **event)
+
+    def close(self) -> None:
+        """Finish the step: write its buffers, masks, timestamps and scan values; flush."""
+        if self._closed:
+            return
+        w = self.writer
+        schema = w._schema
+        if schema is None:
+            self._fail(f"/step {self.index}", "a step must hold at least one event before the first step with "
+                       "data defines the detectors; write events or declare none")
+        for name, (shape, dtype) in schema["area"].items():
+            self._column(("area", name), f"/{name}/{self.index}", shape, dtype, True).flush()
+        for name, fields in schema["side"].items():
+            for field, (shape, dtype) in fields.items():
+                self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
+        f = w._file
+        for name, mask in self._present.items():
+            if not all(mask):
+                f.create_dataset(f"{name}/present/{self.index}", data=np.asarray(mask, dtype=bool))
+        if schema["timestamps"]:
+            f.create_dataset(f"timestamp/{self.index}", data=np.asarray(self._timestamps, dtype=np.uint64))
+        for name, values in self._scan.items():
+            f.create_dataset(f"ancillaryData/{name}/{self.index}", data=np.asarray(values))
+        for name in schema["scan"] - set(self._scan):  # an empty step still gets its (empty) dataset
+            f.create_dataset(f"ancillaryData/{name}/{self.index}", data=np.zeros(0))
+        w._finish_step(self)
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+        return False
+
+    def discard(self) -> None:
+        """Drop this unfinished step's data (finished steps are untouched)."""
+        f = self.writer._file
+        for col in self._columns.values():
+            if col.ds is not None and col.h5path in f:
+                del f[col.h5path]
+        self._closed = True
+        self.writer._open_step = None
+
+
+class RunWriter:
+    """Write one run file in the canonical layout.
+
+    Parameters
+    ----------
+    path : str or path
+        The file to create.
+    scriptType : str
+        Kind of run; must be recognised (``known_script_types()``) unless
+        ``allow_unknown_script_type`` is True.
+    compression : {None, 'gzip', 'lzf', 'bitshuffle', 'blosc', 'zstd'}
+        Compression of detector frames (the last three need hdf5plugin).
+    compression_opts : optional
+        gzip level, or keywords of the hdf5plugin filter.
+    flush_every : int
+        Flush the file every this many events (and at each step end).
+    overwrite : bool
+        Replace an existing file; otherwise an existing file is an error.
+    **header
+        More ``/ancillaryData`` attributes (``location``, ``experiment``,
+        ``runnum``...). ``acquisitionScript``, ``commandLine``, ``date``,
+        ``version`` and ``run`` (Unix seconds) are filled in unless given.
+    """
+
+    def __init__(self, path, scriptType, *, compression=None, compression_opts=None,  # noqa: N803
+                 flush_every: int = 100, allow_unknown_script_type: bool = False, overwrite: bool = False,
+                 **header):
+        self.path = str(path)
+        canonical = canonical_script_type(scriptType) if scriptType else None
+        if canonical is None and not allow_unknown_script_type:
+            raise UnknownScriptTypeError(f"scriptType {scriptType!r} is not recognised; known: "
+                                         f"{sorted(known_script_types())} (or pass allow_unknown_script_type=True, "
+                                         "or register_script_type())", file=self.path)
+        self._compression = compression_kwargs(compression, compression_opts)
+        self.compression = compression
+        self.flush_every = max(1, int(flush_every))
+        try:
+            self._file = h5py.File(self.path, "w" if overwrite else "x")
+        except FileExistsError as exc:
+            raise WriterError("file exists; pass overwrite=True to replace it", file=self.path) from exc
+        except OSError as exc:
+            raise WriterError(f"cannot create the file: {exc}", file=self.path) from exc
+        now = time.time()
+        defaults = {
+            "acquisitionScript": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+            "commandLine": shlex.join(sys.argv) if sys.argv else "",
+            "date": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+            "version": f"calibsuite_h5source {__version__}",
+            "run": int(now),
+        }
+        self.header = {**defaults, **{k: v for k, v in header.items() if v is not None},
+                       "scriptType": canonical or scriptType}
+        f = self._file
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["NX_class"] = "NXroot"
+        g = f.create_group("ancillaryData")
+        for key, value in self.header.items():
+            g.attrs[key] = value
+        g.attrs["complete"] = False
+        g.attrs["stepsComplete"] = 0
+        self._detectors: dict[str, dict] = {}
+        self._schema = None
+        self._scan_names: list[str] | None = None
+        self._open_step: StepWriter | None = None
+        self.n_steps = 0
+        self._since_flush = 0
+        self._closed = False
+        f.flush()
+
+    # -- declarations and schema ---------------------------------------------
+    def detector(self, name: str, *, detType=None, gainBitsMask=None, calib=None, attrs=None,  # noqa: N803
+                 shape=None, dtype=None) -> None:
+        """Declare an area detector's metadata (and optionally its frame shape/dtype) before its data.
+
+        Parameters
+        ----------
+        detType : str, optional
+            psana's type (``'epixm'``).
+        gainBitsMask : int, optional
+            ADU bits, for ``calib`` without constants.
+        calib : dict, optional
+            Constants ``{'pedestals': array, ...}``, written to ``/<name>/calib/``;
+            a value may be ``(array, metadata_dict)``.
+        attrs : dict, optional
+            More group attributes.
+        shape, dtype : optional
+            Frame ``[module, row, col]`` and dtype, needed only when the first
+            events hold no data for this detector.
+        """
+        if self._schema is not None:
+            raise WriterError("declare detectors before the first event", file=self.path, h5path=f"/{name}")
+        g = self._file.require_group(name)
+        for key, value in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items():
+            if value is not None:
+                g.attrs[key] = value
+        for ctype, value in (calib or {}).items():
+            array, meta = value if isinstance(value, tuple) else (value, {})
+            ds = g.create_dataset(f"calib/{ctype}", data=np.asarray(array))
+            ds.attrs.update(meta)
+        self._detectors[name] = {"shape": None if shape is None else tuple(shape),
+                                 "dtype": None if dtype is None else np.dtype(dtype)}
+
+    def _learn_schema(self, data: dict, has_timestamps: bool, scan) -> None:
+        area, side = {}, {}
+        for name, value in data.items():
+            if isinstance(value, dict):
+                side[name] = {f: self._field_info(name, f, v) for f, v in value.items()}
+            else:
+                declared = self._detectors.get(name, {})
+                if value is None:
+                    if declared.get("shape") is None:
+                        raise WriterError(f"the first event holds no data for {name}, so its frame shape is unknown; "
+                                          f"declare it with w.detector({name!r}, shape=..., dtype=...)",
+                                          file=self.path, h5path=f"/{name}")
+                    area[name] = (declared["shape"], declared["dtype"] or np.dtype(np.uint16))
+                else:
+                    frame = self._as_frame(name, value)
+                    area[name] = (frame.shape, frame.dtype)
+        if not area and not side:
+            raise WriterError("an event must hold at least one detector or side-data source", file=self.path)
+        self._schema = {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {})}
+        for name in area:
+            g = self._file.require_group(name)
+            g.attrs.update({"NX_class": "NXdata", "signal": "0"})
+        self._file.attrs["default"] = next(iter(area), next(iter(side), ""))
+
+    def _as_frame(self, name, value) -> np.ndarray:
+        frame = np.asarray(value)
+        if frame.ndim == 2:
+            frame = frame[None]
+        if frame.ndim != 3:
+            raise WriterError(f"a frame must be [module, row, col] (or 2-D for one module); found shape {frame.shape}",
+                              file=self.path, h5path=f"/{name}")
+        return frame
+
+    def _check_frame(self, name, value, h5path) -> np.ndarray:
+        frame = self._as_frame(name, value)
+        shape, dtype = self._schema["area"][name]
+        if frame.shape != shape or frame.dtype != dtype:
+            raise WriterError(f"every frame of {name} must match its first: expected {shape} {dtype}, "
+                              f"found {frame.shape} {frame.dtype}", file=self.path, h5path=h5path)
+        return frame
+
+    def _field_info(self, name, field, value):
+        arr = np.asarray(value)
+        return arr.shape, arr.dtype
+
+    def _check_field(self, name, field, value):
+        arr = np.asarray(value)
+        shape, dtype = self._schema["side"][name][field]
+        if arr.shape != shape or (arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, "same_kind")):
+            raise WriterError(f"every value of {name}.{field} must match its first: expected {shape} {dtype}, "
+                              f"found {arr.shape} {arr.dtype}", file=self.path, h5path=f"/{name}/{field}")
+        return arr
+
+    def _create(self, h5path, shape, dtype, compress) -> h5py.Dataset:
+        kwargs = self._compression if compress else {}
+        return self._file.create_dataset(h5path, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                         chunks=(1, *shape) if compress else (max(1, 2**16 // max(1, dtype.itemsize * int(np.prod(shape)))), *shape),
+                                         **kwargs)
+
+    # -- steps ----------------------------------------------------------------
+    def step(self, **scan_values) -> StepWriter:
+        """Open the next step; keywords are its per-step scan values (numbers, or str for ``step_docstring``)."""
+        self._check_open()
+        if self._open_step is not None:
+            raise WriterError(f"step {self._open_step.index} is still open; close it first", file=self.path)
+        names = sorted(scan_values)
+        if self._scan_names is not None and names != self._scan_names:
+            raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
+                              f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
+        self._open_step = StepWriter(self, self.n_steps, scan_values)
+        return self._open_step
+
+    def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, **scan_values) -> None:
+        """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}``."""
+        with self.step(**scan_values) as s:
+            s.add_events(data, timestamps=timestamps, present=present, scan=scan)
+
+    def _event_written(self) -> None:
+        self._since_flush += 1
+        if self._since_flush >= self.flush_every:
+            for col in self._open_step._columns.values():
+                col.flush()
+            self._file.flush()
+            self._since_flush = 0
+
+    def _finish_step(self, step: StepWriter) -> None:
+        f = self._file
+        g = f["ancillaryData"]
+        for name, value in step.scan_values.items():
+            if name not in g:
+                kind = h5py.string_dtype() if isinstance(value, str) else np.float64
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=kind, chunks=(256,))
+            ds = g[name]
+            ds.resize(step.index + 1, axis=0)
+            ds[step.index] = value
+        if self._scan_names is None:
+            self._scan_names = sorted(step.scan_values)
+            declared = [n for n in self._scan_names if n not in ("step_value", "step_docstring")]
+            declared += sorted(self._schema["scan"])
+            if declared:
+                g.attrs["ancillaryDataType"] = declared[0] if len(declared) == 1 else declared
+        self.n_steps += 1
+        self._open_step = None
+        g.attrs["stepsComplete"] = self.n_steps
+        f.flush()
+        self._since_flush = 0
+
+    # -- closing ----------------------------------------------------------------
+    def _check_open(self):
+        if self._closed:
+            raise WriterError("the writer is closed", file=self.path)
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Close the file; a clean close marks the run complete."""
+        if self._closed:
+            return
+        g = self._file["ancillaryData"]
+        if error is None and self._open_step is not None:
+            self._open_step.close()
+        if error is None and self.n_steps == 0:
+            error = WriterError("a run must have at least one step", file=self.path)
+        if error is None:
+            g.attrs["complete"] = True
+        else:
+            g.attrs["error"] = f"{type(error).__name__}: {error}"
+            log.warning("%s: closed after an error; its %d finished steps are readable: %s", self.path, self.n_steps, error)
+        self._file.close()
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(exc)
+        return False
