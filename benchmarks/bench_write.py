@@ -1,0 +1,93 @@
+"""Write speed of RunWriter vs a raw h5py block-append loop, side by side.
+
+Run by hand::
+
+    python benchmarks/bench_write.py               # 1000 epixM frames (4x192x384 uint16, ~590 MB)
+    python benchmarks/bench_write.py --events 200  # quick
+
+Both writers get the same realistic frames (per-pixel pedestal + gaussian
+noise, the epixM gain bit clear), uncompressed and with bitshuffle-LZ4.
+The raw loop is what a careful h5py user writes: one resizable dataset,
+chunks of one event, blocks of ``--block`` events appended with one resize
+and one write. Targets: RunWriter >= 0.9x raw uncompressed; bitshuffle-LZ4
+>= 800 MB/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from calibsuite_h5source import RunWriter
+from calibsuite_h5source.writer import compression_kwargs
+
+SHAPE = (4, 192, 384)
+
+
+def make_frames(n_distinct: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pedestal = rng.normal(1000, 50, SHAPE).astype(np.float32)
+    return np.stack([(pedestal + rng.normal(0, 8, SHAPE)).astype(np.uint16) for _ in range(n_distinct)])
+
+
+def raw_h5py(path, frames, n, block, compression):
+    kwargs = compression_kwargs(compression)
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("epixM/0", shape=(0, *SHAPE), maxshape=(None, *SHAPE), dtype=np.uint16,
+                              chunks=(1, *SHAPE), **kwargs)
+        buf = np.empty((block, *SHAPE), np.uint16)
+        k = 0
+        for i in range(n):
+            buf[k] = frames[i % len(frames)]
+            k += 1
+            if k == block or i == n - 1:
+                m = ds.shape[0]
+                ds.resize(m + k, axis=0)
+                ds[m:] = buf[:k]
+                k = 0
+
+
+def run_writer(path, frames, n, block, compression):
+    with RunWriter(path, "dark", compression=compression, flush_every=block, overwrite=True) as w, w.step() as s:
+        for i in range(n):
+            s.event(epixM=frames[i % len(frames)])
+
+
+def timed(fn, *args, repeat=3):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1000)
+    p.add_argument("--block", type=int, default=100, help="events per block (RunWriter: flush_every)")
+    p.add_argument("--workdir", default=None)
+    args = p.parse_args(argv)
+    frames = make_frames()
+    mb = args.events * frames[0].nbytes / 1e6
+    print(f"{args.events} frames of {SHAPE} uint16 ({mb:.0f} MB), blocks of {args.block}, best of 3")
+    print(f"{'compression':<12}{'writer':<12}{'events/s':>10}{'MB/s':>9}{'ratio':>8}{'file MB':>9}")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for compression in (None, "bitshuffle"):
+            raw_path, our_path = Path(tmp) / "raw.h5", Path(tmp) / "ours.h5"
+            t_raw = timed(raw_h5py, raw_path, frames, args.events, args.block, compression)
+            t_our = timed(run_writer, our_path, frames, args.events, args.block, compression)
+            for name, t, path in (("raw h5py", t_raw, raw_path), ("RunWriter", t_our, our_path)):
+                ratio = f"{t_raw / t:.2f}" if name == "RunWriter" else ""
+                print(f"{compression or 'none':<12}{name:<12}{args.events / t:>10.0f}{mb / t:>9.0f}{ratio:>8}"
+                      f"{path.stat().st_size / 1e6:>9.0f}")
+    print("targets: RunWriter/raw >= 0.9 uncompressed; bitshuffle-LZ4 >= 800 MB/s")
+
+
+if __name__ == "__main__":
+    main()
