@@ -1,1 +1,51 @@
-"""Helpers for tests: declared runs written in any layout, synthetic runs, a pytest plugin."""
+"""Helpers for tests: synthetic runs in any layout, declared runs, a pytest plugin.
+
+``make_synthetic_run(path, steps=(3, 2, 4), detector='epixM')`` writes a
+reproducible synthetic run (see :mod:`calibsuite_h5source.fake`) and returns
+its :class:`~calibsuite_h5source.fake.Truth`; the pytest plugin
+(``calibsuite_h5source.testing.plugin``, registered as a ``pytest11`` entry
+point) gives tests a ``synthetic_run`` factory fixture writing into
+``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from ..fake import SyntheticRun, Truth
+from .layouts import LAYOUTS, declare_run, write_layout
+
+__all__ = ["make_synthetic_run", "declare_run", "write_layout", "LAYOUTS"]
+
+
+def make_synthetic_run(path, steps=(3, 2, 4), detector="epixM", shape=None, layout="canonical",
+                       run_type="dark", seed=0, compression=None, **kwargs) -> Truth:
+    """Write a synthetic run to ``path`` and return what was put in it.
+
+    Parameters
+    ----------
+    path : str or path
+        File to write (replaced if it exists).
+    steps : sequence of int
+        Events in each step.
+    detector : str
+        A suite detector (``epixM``, ``epix10k``, ``jungfrau``...).
+    shape : tuple, optional
+        Per-event ``(module, row, col)``; small shapes keep tests fast.
+    layout : str
+        ``'canonical'`` (streamed through RunWriter), ``'padded'``,
+        ``'stepgroups'`` or ``'legacy'`` (see docs/format.rst).
+    run_type : str
+        ``dark``, ``pedestal``, ``fe55``, ``linearity``, ``intensityScan``, ``delayScan``.
+    seed : int
+        Seed of everything; the same arguments give the same file content.
+    **kwargs
+        More :class:`~calibsuite_h5source.fake.SyntheticRun` options (``occupancy``...).
+    """
+    run = SyntheticRun(run_type=run_type, detector=detector, events=list(steps), seed=seed, shape=shape, **kwargs)
+    if layout == "canonical":
+        return run.write(path, compression=compression, overwrite=True)
+    decl = run.declaration()
+    if layout == "legacy":
+        decl.pop("timestamps")
+        decl.pop("side")
+    write_layout(path, decl, layout)
+    return run.truth
