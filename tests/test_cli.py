@@ -1,0 +1,116 @@
+"""Every sub-command run on real files: output and exit codes."""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from calibsuite_h5source.cli import main
+from calibsuite_h5source.info import summarise
+from calibsuite_h5source.testing import make_synthetic_run
+from calibsuite_h5source.testing.layouts import declare_run, write_layout
+
+
+@pytest.fixture
+def scan_run(tmp_path):
+    path = tmp_path / "scan.h5"
+    make_synthetic_run(path, steps=(4, 2, 3), shape=(2, 16, 24), run_type="linearity", compression="gzip")
+    return path
+
+
+def test_info_summary_and_json(scan_run, capsys):
+    assert main(["info", str(scan_run)]) == 0
+    out = capsys.readouterr().out
+    assert "scriptType linearity" in out and "canonical layout" in out
+    assert "3 steps, 9 events  (per step: 4, 2, 3)" in out
+    assert "epixM            (2, 16, 24) uint16   gzip" in out
+    assert "wave8            peakAmplitude (8,) float32" in out and "flux             per step  [1, 2, 3]" in out
+    assert main(["info", "--json", str(scan_run)]) == 0
+    (s,) = json.loads(capsys.readouterr().out)
+    assert s["events_per_step"] == [4, 2, 3] and s["detectors"]["epixM"]["compression"] == "gzip"
+    assert 0 < s["detectors"]["epixM"]["stored_MB"] < s["detectors"]["epixM"]["raw_MB"]
+    assert s["timestamps"]["duration_s"] == 0.008 and s["timestamps"]["stored"]
+
+
+def test_info_reads_no_frame_data(scan_run, mocker):
+    from calibsuite_h5source.index_types import EventArray
+
+    spy = mocker.spy(EventArray, "read")
+    summarise(scan_run)
+    assert spy.call_count == 0
+
+
+def test_info_unreadable_file_exits_2(tmp_path, capsys):
+    (tmp_path / "bad.h5").write_text("x")
+    assert main(["info", str(tmp_path / "bad.h5")]) == 2
+    assert "not an HDF5 file" in capsys.readouterr().err
+
+
+def test_validate_exit_codes(tmp_path, scan_run, capsys):
+    assert main(["validate", str(scan_run)]) == 0
+    warn = write_layout(tmp_path / "warn.h5", declare_run(steps=(2,), script_type="wobbleScan"))
+    assert main(["validate", warn]) == 0
+    assert main(["validate", "--strict", warn]) == 1
+    bad = write_layout(tmp_path / "bad.h5", declare_run(steps=(2, 2)))
+    with h5py.File(bad, "a") as f:
+        f["timestamp/1"][0] = 1
+    capsys.readouterr()
+    assert main(["validate", "--json", str(scan_run), bad]) == 1
+    problems = json.loads(capsys.readouterr().out)
+    assert [(p["code"], p["h5path"]) for p in problems] == [("timestamp-order", "/timestamp/1")]
+    (tmp_path / "x.h5").write_text("x")
+    assert main(["validate", str(tmp_path / "x.h5"), str(scan_run)]) == 2
+    assert main(["validate", "--list-checks"]) == 0 and "timestamps" in capsys.readouterr().out
+
+
+def test_validate_ctrl_c_prints_what_was_found(tmp_path, mocker, capsys):
+    from calibsuite_h5source import validate as v
+
+    bad = write_layout(tmp_path / "bad.h5", declare_run(steps=(2,), script_type="wobbleScan"))
+    real = v.validate
+    mocker.patch.object(v, "validate", side_effect=[real(bad), KeyboardInterrupt()])
+    assert main(["validate", bad, bad]) == 130
+    captured = capsys.readouterr()
+    assert "script-type" in captured.out and "1 of 2 files checked" in captured.err and "interrupted" in captured.err
+
+
+def test_fake_writes_a_valid_run(tmp_path, capsys):
+    out = tmp_path / "f.h5"
+    assert main(["fake", str(out), "--detector", "epixUHR", "--run-type", "fe55", "--steps", "2", "--events", "3",
+                 "--compression", "gzip", "--seed", "7"]) == 0
+    assert "fe55 run, epixUHR (4, 168, 192), 2 steps x 3 events" in capsys.readouterr().out
+    assert main(["validate", str(out)]) == 0
+    assert main(["fake", str(out)]) == 2  # exists, no --overwrite
+    assert main(["fake", str(tmp_path / "g.h5"), "--detector", "cspad"]) == 2
+
+
+def test_plot_draws_the_right_things(scan_run, tmp_path):
+    mpimg = pytest.importorskip("matplotlib.image")
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["plot", str(scan_run), "-o", str(a), "--step", "2"]) == 0
+    assert main(["plot", str(scan_run), "-o", str(b), "--step", "2", "--event", "1"]) == 0
+    img_a, img_b = mpimg.imread(a), mpimg.imread(b)
+    assert img_a.shape[:2] == (680, 880)
+    h, w = img_a.shape[:2]
+    frame_a, frame_b = img_a[: h // 2, : w // 2], img_b[: h // 2, : w // 2]
+    assert frame_a.std() > 0.05  # an image, not a blank panel
+    assert not np.array_equal(frame_a, frame_b)  # a different event shows a different frame
+    def has_colour(region, rgb):
+        return np.any(np.all(np.abs(region[..., :3] - np.array(rgb) / 255) < 0.02, axis=-1))
+    assert has_colour(img_a[h // 2:, : w // 2], (31, 119, 180))  # the events-per-step bars (tab:blue)
+    assert has_colour(img_a[h // 2:, w // 2:], (255, 127, 14))  # the scan-value line (tab:orange)
+    assert not has_colour(img_a[h // 2:, w // 2:], (31, 119, 180))
+    assert main(["plot", str(scan_run), "-o", str(a), "--step", "7"]) == 2
+
+
+def test_console_script_help_and_subprocess(scan_run):
+    out = subprocess.run([sys.executable, "-m", "calibsuite_h5source.cli", "info", str(scan_run)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "3 steps, 9 events" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "calibsuite_h5source.cli", "--help"], capture_output=True, text=True)
+    for command in ("demo", "info", "validate", "fake", "plot"):
+        assert command in out.stdout
+    assert "Exit codes" in out.stdout

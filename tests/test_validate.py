@@ -1,0 +1,100 @@
+"""Each check, by corrupting exactly one thing of a valid file."""
+
+import h5py
+import numpy as np
+import pytest
+
+from calibsuite_h5source.testing.layouts import declare_run, write_layout
+from calibsuite_h5source.validate import ERROR, WARNING, list_checks, validate
+
+
+@pytest.fixture
+def valid(tmp_path):
+    return write_layout(tmp_path / "run.h5", declare_run(steps=(3, 2, 4)))
+
+
+@pytest.mark.parametrize("layout", ["canonical", "padded", "stepgroups", "legacy"])
+def test_valid_files_have_no_problems(tmp_path, layout):
+    decl = declare_run(steps=(3, 3) if layout == "legacy" else (3, 2, 4), side=layout != "legacy",
+                       timestamps=layout != "legacy", per_event_scan=layout in ("padded", "stepgroups"))
+    assert validate(write_layout(tmp_path / "r.h5", decl, layout)) == []
+
+
+def corrupt(path, fn):
+    with h5py.File(path, "a") as f:
+        fn(f)
+    return validate(path)
+
+
+def only(problems):
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def replace(f, name, data):
+    del f[name]
+    f[name] = data
+
+
+CASES = [
+    ("missing scriptType", lambda f: f["ancillaryData"].attrs.__delitem__("scriptType"), "header", ERROR, "/ancillaryData"),
+    ("unknown scriptType", lambda f: f["ancillaryData"].attrs.__setitem__("scriptType", "wobbleScan"), "script-type", WARNING, "/ancillaryData"),
+    ("run in 1970", lambda f: f["ancillaryData"].attrs.__setitem__("run", 5), "run-id", ERROR, "/ancillaryData"),
+    ("step renumbered", lambda f: f.move("wave8/peakAmplitude/2", "wave8/peakAmplitude/5"), "step-numbering", ERROR, "/wave8/peakAmplitude"),
+    ("one event less", lambda f: replace(f, "wave8/peakAmplitude/1", np.zeros((1, 4), np.float32)), "same-events", ERROR, "/wave8/peakAmplitude"),
+    ("not [module,row,col]", lambda f: replace(f, "epixM/1", np.zeros((2, 8, 16), np.uint16)), "frame-shape", ERROR, "/epixM/1"),
+    ("dtype change", lambda f: replace(f, "epixM/2", np.zeros((4, 2, 8, 16), np.int32)), "frame-consistency", ERROR, "/epixM/2"),
+    ("timestamp order", lambda f: f["timestamp/2"].__setitem__(3, 1), "timestamp-order", ERROR, "/timestamp/2"),
+    ("timestamp length", lambda f: replace(f, "timestamp/1", np.arange(1, 6, dtype=np.uint64)), "timestamp-length", ERROR, "/timestamp/1"),
+    ("scan length", lambda f: replace(f, "ancillaryData/delay", np.arange(4.0)), "scan-length", ERROR, "/ancillaryData/delay"),
+    ("incomplete", lambda f: f["ancillaryData"].attrs.update({"complete": False, "stepsComplete": 3}), "incomplete", WARNING, "/ancillaryData"),
+]
+
+
+@pytest.mark.parametrize("what, fn, code, severity, h5path", CASES, ids=[c[0] for c in CASES])
+def test_each_check_catches_one_corruption(valid, what, fn, code, severity, h5path):
+    p = only(corrupt(valid, fn))
+    assert (p.code, p.severity, p.h5path) == (code, severity, h5path)
+    assert p.file == valid and p.message
+
+
+def test_per_event_scan_value_changing_inside_a_step(tmp_path):
+    path = write_layout(tmp_path / "r.h5", declare_run(steps=(3, 2), per_event_scan=True))
+    p = only(corrupt(path, lambda f: f["ancillaryData/delay/0"].__setitem__(2, 99.0)))
+    assert (p.code, p.severity, p.h5path, p.found) == ("scan-constant", WARNING, "/ancillaryData/delay/0", [10.0, 99.0])
+
+
+def test_padded_nevents(tmp_path):
+    path = write_layout(tmp_path / "p.h5", declare_run(steps=(3, 2)), "padded")
+    p = only(corrupt(path, lambda f: f["nEvents"].__setitem__(1, 9)))
+    assert (p.code, p.h5path) == ("layout", "/epixM")
+    assert p.message == "nEvents [3, 9] exceeds the padded event axis (3)"
+
+
+def test_external_link_out_of_the_folder(tmp_path, valid):
+    other = tmp_path.parent / "elsewhere.h5"
+    with h5py.File(other, "w") as f:
+        f["data"] = np.zeros(3)
+    p = only(corrupt(valid, lambda f: f["wave8"].__setitem__("extra", h5py.ExternalLink(str(other), "/data"))))
+    assert (p.code, p.h5path, p.found) == ("external-link", "/wave8/extra", str(other))
+
+
+def test_many_problems_of_one_kind_are_folded(tmp_path):
+    valid = write_layout(tmp_path / "r.h5", declare_run(steps=(3,) * 6))
+
+    def scramble(f):
+        for k in range(6):
+            f[f"timestamp/{k}"][...] = f[f"timestamp/{k}"][()][::-1]
+    p = only(corrupt(valid, scramble))
+    assert p.code == "timestamp-order" and p.count >= 6 and "more like it" in p.message
+
+
+def test_unreadable_files(tmp_path):
+    (tmp_path / "x.h5").write_text("not hdf5")
+    assert [(p.code, p.severity) for p in validate(tmp_path / "x.h5")] == [("unreadable", ERROR)]
+    assert "does not exist" in validate(tmp_path / "nope.h5")[0].message
+
+
+def test_every_check_is_listed():
+    codes = [c for c, _ in list_checks()]
+    assert codes == ["header", "run-id", "steps", "frame-shape", "timestamps", "scan", "complete", "links"]
