@@ -158,7 +158,7 @@ def _steps(ctx: Context):
 
 @check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step")
 def _frames(ctx: Context):
-    for name, entry in ctx.members.area.items():
+    for entry in ctx.members.area.values():
         first = None
         for k, ea in sorted(entry["steps"].items()):
             shape = ea.dataset.shape[len(ea.prefix):]
