@@ -116,9 +116,10 @@ class Run:
         self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
         self._cursor_step = 0
         self._cursor_pos = 0
-        first = next((s for s in self._selected if len(s)), None)
-        k = next((k for k, s in enumerate(self._selected) if len(s)), 0)
-        self.timestamp = int(index.timestamps[k][first[0]]) if first is not None else 0
+        k = next((k for k, s in enumerate(self._selected) if len(s)), None)
+        first_event = 0 if k is None else int(index.timestamps[k][self._selected[k][0]])
+        #: psana's run timestamp: the header's ``timestamp`` (BeginRun), else the first event's
+        self.timestamp = int(h.get("timestamp", first_event))
 
     # -- set-up -------------------------------------------------------------------
     def _keep_detectors(self, names):

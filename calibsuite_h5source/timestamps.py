@@ -18,6 +18,7 @@ LCLS_EPOCH_OFFSET = 631152000
 SYNTHETIC_SPACING_NS = 1_000_000
 
 _NS = 1_000_000_000
+_LCLS_EPOCH = _dt.datetime(1990, 1, 1)
 
 
 def from_unix(seconds: float | int, nanoseconds: int = 0) -> int:
@@ -49,10 +50,8 @@ def to_unix(timestamp: int) -> float:
 def to_datetime(timestamp: int) -> _dt.datetime:
     """Return a psana timestamp as a naive UTC ``datetime``, as ``evt.datetime()`` does."""
     timestamp = int(timestamp)
-    sec = (timestamp >> 32) + LCLS_EPOCH_OFFSET
-    ns = timestamp & 0xFFFFFFFF
-    base = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=sec)
-    return base + _dt.timedelta(microseconds=ns // 1000)
+    # exactly psana's arithmetic: float microseconds, rounded by timedelta
+    return _LCLS_EPOCH + _dt.timedelta(seconds=timestamp >> 32, microseconds=(timestamp & 0xFFFFFFFF) / 1000)
 
 
 def synthesise(run_unix_seconds: int, n_events_per_step, start_event: int = 0) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ def test_psana_timestamp_round_trip_and_lcls_epoch():
     assert ts >> 32 == 1_700_000_000 - 631_152_000
     assert ts & 0xFFFFFFFF == 123_456_789
     assert timestamps.to_unix(ts) == pytest.approx(1_700_000_000.123456789)
-    assert timestamps.to_datetime(ts) == dt.datetime(2023, 11, 14, 22, 13, 20, 123456)
+    assert timestamps.to_datetime(ts) == dt.datetime(2023, 11, 14, 22, 13, 20, 123457)  # rounded, as psana
     assert timestamps.to_datetime(ts).tzinfo is None  # naive UTC, as evt.datetime()
 
 

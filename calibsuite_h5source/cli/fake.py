@@ -43,9 +43,9 @@ def run(args) -> int:
         pass
     try:
         truth = synthetic.write(args.out, compression=args.compression, overwrite=args.overwrite,
-                                progress=bar.update if bar else None)
+                                progress=None if bar is None else bar.update)
     finally:
-        if bar:
+        if bar is not None:
             bar.close()
     print(f"wrote {args.out}: {args.run_type} run, {args.detector} {truth.model.shape}, "
           f"{args.steps} steps x {args.events} events, seed {args.seed}")
