@@ -90,7 +90,7 @@ def content(path):
     with h5py.File(path, "r") as f:
         def visit(name, obj):
             attrs = {k: np.asarray(v).tolist() for k, v in obj.attrs.items()}
-            out[name] = (obj[()].tolist() if isinstance(obj, h5py.Dataset) else None, attrs)
+            out[name] = (np.asarray(obj[()]).tolist() if isinstance(obj, h5py.Dataset) else None, attrs)
         f.visititems(visit)
         out["/"] = {k: np.asarray(v).tolist() for k, v in f.attrs.items()}
     return out
