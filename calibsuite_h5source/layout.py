@@ -173,6 +173,9 @@ class _Builder:
 
     def collect_padded(self):
         n_events = self.f.get("nEvents")
+        if n_events is None:  # a detector group's own nEvents then holds for the whole run
+            n_events = next((g["nEvents"] for g in self.f.values()
+                             if isinstance(g, h5py.Group) and isinstance(g.get("nEvents"), h5py.Dataset)), None)
         root_n = None if n_events is None else np.asarray(n_events[()], dtype=np.int64)
 
         def padded(ds, n):

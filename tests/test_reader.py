@@ -275,3 +275,17 @@ def test_frames_are_read_one_event_at_a_time(tmp_path, mocker):
     for n, evt in enumerate(run.events(), start=1):
         det.raw.raw(evt)
         assert spy.call_count == n
+
+
+def test_padded_detector_group_with_its_own_nevents(tmp_path):
+    import h5py
+
+    decl = declare_run(steps=(3, 1), side=False)
+    canonical = analyse(write_layout(tmp_path / "c.h5", decl))
+    path = write_layout(tmp_path / "p.h5", decl, "padded")
+    with h5py.File(path, "a") as f:
+        data, n = f["epixM"][()], f["nEvents"][()]
+        del f["epixM"], f["nEvents"]
+        f["epixM/data"] = data
+        f["epixM/nEvents"] = n  # holds for the padded timestamps too
+    assert analyse(path) == canonical
