@@ -6,23 +6,54 @@ downstream of :mod:`calibsuite_h5source.layout` knows which layout a file has.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
 
 
-@dataclass(frozen=True)
 class EventArray:
     """The per-event values of one quantity in one step.
 
     Event ``i`` is ``dataset[prefix + (i,)]``; ``prefix`` is ``()`` for one
     dataset per step and ``(step,)`` for padded ``[nSteps, maxEvents, ...]``.
+
+    A lazy array (``group`` and ``name`` instead of ``dataset``) opens its
+    dataset on first use and checks it against what the index promised: ``n``
+    events and, when given, ``expect = (per-event shape, dtype)``.
     """
 
-    dataset: h5py.Dataset
-    prefix: tuple
-    n: int
+    __slots__ = ("_dataset", "prefix", "n", "_group", "_name", "_expect")
+
+    def __init__(self, dataset, prefix: tuple, n: int, *, group=None, name=None, expect=None):
+        self._dataset = dataset
+        self.prefix = prefix
+        self.n = n
+        self._group, self._name, self._expect = group, name, expect
+
+    @property
+    def dataset(self) -> h5py.Dataset:
+        ds = self._dataset
+        if ds is None:
+            ds = self._dataset = self._resolve()
+        return ds
+
+    def _resolve(self) -> h5py.Dataset:
+        from .errors import FormatError, InconsistentRunError
+
+        group, name = self._group, self._name
+        where = f"{group.name.rstrip('/')}/{name}"
+        ds = group.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=group.file.filename, h5path=where)
+        if ds.shape[:1] != (self.n,):
+            raise InconsistentRunError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
+                                       file=group.file.filename, h5path=where)
+        if self._expect is not None and (ds.shape[1:], ds.dtype) != self._expect:
+            raise FormatError(f"per-event shape/dtype must be the same in every step; step 0 has {self._expect[0]} "
+                              f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=group.file.filename, h5path=where)
+        return ds
 
     def read(self, i: int) -> np.ndarray:
         """Read event ``i`` (one HDF5 read of one event)."""
@@ -31,6 +62,31 @@ class EventArray:
     def read_all(self) -> np.ndarray:
         """Read every event of the step (for small side data only)."""
         return self.dataset[self.prefix + (slice(0, self.n),)]
+
+    def __repr__(self):
+        return f"<EventArray {self._name or self._dataset} n={self.n}>"
+
+
+class LazySteps(Sequence):
+    """A per-step sequence whose items are loaded on first access and cached."""
+
+    def __init__(self, n: int, load):
+        self._n, self._load, self._cache = n, load, {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self._n))]
+        if not -self._n <= k < self._n:
+            raise IndexError(k)
+        k %= self._n
+        try:
+            return self._cache[k]
+        except KeyError:
+            value = self._cache[k] = self._load(k)
+            return value
 
 
 @dataclass
@@ -41,7 +97,7 @@ class AreaSource:
     steps: list[EventArray]
     frame_shape: tuple[int, int, int]
     dtype: np.dtype
-    present: list[np.ndarray | None]
+    present: Sequence  # per step: bool ndarray or None
     attrs: dict = field(default_factory=dict)
     calib_group: h5py.Group | None = None
     h5path: str = ""
@@ -68,7 +124,7 @@ class RunIndex:
     run_id: int
     complete: bool
     n_events: np.ndarray
-    timestamps: list[np.ndarray]
+    timestamps: Sequence  # per step: uint64 ndarray (may load on first access)
     timestamps_synthesised: bool
     area: dict[str, AreaSource]
     side: dict[str, dict[str, list[EventArray]]]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -25,7 +26,7 @@ from .errors import (
     MissingScriptTypeError,
     NotHDF5Error,
 )
-from .index_types import AreaSource, EventArray, RunIndex, ScanVariable
+from .index_types import AreaSource, EventArray, LazySteps, RunIndex, ScanVariable
 from .script_types import is_known_script_type
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class _Builder:
         self.side: dict[str, dict[str, dict[int, EventArray]]] = {}
         self.timestamps: dict[int, np.ndarray] = {}
         self.ts_path = "/timestamp"
+        self.ts_group = None
+        self.indexed = False
 
     def error(self, cls, h5path, message):
         return cls(message, file=self.path, h5path=h5path)
@@ -170,6 +173,57 @@ class _Builder:
                 self.side[name] = fields
             else:
                 log.debug("%s: ignoring group %s (no step datasets)", self.path, obj.name)
+
+    def collect_indexed(self, counts: np.ndarray, complete: bool):
+        """Canonical layout with the writer's ``/ancillaryData/nEvents``: list names, open nothing per step.
+
+        Each step's datasets are opened, and checked against ``counts``, when
+        first used (``EventArray`` and ``LazySteps``).
+        """
+        self.indexed = True
+        n = len(counts)
+
+        def named_steps(group, what):
+            steps = {}
+            for m in group:
+                k = step_number(m)
+                if k is not None:
+                    steps[k] = m
+            keys = sorted(steps)
+            if keys[:n] != list(range(n)) or (complete and len(keys) != n):
+                raise self.error(InconsistentRunError, what, f"/ancillaryData/nEvents lists {n} steps; "
+                                 f"found steps {keys[:20]}{' ...' if len(keys) > 20 else ''}")
+            return {k: steps[k] for k in range(n)}
+
+        def lazy(group, names, with_expect=True):
+            first = group[names[0]]
+            expect = (first.shape[1:], first.dtype) if with_expect else None
+            return {k: EventArray(first if k == 0 else None, (), int(counts[k]), group=group, name=m, expect=expect)
+                    for k, m in names.items()}
+
+        for name, obj in self.f.items():
+            if name == HEADER or not isinstance(obj, h5py.Group):
+                continue
+            if name == "timestamp":
+                self.timestamps = named_steps(obj, obj.name)
+                self.ts_group = obj
+                continue
+            step_members = [m for m in obj if step_number(m) is not None]
+            if step_members:
+                names = named_steps(obj, obj.name)
+                present = obj.get("present")
+                calib = obj.get("calib")
+                self.add_area(name, obj.name, lazy(obj, names), dict(obj.attrs),
+                              present={"group": present} if isinstance(present, h5py.Group) else None,
+                              calib=calib if isinstance(calib, h5py.Group) else None)
+                continue
+            fields = {}
+            for field_name in obj:
+                sub = obj[field_name]
+                if isinstance(sub, h5py.Group):
+                    fields[field_name] = lazy(sub, named_steps(sub, sub.name))
+            if fields:
+                self.side[name] = fields
 
     def collect_padded(self):
         n_events = self.f.get("nEvents")
@@ -244,6 +298,34 @@ class _Builder:
         return [steps[k] for k in keys]
 
 
+def _present_masks(b: _Builder, entry: dict, steps: list) -> Sequence:
+    present = entry["present"]
+    if "group" not in present:
+        return [present.get(k) for k in range(len(steps))]
+    group = present["group"]
+
+    def load(k):
+        names = {step_number(m): m for m in group}
+        if k not in names:
+            return None
+        mask = group[names[k]][()].astype(bool)
+        if mask.shape != (steps[k].n,):
+            raise b.error(InconsistentRunError, f"{group.name}/{names[k]}",
+                          f"present mask must have nEvents={steps[k].n} entries; found {mask.shape}")
+        return mask
+
+    return LazySteps(len(steps), load)
+
+
+def _step_timestamps(b: _Builder, k: int, n: int) -> np.ndarray:
+    name = b.timestamps[k]
+    ts = b.ts_group[name][()]
+    if ts.shape != (n,):
+        raise b.error(InconsistentRunError, f"{b.ts_group.name}/{name}",
+                      f"timestamps of step {k} must be [nEvents={n}]; found shape {ts.shape}")
+    return ts.astype(np.uint64)
+
+
 def _legacy_detector_name(frame_shape) -> str:
     matches = [t.name for t in DETECTOR_TYPES.values() if t.frame_shape == tuple(frame_shape)]
     return matches[0] if len(matches) == 1 else "frames"
@@ -252,6 +334,8 @@ def _legacy_detector_name(frame_shape) -> str:
 def _check_area(b: _Builder, name: str, steps: list[EventArray], h5path: str):
     first = None
     for k, ea in enumerate(steps):
+        if ea._dataset is None:  # lazy: checked against step 0 when first used
+            continue
         ds = ea.dataset
         shape = ds.shape[len(ea.prefix):]
         where = f"{ds.name}" + (f"[{k}]" if ea.prefix else "")
@@ -278,6 +362,7 @@ def _scan_variables(b: _Builder, header: dict, n_events: np.ndarray) -> tuple[di
     for name in declared:
         if name not in members:
             log.warning("%s: ancillaryDataType names %r but /%s/%s does not exist", b.path, name, HEADER, name)
+    members.pop("nEvents", None)  # the writer's index of events per step
     for name, obj in members.items():
         where = obj.name
         if isinstance(obj, h5py.Dataset) and obj.shape == ():
@@ -373,11 +458,6 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         log.warning("%s: scriptType %r is not a recognised type (see calibsuite_h5source.known_script_types())",
                     path, script_type)
     layout = detect_layout(f)
-    try:
-        getattr(b, f"collect_{layout}")()
-    except OSError as exc:
-        raise NotHDF5Error(f"HDF5 file is damaged while reading the {layout} layout: {exc}", file=path) from exc
-
     complete = bool(header.get("complete", True))
     n_keep = None
     if not complete:
@@ -385,6 +465,15 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
                     path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
     b.complete = complete
+    index = f.get(f"{HEADER}/nEvents") if layout == "canonical" else None
+    try:
+        if isinstance(index, h5py.Dataset) and index.ndim == 1:
+            counts = np.asarray(index[()], dtype=np.int64)
+            b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
+        else:
+            getattr(b, f"collect_{layout}")()
+    except OSError as exc:
+        raise NotHDF5Error(f"HDF5 file is damaged while reading the {layout} layout: {exc}", file=path) from exc
 
     # every source as a list of per-step EventArrays; all must agree on steps and events
     sources: list[tuple[str, list[EventArray]]] = []
@@ -392,7 +481,7 @@ def _build(f: h5py.File, path: str) -> RunIndex:
     for name, entry in b.area.items():
         steps = b.contiguous(entry["steps"], entry["h5path"], n_keep)
         frame = _check_area(b, name, steps, entry["h5path"])
-        present = [entry["present"].get(k) for k in range(len(steps))]
+        present = _present_masks(b, entry, steps)
         area[name] = AreaSource(name, steps, tuple(frame[0]) if frame else (), frame[1] if frame else None,
                                 present, entry["attrs"], entry["calib"], entry["h5path"])
         sources.append((entry["h5path"], steps))
@@ -428,7 +517,10 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
 
     run_id = int(header.get("run", 0) or 0)
-    if b.timestamps:
+    if b.timestamps and b.indexed:
+        timestamps = LazySteps(len(n_events), lambda k: _step_timestamps(b, k, n_events[k]))
+        synthesised = False
+    elif b.timestamps:
         ts_list = b.contiguous(b.timestamps, b.ts_path, n_keep)
         if len(ts_list) != len(n_events):
             raise b.error(InconsistentRunError, b.ts_path,

@@ -145,6 +145,13 @@ def _steps(ctx: Context):
                               found=keys, expected=list(range(len(keys))))
     if not ref:
         yield ctx.problem("steps", ERROR, "zero steps", ref_path)
+    index = ctx.file.get(f"{HEADER}/nEvents")
+    if ctx.layout == "canonical" and isinstance(index, h5py.Dataset):
+        counts = index[()].tolist()
+        actual = [ref[k].n for k in sorted(ref)][: len(counts)]
+        if counts != actual:
+            yield ctx.problem("nevents-index", ERROR, "/ancillaryData/nEvents disagrees with the data", index.name,
+                              found=counts, expected=actual)
     for path, steps in sources.items():
         if len(steps) != len(ref):
             yield ctx.problem("same-steps", ERROR, f"{path} has {len(steps)} steps, {ref_path} has {len(ref)}",
@@ -211,7 +218,7 @@ def _scan(ctx: Context):
         return
     complete = bool(ctx.header.get("complete", True))
     for name, obj in g.items():
-        if ctx.layout == "legacy" and name != "step_value":
+        if (ctx.layout == "legacy" and name != "step_value") or name == "nEvents":
             continue
         if isinstance(obj, h5py.Group):
             for k, ds in obj.items():

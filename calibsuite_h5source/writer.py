@@ -461,6 +461,10 @@ class RunWriter:
             declared += sorted(self._schema["scan"])
             if declared:
                 g.attrs["ancillaryDataType"] = declared[0] if len(declared) == 1 else declared
+        if "nEvents" not in g:  # the index that lets the reader open a run without touching every step
+            g.create_dataset("nEvents", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        g["nEvents"].resize(step.index + 1, axis=0)
+        g["nEvents"][step.index] = step.n_events
         self.n_steps += 1
         self._open_step = None
         g.attrs["stepsComplete"] = self.n_steps

@@ -147,3 +147,53 @@ def test_file_is_closed_after_an_error(valid):
         open_run_index(valid)
     with h5py.File(valid, "w"):  # would fail if the reader still held the file open
         pass
+
+
+def writer_run(path, counts=(3, 2, 4)):
+    from calibsuite_h5source import RunWriter
+    from calibsuite_h5source import timestamps as T
+
+    t = T.from_unix(1_700_000_000)
+    with RunWriter(path, "dark") as w:
+        for n in counts:
+            with w.step() as s:
+                for _ in range(n):
+                    t += 1000
+                    s.event(epixM=np.zeros((1, 2, 2), np.uint16), timestamp=t)
+    return str(path)
+
+
+def test_writer_index_opens_steps_lazily(tmp_path):
+    path = writer_run(tmp_path / "r.h5")
+    idx = open_run_index(path)
+    assert idx.n_events.tolist() == [3, 2, 4] and "nEvents" not in idx.scan
+    assert [ea._dataset is None for ea in idx.area["epixM"].steps] == [False, True, True]
+    idx.close()
+    run = next(DataSource(files=path).runs())
+    assert [len(list(s.events())) for s in run.steps()] == [3, 2, 4]
+
+
+def test_a_stale_writer_index_is_caught_when_the_step_is_read(tmp_path):
+    from calibsuite_h5source.validate import validate
+
+    path = writer_run(tmp_path / "r.h5")
+    with h5py.File(path, "a") as f:
+        f["ancillaryData/nEvents"][1] = 5
+    with pytest.raises(InconsistentRunError, match=r"/timestamp/1: timestamps of step 1 must be \[nEvents=5\]"):
+        list(next(DataSource(files=path).runs()).events())
+    with h5py.File(path, "a") as f:
+        del f["timestamp"]
+    run = next(DataSource(files=path).runs())
+    det = run.Detector("epixM")
+    with pytest.raises(InconsistentRunError, match=r"/epixM/1: /ancillaryData/nEvents promises 5 events; the dataset has shape \(2, 1, 2, 2\)"):
+        for evt in run.events():
+            det.raw.raw(evt)
+    assert [p.code for p in validate(path)] == ["nevents-index"]
+
+
+def test_writer_index_with_missing_steps(tmp_path):
+    path = writer_run(tmp_path / "r.h5")
+    with h5py.File(path, "a") as f:
+        del f["epixM/2"]
+    with pytest.raises(InconsistentRunError, match=r"/epixM: /ancillaryData/nEvents lists 3 steps; found steps \[0, 1\]"):
+        open_run_index(path)
