@@ -104,14 +104,23 @@ def test_epix_files_mode(tmp_path):
     assert run.Detector("step_value")(next(run.steps())) == 0.0
 
 
-@needs_psana
-@needs_data
-def test_fakesteps_exp_run_dir_mode(tmp_path, offline_logbook):
-    from psana import DataSource as PsanaDataSource
+FAKESTEPS_KWARGS = dict(exp="xpptut15", run=14, dir=str(FAKESTEPS), skip_calib_load="all")
 
+
+@pytest.fixture
+def fakesteps_h5(tmp_path, offline_logbook):
+    """fakesteps/ converted to h5 (exp/run/dir mode)."""
     out = tmp_path / "fakesteps.h5"
     convert(out, exp="xpptut15", run=14, dir=str(FAKESTEPS), progress=False)
-    kwargs = dict(exp="xpptut15", run=14, dir=str(FAKESTEPS), skip_calib_load="all")
+    return out
+
+
+@needs_psana
+@needs_data
+def test_fakesteps_exp_run_dir_mode(fakesteps_h5):
+    from psana import DataSource as PsanaDataSource
+
+    out, kwargs = fakesteps_h5, FAKESTEPS_KWARGS
     scans = ["motor1", "motor2"]
     psana_view = observe(PsanaDataSource(**kwargs), ["andor", "hsd"], scans)
     h5_view = observe(DataSource(files=str(out)), ["andor", "hsd"], scans)
@@ -123,12 +132,10 @@ def test_fakesteps_exp_run_dir_mode(tmp_path, offline_logbook):
 
 @needs_psana
 @needs_data
-def test_max_events_and_shared_cursor(tmp_path, offline_logbook):
+def test_max_events_and_shared_cursor(tmp_path, fakesteps_h5):
     from psana import DataSource as PsanaDataSource
 
-    out = tmp_path / "fakesteps.h5"
-    convert(out, exp="xpptut15", run=14, dir=str(FAKESTEPS), progress=False)
-    kwargs = dict(exp="xpptut15", run=14, dir=str(FAKESTEPS), skip_calib_load="all")
+    out, kwargs = fakesteps_h5, FAKESTEPS_KWARGS
     for max_events in (3, 7):
         p = observe(PsanaDataSource(max_events=max_events, **kwargs), ["andor"], [])
         h = observe(DataSource(files=str(out), max_events=max_events), ["andor"], [])
