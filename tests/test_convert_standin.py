@@ -1,0 +1,83 @@
+"""convert() paths the shared xtc2 samples cannot reach (timing, beam monitors, DAQ scans),
+driven by a declared stand-in psana run; the result is read back with our reader."""
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from calibsuite_h5source import DataSource, convert
+
+
+class StandInRun:
+    """A psana-like run: 2 steps x 3 events of epix frames, timing, a beam monitor, a DAQ scan."""
+
+    def __init__(self):
+        self.runnum, self.expt, self.timestamp = 7, "mfxtest", (1_000_000_000 << 32)
+        self.detinfo = {("epix", "raw"): ["calib", "image", "raw"], ("timing", "raw"): ["eventcodes", "pulseId"],
+                        ("MfxDg1BmMon", "raw"): ["config", "peakAmplitude"]}
+        self.xtcinfo = [("epix", "epixm320", "raw", "1_2_3")]
+        self.scaninfo = {("step_value", "raw"): "raw", ("step_docstring", "raw"): "raw"}
+        self.events_ = [types.SimpleNamespace(timestamp=self.timestamp + 100 + i, step=i // 3, i=i) for i in range(6)]
+
+    def events(self):
+        return iter(self.events_)
+
+    def steps(self):
+        for k in range(2):
+            yield types.SimpleNamespace(k=k, events=lambda k=k: iter(self.events_[3 * k:3 * k + 3]))
+
+    def Detector(self, name):  # noqa: N802
+        ns = types.SimpleNamespace
+        if name == "epix":
+            return ns(raw=ns(raw=lambda e: None if e.i == 1 else np.full((4, 2, 3), e.i + 0x8000, np.uint16),
+                             calib=lambda e: None))
+        if name == "timing":
+            return ns(raw=ns(eventcodes=lambda e: [int(c == 283) for c in range(288)], pulseId=lambda e: 1000 + e.i))
+        if name == "MfxDg1BmMon":
+            return ns(raw=ns(peakAmplitude=lambda e: np.arange(16.0) * e.i, config=lambda e: None))
+        if name == "step_value":
+            return lambda s: float(s.k * 5)
+        if name == "step_docstring":
+            return lambda s: json.dumps({"detname": "epix", "scantype": "pedestal", "step": s.k, "value": s.k * 5})
+        raise KeyError(name)
+
+
+@pytest.fixture
+def stand_in_psana(mocker):
+    module = types.ModuleType("psana")
+    module.DataSource = mocker.Mock(side_effect=lambda **kw: types.SimpleNamespace(runs=lambda: iter([StandInRun()])))
+    mocker.patch.dict(sys.modules, {"psana": module})
+    return module
+
+
+def test_timing_beam_monitor_and_daq_scan_are_converted(tmp_path, stand_in_psana):
+    out = tmp_path / "c.h5"
+    summary = convert(out, exp="mfxtest", run=7, timing=True, beam_monitors=["MfxDg1BmMon"], progress=False)
+    assert (summary["steps"], summary["events"], summary["detectors"]) == (2, 6, ["epix"])
+    run = next(DataSource(files=str(out)).runs())
+    assert (run.runnum, run.expt, run.timestamp) == (7, "mfxtest", 1_000_000_000 << 32)
+    epix, timing, bm = run.Detector("epix"), run.Detector("timing"), run.Detector("MfxDg1BmMon")
+    events = list(run.events())
+    assert [e.timestamp - (1_000_000_000 << 32) for e in events] == [100, 101, 102, 103, 104, 105]
+    assert [None if (f := epix.raw.raw(e)) is None else int(f[0, 0, 0]) for e in events] == \
+           [0x8000, None, 0x8002, 0x8003, 0x8004, 0x8005]
+    assert epix.raw.calib(events[2]).max() == 2.0  # epixM gain bit (1<<15) masked, as psana does without constants
+    assert timing.raw.eventcodes(events[4])[283] == 1 and timing.raw.pulseId(events[4]) == 1004
+    np.testing.assert_array_equal(bm.raw.peakAmplitude(events[3]), np.arange(16.0) * 3)
+    run = next(DataSource(files=str(out)).runs())
+    steps = list(run.steps())
+    assert [run.Detector("step_value")(s) for s in steps] == [0.0, 5.0]
+    assert json.loads(run.Detector("step_docstring")(steps[1]))["scantype"] == "pedestal"
+    assert run._index.script_type == "pedestal"  # from the DAQ docstring
+    assert run.xtcinfo == [("epix", "epixm320", "raw", "1_2_3")]
+
+
+def test_max_events_cuts_inside_a_step(tmp_path, stand_in_psana):
+    out = tmp_path / "c.h5"
+    assert convert(out, files="x.xtc2", max_events=4, progress=False)["events"] == 4
+    run = next(DataSource(files=str(out)).runs())
+    assert [len(list(s.events())) for s in run.steps()] == [3, 1]
+    stand_in_psana.DataSource.assert_called_with(files="x.xtc2", skip_calib_load="all", max_events=4)
