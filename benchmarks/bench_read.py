@@ -96,7 +96,7 @@ def measure(code: str, path: Path) -> tuple[int, float, float]:
 
 
 def time_open(path: Path, repeat: int = 5) -> float:
-    from calibsuite_h5source.layout import open_run_index
+    from calibsuite_h5source.run_index import open_run_index
 
     best = float("inf")
     for _ in range(repeat):

@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source import RunWriter
-from calibsuite_h5source.writer import compression_kwargs
+from calibsuite_h5source.storage import compression_kwargs
 
 SHAPE = (4, 192, 384)
 

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .layout import open_run_index
+from .run_index import open_run_index
 from .timestamps import to_datetime
 
 _FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf", 32001: "blosc", 32008: "bitshuffle", 32015: "zstd", 32004: "lz4"}

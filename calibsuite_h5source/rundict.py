@@ -24,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import WriterError
-from .layout import HEADER, open_run_index, step_number
+from .layout import HEADER, step_number
+from .run_index import open_run_index
 from .writer import RunWriter
 
 RESERVED = {HEADER, "nEvents", "timestamp"}

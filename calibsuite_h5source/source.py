@@ -17,7 +17,7 @@ from . import partition as _partition
 from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
 from .errors import UnknownDetectorError
 from .index_types import RunIndex, ScanVariable
-from .layout import open_run_index
+from .run_index import open_run_index
 from .timestamps import to_datetime
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ import h5py
 import numpy as np
 
 from .errors import H5SourceError, NotHDF5Error
-from .layout import HEADER, _Builder, detect_layout, open_h5, open_run_index, read_header
+from .layout import HEADER, LayoutMembers, detect_layout, open_h5, read_header
+from .run_index import open_run_index
 from .script_types import is_known_script_type
 from .timestamps import LCLS_EPOCH_OFFSET
 
@@ -65,7 +66,7 @@ class Context:
     file: h5py.File
     layout: str
     header: dict
-    members: _Builder | None
+    members: LayoutMembers | None
     problems: list = field(default_factory=list)
 
     def problem(self, code, severity, message, h5path="/", found=None, expected=None) -> Problem:
@@ -295,7 +296,7 @@ def validate(path) -> list[Problem]:
         try:
             header = read_header(f)
             layout = detect_layout(f)
-            members = _Builder(f, path)
+            members = LayoutMembers(f, path)
             getattr(members, f"collect_{layout}")()
         except H5SourceError as exc:
             return [Problem("layout", ERROR, exc.rule, path, exc.h5path or "/")]

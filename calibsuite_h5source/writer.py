@@ -28,74 +28,13 @@ import h5py
 import numpy as np
 
 from ._version import __version__
-from .errors import MissingDependencyError, UnknownScriptTypeError, WriterError
+from .errors import UnknownScriptTypeError, WriterError
 from .script_types import canonical_script_type, known_script_types
+from .storage import Column, compression_kwargs
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.0"
-COMPRESSIONS = (None, "gzip", "lzf", "bitshuffle", "blosc", "zstd")
-_BLOCK_BYTES = 32 * 2**20  # buffer up to this much per dataset before writing a block
-
-
-def compression_kwargs(compression, opts=None) -> dict:
-    """Return ``create_dataset`` keywords for a compression name (see ``COMPRESSIONS``)."""
-    if compression in (None, "none"):
-        return {}
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 4 if opts is None else opts}
-    if compression == "lzf":
-        return {"compression": "lzf"}
-    if compression in ("bitshuffle", "blosc", "zstd"):
-        try:
-            import hdf5plugin
-        except ImportError as exc:
-            raise MissingDependencyError(f"compression={compression!r} needs hdf5plugin: "
-                                         "pip install 'calibsuite_h5source[compression]'") from exc
-        opts = dict(opts or {})
-        if compression == "bitshuffle":
-            return dict(hdf5plugin.Bitshuffle(cname="lz4", **opts))
-        if compression == "blosc":
-            return dict(hdf5plugin.Blosc(cname="lz4", shuffle=hdf5plugin.Blosc.SHUFFLE, **opts))
-        return dict(hdf5plugin.Zstd(**opts))
-    raise WriterError(f"unknown compression {compression!r}; choose one of {COMPRESSIONS}")
-
-
-class _Column:
-    """Buffered per-event values of one dataset of one step."""
-
-    def __init__(self, writer: RunWriter, h5path: str, shape: tuple, dtype, compress: bool):
-        self.writer, self.h5path, self.shape, self.dtype = writer, h5path, shape, np.dtype(dtype)
-        self.compress = compress
-        nbytes = max(1, int(np.prod(shape)) * self.dtype.itemsize)
-        self.buf = np.empty((max(1, min(writer.flush_every, _BLOCK_BYTES // nbytes)), *shape), self.dtype)
-        self.n_buf = 0
-        self.ds = None
-
-    def append(self, value) -> None:
-        self.buf[self.n_buf] = value
-        self.n_buf += 1
-        if self.n_buf == len(self.buf):
-            self.flush()
-
-    def write_block(self, block: np.ndarray) -> None:
-        self.flush()
-        self._write(block)
-
-    def flush(self) -> None:
-        if self.n_buf or self.ds is None:
-            self._write(self.buf[: self.n_buf])
-            self.n_buf = 0
-
-    def _write(self, block) -> None:
-        if self.ds is None:
-            self.ds = self.writer._create(self.h5path, self.shape, self.dtype, self.compress)
-        n = self.ds.shape[0]
-        if len(block):
-            self.ds.resize(n + len(block), axis=0)
-            self.ds[n:] = block
-
-
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
@@ -104,7 +43,7 @@ class StepWriter:
         self.index = index
         self.scan_values = scan_values
         self.n_events = 0
-        self._columns: dict[tuple, _Column] = {}
+        self._columns: dict[tuple, Column] = {}
         self._present: dict[str, list[bool]] = {}
         self._timestamps: list[int] = []
         self._scan: dict[str, list] = {}
@@ -150,10 +89,12 @@ class StepWriter:
         return checked
 
     # -- writing --------------------------------------------------------------
-    def _column(self, key, h5path, shape, dtype, compress=False) -> _Column:
+    def _column(self, key, h5path, shape, dtype, compress=False) -> Column:
         col = self._columns.get(key)
         if col is None:
-            col = self._columns[key] = _Column(self.writer, h5path, shape, dtype, compress)
+            w = self.writer
+            create = lambda path, shape, dtype: w._create(path, shape, dtype, compress)  # noqa: E731
+            col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
         return col
 
     def event(self, timestamp=None, scan=None, **data) -> None:

@@ -13,7 +13,7 @@ from calibsuite_h5source import (
     MissingScriptTypeError,
     NotHDF5Error,
 )
-from calibsuite_h5source.layout import open_run_index
+from calibsuite_h5source.run_index import open_run_index
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 

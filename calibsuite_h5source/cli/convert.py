@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from ..writer import COMPRESSIONS
+    from ..storage import COMPRESSIONS
 
     p = sub.add_parser("convert", help="convert a psana (xtc2) run to an h5 run",
                        description="Read a run with the real psana and write it as a canonical h5 run "

@@ -7,7 +7,7 @@ import sys
 
 def add_parser(sub) -> None:
     from ..fake import RUN_TYPES
-    from ..writer import COMPRESSIONS
+    from ..storage import COMPRESSIONS
 
     p = sub.add_parser("fake", help="write a synthetic run with known pedestal, noise and signal",
                        description="Write a reproducible synthetic run for tests and demonstrations.",

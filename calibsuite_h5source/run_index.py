@@ -1,0 +1,283 @@
+"""Build the cached :class:`~calibsuite_h5source.index_types.RunIndex` of a run file.
+
+``open_run_index(path)`` opens the file, collects its members by layout
+(:mod:`calibsuite_h5source.layout`), checks every rule of ``docs/format.rst``
+that can be checked without reading frame data, and reads the small things
+once: event counts, timestamps, scan values, ``present`` masks. With the
+writer's ``/ancillaryData/nEvents`` index, per-step datasets and timestamps
+are opened (and checked) on first use instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+
+from . import timestamps as _ts
+from .errors import (
+    FormatError,
+    H5SourceError,
+    InconsistentRunError,
+    MissingScriptTypeError,
+    NotHDF5Error,
+)
+from .index_types import AreaSource, EventArray, LazySteps, RunIndex, ScanVariable
+from .layout import (
+    HEADER,
+    LayoutMembers,
+    detect_layout,
+    open_h5,
+    read_header,
+    step_number,
+    to_python,
+)
+from .script_types import is_known_script_type
+
+log = logging.getLogger(__name__)
+
+def _present_masks(b: LayoutMembers, entry: dict, steps: list) -> Sequence:
+    present = entry["present"]
+    if "group" not in present:
+        return [present.get(k) for k in range(len(steps))]
+    group = present["group"]
+
+    def load(k):
+        names = {step_number(m): m for m in group}
+        if k not in names:
+            return None
+        mask = group[names[k]][()].astype(bool)
+        if mask.shape != (steps[k].n,):
+            raise b.error(InconsistentRunError, f"{group.name}/{names[k]}",
+                          f"present mask must have nEvents={steps[k].n} entries; found {mask.shape}")
+        return mask
+
+    return LazySteps(len(steps), load)
+
+
+def _step_timestamps(b: LayoutMembers, k: int, n: int) -> np.ndarray:
+    name = b.timestamps[k]
+    ts = b.ts_group[name][()]
+    if ts.shape != (n,):
+        raise b.error(InconsistentRunError, f"{b.ts_group.name}/{name}",
+                      f"timestamps of step {k} must be [nEvents={n}]; found shape {ts.shape}")
+    return ts.astype(np.uint64)
+
+
+def _check_area(b: LayoutMembers, name: str, steps: list[EventArray], h5path: str):
+    first = None
+    for k, ea in enumerate(steps):
+        if ea._dataset is None:  # lazy: checked against step 0 when first used
+            continue
+        ds = ea.dataset
+        shape = ds.shape[len(ea.prefix):]
+        where = f"{ds.name}" + (f"[{k}]" if ea.prefix else "")
+        if len(shape) != 4:
+            raise b.error(FormatError, where, f"{name} step {k} has shape {shape}: per-event data must be "
+                          "[module, row, col] (a single module still has the module axis)")
+        if first is None:
+            first = (shape[1:], ds.dtype)
+        elif (shape[1:], ds.dtype) != first:
+            raise b.error(FormatError, where, f"per-event shape/dtype must be the same in every step; step 0 has "
+                          f"{first[0]} {first[1]}, step {k} has {shape[1:]} {ds.dtype}")
+    return first
+
+
+def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tuple[dict, np.ndarray | None, list | None]:
+    f, n_steps = b.f, len(n_events)
+    group = f.get(HEADER)
+    scan, step_value, step_doc = {}, None, None
+    members = dict(group.items()) if isinstance(group, h5py.Group) else {}
+    if "step_value" not in members and isinstance(f.get("step_value"), h5py.Dataset):
+        members["step_value"] = f["step_value"]  # legacy: at the root
+    declared = header.get("ancillaryDataType") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    for name in declared:
+        if name not in members:
+            log.warning("%s: ancillaryDataType names %r but /%s/%s does not exist", b.path, name, HEADER, name)
+    members.pop("nEvents", None)  # the writer's index of events per step
+    for name, obj in members.items():
+        where = obj.name
+        if isinstance(obj, h5py.Dataset) and obj.shape == ():
+            continue  # header value
+        if name == "step_docstring":
+            vals = [to_python(v) for v in obj[()][:n_steps]] if obj.ndim == 1 else []
+            if len(vals) != n_steps:
+                raise b.error(InconsistentRunError, where, f"step_docstring must have nSteps={n_steps} entries; found {obj.shape}")
+            step_doc = [str(v) for v in vals]
+            continue
+        if isinstance(obj, h5py.Group):
+            per = b.steps_of(obj)
+            arrays = []
+            for k in range(n_steps):
+                if k not in per:
+                    raise b.error(InconsistentRunError, f"{where}/{k}", f"per-event scan variable has no dataset for step {k}")
+                arr = per[k][()]
+                if arr.shape[:1] != (n_events[k],):
+                    raise b.error(InconsistentRunError, per[k].name,
+                                  f"per-event scan variable must have nEvents={n_events[k]} values; found shape {arr.shape}")
+                arrays.append(arr)
+        elif obj.dtype.kind not in "biuf":
+            log.debug("%s: %s is not numeric; not a scan variable", b.path, where)
+            continue
+        elif obj.ndim == 1:
+            data = obj[()]
+            if data.shape[0] < n_steps or (data.shape[0] != n_steps and b.complete):
+                raise b.error(InconsistentRunError, where,
+                              f"per-step scan variable must have nSteps={n_steps} values; found {data.shape[0]}")
+            data = data[:n_steps].astype(np.float64)
+            if name == "step_value":
+                step_value = data
+            else:
+                scan[name] = ScanVariable(name, data)
+            continue
+        elif obj.ndim == 2:
+            if obj.shape[0] < n_steps or obj.shape[1] < (n_events.max() if n_steps else 0):
+                raise b.error(InconsistentRunError, where,
+                              f"padded per-event scan variable must be [nSteps={n_steps}, maxEvents>={n_events.max()}]; found {obj.shape}")
+            data = obj[()]
+            arrays = [data[k, : n_events[k]] for k in range(n_steps)]
+        else:
+            raise b.error(FormatError, where, f"a scan variable must be [nSteps], [nSteps, maxEvents] or a group of steps; found shape {obj.shape}")
+        per_step = np.array([float(a[0]) if len(a) else np.nan for a in arrays], dtype=np.float64)
+        var = ScanVariable(name, per_step, [np.asarray(a) for a in arrays])
+        if name == "step_value":
+            step_value = per_step
+        else:
+            scan[name] = var
+    return scan, step_value, step_doc
+
+
+def open_run_index(path) -> RunIndex:
+    """Open ``path`` and build its :class:`RunIndex` (see ``docs/architecture.rst``).
+
+    Raises
+    ------
+    NotHDF5Error
+        Missing, unreadable, not HDF5, truncated or corrupted.
+    MissingScriptTypeError
+        No ``scriptType`` in the header.
+    FormatError, InconsistentRunError
+        Any other broken rule of ``docs/format.rst``.
+    """
+    path = str(path)
+    f = open_h5(path)
+    try:
+        return _build(f, path)
+    except H5SourceError:
+        f.close()
+        raise
+    except (OSError, KeyError, RuntimeError) as exc:  # h5py errors on damaged objects
+        f.close()
+        raise NotHDF5Error(f"HDF5 file is damaged: {exc}", file=path) from exc
+    except BaseException:
+        f.close()
+        raise
+
+
+def _build(f: h5py.File, path: str) -> RunIndex:
+    b = LayoutMembers(f, path)
+    try:
+        header = read_header(f)
+    except OSError as exc:
+        raise NotHDF5Error(f"cannot read the header: HDF5 file is damaged ({exc})", file=path, h5path=f"/{HEADER}") from exc
+    script_type = header.get("scriptType")
+    if not script_type:
+        found = sorted(header) or "nothing"
+        raise MissingScriptTypeError(
+            f"the header must have a 'scriptType' attribute (docs/format.rst); found {found}",
+            file=path, h5path=f"/{HEADER}")
+    if not is_known_script_type(script_type):
+        log.warning("%s: scriptType %r is not a recognised type (see calibsuite_h5source.known_script_types())",
+                    path, script_type)
+    layout = detect_layout(f)
+    complete = bool(header.get("complete", True))
+    n_keep = None
+    if not complete:
+        n_keep = int(header.get("stepsComplete", 0))
+        log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
+                    path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
+    b.complete = complete
+    index = f.get(f"{HEADER}/nEvents") if layout == "canonical" else None
+    try:
+        if isinstance(index, h5py.Dataset) and index.ndim == 1:
+            counts = np.asarray(index[()], dtype=np.int64)
+            b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
+        else:
+            getattr(b, f"collect_{layout}")()
+    except OSError as exc:
+        raise NotHDF5Error(f"HDF5 file is damaged while reading the {layout} layout: {exc}", file=path) from exc
+
+    # every source as a list of per-step EventArrays; all must agree on steps and events
+    sources: list[tuple[str, list[EventArray]]] = []
+    area = {}
+    for name, entry in b.area.items():
+        steps = b.contiguous(entry["steps"], entry["h5path"], n_keep)
+        frame = _check_area(b, name, steps, entry["h5path"])
+        present = _present_masks(b, entry, steps)
+        area[name] = AreaSource(name, steps, tuple(frame[0]) if frame else (), frame[1] if frame else None,
+                                present, entry["attrs"], entry["calib"], entry["h5path"])
+        sources.append((entry["h5path"], steps))
+    side = {}
+    for name, fields in b.side.items():
+        side[name] = {}
+        for field_name, steps in fields.items():
+            lst = b.contiguous(steps, f"/{name}/{field_name}", n_keep)
+            side[name][field_name] = lst
+            sources.append((f"/{name}/{field_name}", lst))
+    if not sources:
+        raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
+                      f"(top-level members: {sorted(f.keys())})")
+    ref_path, ref = sources[0]
+    n_events = np.array([ea.n for ea in ref], dtype=np.int64)
+    for spath, steps in sources[1:]:
+        if len(steps) != len(ref):
+            raise b.error(InconsistentRunError, spath,
+                          f"every detector must have the same steps; {ref_path} has {len(ref)} steps, {spath} has {len(steps)}")
+        counts = [ea.n for ea in steps]
+        bad = [k for k in range(len(ref)) if counts[k] != n_events[k]]
+        if bad:
+            k = bad[0]
+            raise b.error(InconsistentRunError, spath,
+                          f"every detector must have the same events per step; step {k}: {ref_path} has "
+                          f"{n_events[k]} events, {spath} has {counts[k]}")
+    for name, src in area.items():
+        for k, mask in enumerate(src.present):
+            if mask is not None and mask.shape != (n_events[k],):
+                raise b.error(InconsistentRunError, f"/{name}/present/{k}",
+                              f"present mask must have nEvents={n_events[k]} entries; found {mask.shape}")
+    if len(n_events) == 0:
+        raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
+
+    run_id = int(header.get("run", 0) or 0)
+    if b.timestamps and b.indexed:
+        timestamps = LazySteps(len(n_events), lambda k: _step_timestamps(b, k, n_events[k]))
+        synthesised = False
+    elif b.timestamps:
+        ts_list = b.contiguous(b.timestamps, b.ts_path, n_keep)
+        if len(ts_list) != len(n_events):
+            raise b.error(InconsistentRunError, b.ts_path,
+                          f"timestamps must exist for every step; found {len(ts_list)} of {len(n_events)} steps")
+        timestamps = []
+        for k, ts in enumerate(ts_list):
+            ts = np.asarray(ts)
+            if ts.shape[:1] != (n_events[k],) or ts.ndim != 1:
+                raise b.error(InconsistentRunError, b.ts_path.replace("<k>", str(k)) + ("" if "<k>" in b.ts_path else f"/{k}"),
+                              f"timestamps of step {k} must be [nEvents={n_events[k]}]; found shape {ts.shape}")
+            timestamps.append(ts.astype(np.uint64))
+        flat = np.concatenate(timestamps) if timestamps else np.zeros(0, np.uint64)
+        if len(flat) > 1 and np.any(flat[1:] <= flat[:-1]):
+            log.warning("%s: timestamps are not strictly increasing (validate reports where)", path)
+        synthesised = False
+    else:
+        timestamps = _ts.synthesise(run_id, n_events)
+        synthesised = True
+
+    scan, step_value, step_doc = _scan_variables(b, header, n_events)
+    return RunIndex(
+        path=path, file=f, layout=layout, header=header, script_type=str(script_type), run_id=run_id,
+        complete=complete, n_events=n_events, timestamps=timestamps, timestamps_synthesised=synthesised,
+        area=area, side=side, scan=scan, step_value=step_value, step_docstring=step_doc,
+    )
