@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub) -> None:
     from ..storage import COMPRESSIONS
@@ -30,7 +32,7 @@ def run(args) -> int:
     from ..convert import convert
 
     if args.exp and args.run is None:
-        print("calibsuite-h5 convert: error: --exp needs --run")
+        print("calibsuite-h5 convert: error: --exp needs --run", file=sys.stderr)
         return 2
     summary = convert(args.out, files=args.files, exp=args.exp, run=args.run, dir=args.dir, detectors=args.detectors,
                       max_events=args.max_events, script_type=args.script_type, compression=args.compression,
