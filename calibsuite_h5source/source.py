@@ -24,10 +24,12 @@ log = logging.getLogger(__name__)
 
 #: psana keywords that mean nothing for an h5 file: accepted and ignored.
 IGNORED_KWARGS = {
-    "exp", "run", "dir", "batch_size", "intg_det", "skip_calib_load", "live", "log_level",
+    "exp", "run", "dir", "skip_calib_load", "live", "log_level",
     "smalldata_kwargs", "xdetectors", "monitor", "small_xtc", "shmem", "mpi_ts", "dbsuffix",
-    "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache", "parallel",
+    "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache",
 }
+#: psana keywords that decide which events an MPI rank reads (:mod:`.partition`).
+PARTITION_KWARGS = {"batch_size", "intg_det", "parallel"}
 L1ACCEPT = 12
 
 
@@ -101,7 +103,7 @@ class Run:
     """One run file, with psana2's Run interface."""
 
     def __init__(self, index: RunIndex, *, max_events=None, detectors=None, timestamps=None,
-                 partition=None):
+                 partition=None, intg_det=None):
         self._index = index
         h = index.header
         self.runnum = int(h.get("runnum", index.run_id) or 0)
@@ -113,7 +115,7 @@ class Run:
         if detectors is not None:
             self._keep_detectors(detectors)
         self._scan = self._scan_detectors()
-        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
+        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition(), intg_det)
         self._cursor_step = 0
         self._cursor_pos = 0
         k = next((k for k, s in enumerate(self._selected) if len(s)), None)
@@ -152,7 +154,23 @@ class Run:
         scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
-    def _select(self, max_events, timestamps, partition) -> list[np.ndarray]:
+    def _integrating(self, intg_det):
+        """Per step, the bool mask of events holding ``intg_det`` (None: no integrating detector)."""
+        if not intg_det:
+            return None
+        kind, real = self._resolve(intg_det, {"area": self._index.area, "side": self._index.side})
+        if kind is None:
+            log.warning("intg_det=%r: this run holds no such detector (available: %s); events are dealt "
+                        "in plain batches, as psana does", intg_det, sorted([*self._index.area, *self._index.side]))
+            return None
+        n = self._index.n_events
+        if kind == "side":  # side data is in every event
+            return [np.ones(k, dtype=bool) for k in n]
+        present = self._index.area[real].present
+        return [np.ones(k, dtype=bool) if present[s] is None else np.asarray(present[s], dtype=bool)
+                for s, k in enumerate(n)]
+
+    def _select(self, max_events, timestamps, partition, intg_det=None) -> list[np.ndarray]:
         idx = self._index
         selected = [np.arange(n, dtype=np.int64) for n in idx.n_events]
         if timestamps is not None:
@@ -167,7 +185,10 @@ class Run:
                 cut.append(sel[:left])
                 left -= len(cut[-1])
             selected = cut
-        return [partition.select(k, sel) for k, sel in enumerate(selected)]
+        if not partition.is_mpi():
+            return selected
+        ends = self._integrating(intg_det)
+        return [partition.select(k, sel, None if ends is None else ends[k][sel]) for k, sel in enumerate(selected)]
 
     # -- the shared cursor --------------------------------------------------------
     def _next_in_step(self) -> Event | None:
@@ -288,9 +309,12 @@ class H5DataSource:
         Keep only these detectors; an unknown name raises.
     timestamps : array of int, optional
         Read only the events with these timestamps.
+    batch_size, intg_det : optional
+        Under MPI, how events are dealt to ranks, as psana deals them
+        (:mod:`calibsuite_h5source.partition`); no effect in serial runs.
     **kwargs
-        Other psana keywords (``exp``, ``run``, ``dir``, ``batch_size``,
-        ``skip_calib_load``...) are accepted and ignored.
+        Other psana keywords (``exp``, ``run``, ``dir``, ``skip_calib_load``...)
+        are accepted and ignored.
     """
 
     def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, **kwargs):
@@ -300,7 +324,7 @@ class H5DataSource:
         self.max_events = max_events
         self.detectors = detectors
         self.timestamps = timestamps
-        unknown = set(kwargs) - IGNORED_KWARGS
+        unknown = set(kwargs) - IGNORED_KWARGS - PARTITION_KWARGS
         if unknown:
             log.info("H5DataSource: ignoring unknown keywords %s", sorted(unknown))
         for key in sorted(set(kwargs) & IGNORED_KWARGS):
@@ -316,7 +340,8 @@ class H5DataSource:
             index = open_run_index(path)
             try:
                 run = Run(index, max_events=self.max_events, detectors=self.detectors,
-                          timestamps=self.timestamps, partition=self._partition)
+                          timestamps=self.timestamps, partition=self._partition,
+                          intg_det=self._kwargs.get("intg_det"))
             except BaseException:
                 index.close()
                 raise
