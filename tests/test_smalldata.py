@@ -127,7 +127,7 @@ def test_summary_is_true_and_reductions_pass_through_in_serial():
 
 @pytest.fixture(scope="module")
 def mpi_run(tmp_path_factory):
-    return write_layout(tmp_path_factory.mktemp("smdmpi") / "run.h5", declare_run(steps=(4, 3), shape=(1, 4, 4)))
+    return write_layout(tmp_path_factory.mktemp("smdmpi") / "run.h5", declare_run(steps=(4, 3), shape=(2, 4, 4)))
 
 
 def frames_of(path):
