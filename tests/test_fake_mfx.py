@@ -137,7 +137,10 @@ def test_one_module_detectors_keep_the_module_axis(tmp_path, detector, group, sh
     det = run.Detector(group)
     frames = [det.raw.raw(e) for e in run.events()]
     assert [f is None for f in frames] == [True, False, True, False]
-    assert frames[1].size == np.prod(shape) and frames[1].dtype == np.uint16
+    assert frames[1].shape == shape[1:] and frames[1].dtype == np.uint16  # psana's one-segment [row, col]
+    run = next(DataSource(files=str(tmp_path / "one.h5")).runs())
+    kept = run.Detector(group, keep_module_axis=True)
+    assert [None if kept.raw.raw(e) is None else kept.raw.raw(e).shape for e in run.events()] == [None, shape] * 2
 
 
 def test_fixed_gain_detectors_saturate_instead_of_switching():
