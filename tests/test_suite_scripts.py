@@ -110,3 +110,41 @@ def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
     expect = np.unpackbits(region.view(np.uint8).reshape(-1, 2), axis=1, bitorder="little")[:, ::-1]
     expect = expect.reshape(len(frames), -1, 16).sum(0)
     np.testing.assert_array_equal(bits, expect)
+
+
+# -- roiFromThreshold and findMinSwitchValue (getEvt loops; not MPI-aware) ----------------
+
+def test_roi_from_threshold(suite, workdir, epixm_dark):
+    run, _ = epixm_dark
+    out = workdir / "out_rft"
+    (out / "scan").mkdir(parents=True)
+    cfg = epixm_config(workdir / "cfg_rft.py")
+    run_script(suite, "roiFromThreshold.py",
+               ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-t", "1100", "-F", str(run)], out_root=out)
+    roi = np.load(out / "scan" / "roiFromAboveThreshold_r1_c0_raw.npy")
+    expect = ((stored_frames(run) & EPIXM_MASK) >= 1100).any(0)
+    assert expect.any() and not expect.all()
+    np.testing.assert_array_equal(roi, expect)
+
+
+@pytest.fixture(scope="module")
+def epixm_switching(workdir):
+    """A linearity scan whose last step drives most pixels into low gain (the gain bit set)."""
+    path = workdir / "linearity_epixm.h5"
+    truth = SyntheticRun("linearity", "epixM", events=6, steps=3, seed=5, adu_per_flux=12000.0).write(path)
+    return path, truth
+
+
+def test_find_min_switch_value(suite, workdir, epixm_switching):
+    run, _ = epixm_switching
+    out = workdir / "out_fmsv"
+    (out / "scan").mkdir(parents=True)
+    cfg = epixm_config(workdir / "cfg_fmsv.py")
+    run_script(suite, "findMinSwitchValue.py", ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run)],
+               out_root=out)
+    min_raw = np.load(out / "scan" / "minRaw_e1_rh5test.npy")
+    frames = stored_frames(run)
+    switched = frames >= (1 << 15)
+    assert switched.any() and not switched.all()
+    expect = np.where(switched, frames, 0xFFFF).min(0).astype(int) & EPIXM_MASK
+    np.testing.assert_array_equal(min_raw, expect)
