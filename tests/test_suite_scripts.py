@@ -11,9 +11,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from suite_support import needs_suite, run_script, switched_suite, write_config
 
 from calibsuite_h5source.fake import SyntheticRun
-from suite_support import needs_suite, run_script, switched_suite, write_config
 
 pytestmark = [needs_suite, pytest.mark.slow]
 
@@ -75,6 +75,27 @@ def test_calc_noise_and_mean_epixm(suite, workdir, epixm_dark):
     assert err.mean() == pytest.approx(np.mean(truth.model.noise) / np.sqrt(n) * np.sqrt(2 / np.pi), rel=0.05)
     assert np.median(rms / truth.model.noise) == pytest.approx(1.0, abs=0.05)
 
+
+
+def test_calc_noise_and_mean_epix100(suite, workdir):
+    """A one-module detector: psana gives [row, col] frames and the suite's pixel lists are 2-D."""
+    run = workdir / "dark_epix100.h5"
+    truth = SyntheticRun("dark", "epix100", events=30, steps=1, seed=4).write(run)
+    out = workdir / "out_cnm100"
+    (out / "dark").mkdir(parents=True)
+    cfg = write_config(workdir / "cfg_cnm100.py", {
+        "detectorType": "Epix100a", "exp": "h5test", "location": "DetLab", "ignoreEventCodeCheck": True,
+        "analyzedModules": [0], "singlePixels": [[10, 10], [10, 100], [100, 10], [150, 150]],
+        "regionSlice": "np.s_[0:1, 0:704, 0:768]"})
+    run_script(suite, "CalcNoiseAndMean.py", ["-cf", str(cfg), "-r", "1", "-p", "/dark/", "-F", str(run)],
+               out_root=out)
+    means = np.load(out / "dark" / "CalcNoiseAndMean_mean__r1_step0.npy")
+    rms = np.load(out / "dark" / "CalcNoiseAndMean__rms_r1_step0.npy")
+    frames = stored_frames(run, "epix100")[:, 0].astype(np.float64)
+    assert means.shape == rms.shape == (704, 768)
+    np.testing.assert_allclose(means, frames.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(rms, frames.std(0), rtol=1e-6, atol=1e-9)
+    assert np.median(rms / truth.model.noise[0]) == pytest.approx(1.0, abs=0.06)
 
 # -- EventScanParallelSlice (smalldata, smd.sum, save_summary; MPI-aware) --------------
 
