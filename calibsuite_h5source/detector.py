@@ -1,7 +1,8 @@
 """psana-style detector objects: what ``run.Detector(name)`` returns.
 
 * :class:`AreaDetector`: ``det.raw.raw(evt)``, ``.calib(evt)``, ``.image(evt)``,
-  ``det.calibconst``.
+  ``det.calibconst``. A single-module detector gives ``[row, col]`` frames, as
+  psana does for one segment, unless ``keep_module_axis`` is True.
 * :class:`SideDetector`: ``det.raw.<field>(evt)`` for each stored field; the
   ``timing`` source also answers ``eventcodes`` (a python list of 288 ints) and
   ``pulseId`` (an int, 0 when not stored) even when the file stores neither.
@@ -28,9 +29,20 @@ def _located(evt):
 
 
 class _AreaRaw:
-    """``det.raw`` of an area detector."""
+    """``det.raw`` of an area detector.
 
-    def __init__(self, src: AreaSource, run=None):
+    Parameters
+    ----------
+    src : AreaSource
+        The detector's index record.
+    keep_module_axis : bool
+        Return ``[1, row, col]`` for a single-module detector instead of
+        psana's ``[row, col]``.
+    run : Run, optional
+        The run (for the coordinates of whole arrays).
+    """
+
+    def __init__(self, src: AreaSource, keep_module_axis: bool = False, run=None):
         self._steps = src.steps
         self._present = src.present
         self._src = src
@@ -41,9 +53,17 @@ class _AreaRaw:
             mask = dtype.gain_bits_mask if dtype else None
         self.gain_bits_mask = None if mask is None or src.dtype is None or src.dtype.kind not in "iu" else int(mask)
         self._constants = None
+        #: True when frames lose their one-module axis (psana's single-segment shape)
+        self.drops_module_axis = not keep_module_axis and len(src.frame_shape) == 3 and src.frame_shape[0] == 1
 
-    def raw(self, evt):
-        """Return the event's frame ``[module, row, col]`` in the stored dtype, or None."""
+    def _shaped(self, a):
+        """Drop the module axis of a ``[..., 1, row, col]`` array when this detector does so."""
+        if a is None or not self.drops_module_axis or a.ndim < 3 or a.shape[-3] != 1:
+            return a
+        return a[..., 0, :, :]
+
+    def _frame(self, evt):
+        """The stored ``[module, row, col]`` frame of an event, or None."""
         if evt is None:
             return None
         step, i = evt._step, evt._i
@@ -51,6 +71,14 @@ class _AreaRaw:
         if present is not None and not present[i]:
             return None
         return self._steps[step].read(i)
+
+    def raw(self, evt):
+        """Return the event's frame in the stored dtype, or None.
+
+        ``[module, row, col]``; ``[row, col]`` for a single-module detector
+        (psana's shape for one segment) unless the module axis is kept.
+        """
+        return self._shaped(self._frame(evt))
 
     def _calib_constants(self):
         if self._constants is None:
@@ -69,10 +97,14 @@ class _AreaRaw:
         With ``calib/pedestals`` in the file: ``raw - pedestals`` (``[gain, ...]``
         pedestals indexed by the pixel's gain bits), divided by ``pixel_gain``
         when present. Without constants: ``raw & gainBitsMask``, else raw.
+        Shaped as :meth:`raw`.
         """
-        raw = self.raw(evt)
+        raw = self._frame(evt)
         if raw is None:
             return None
+        return self._shaped(self._calibrated(raw))
+
+    def _calibrated(self, raw):
         mask = self.gain_bits_mask
         adu = (raw & mask) if mask is not None else raw
         const = self._calib_constants()
@@ -141,9 +173,9 @@ def _str(value):
 class AreaDetector:
     """An image detector, as ``run.Detector('epixm')`` in psana."""
 
-    def __init__(self, src: AreaSource, run=None):
+    def __init__(self, src: AreaSource, keep_module_axis: bool = False, run=None):
         self.name = src.name
-        self.raw = _AreaRaw(src, run)
+        self.raw = _AreaRaw(src, keep_module_axis, run)
         self._src = src
 
     @property
@@ -244,6 +276,10 @@ class ScanDetector:
         if hasattr(x, "_i") and self._var.per_event is not None:  # an Event
             return self._convert(self._var.per_event[x._step][x._i])
         return self._convert(self._var.per_step[x._step])
+
+    def bound(self, run):
+        """This variable bound to ``run`` (for :meth:`array`); the run keeps unbound ones (no cycle)."""
+        return ScanDetector(self._var, self._convert, run)
 
     def array(self, step=None, events=None):
         """The value at every event ``[event]`` (:func:`calibsuite_h5source.arrays.scan_array`)."""

@@ -101,8 +101,9 @@ class Run:
     """One run file, with psana2's Run interface."""
 
     def __init__(self, index: RunIndex, *, max_events=None, detectors=None, timestamps=None,
-                 partition=None):
+                 partition=None, keep_module_axis: bool = False):
         self._index = index
+        self.keep_module_axis = bool(keep_module_axis)
         h = index.header
         self.runnum = int(h.get("runnum", index.run_id) or 0)
         self.expt = str(h.get("experiment") or Path(index.path).stem)
@@ -138,19 +139,19 @@ class Run:
 
     def _scan_detectors(self) -> dict:
         idx = self._index
-        scan = {name: ScanDetector(var, run=self) for name, var in idx.scan.items()}
+        scan = {name: ScanDetector(var) for name, var in idx.scan.items()}
         if idx.step_value is not None:
             value = idx.step_value
         elif idx.scan:
             value = next(iter(idx.scan.values())).per_step
         else:
             value = np.arange(idx.n_steps, dtype=np.float64)
-        scan["step_value"] = ScanDetector(ScanVariable("step_value", np.asarray(value, dtype=np.float64)), run=self)
+        scan["step_value"] = ScanDetector(ScanVariable("step_value", np.asarray(value, dtype=np.float64)))
         docs = idx.step_docstring
         if docs is None:
             detname = next(iter(self._area), next(iter(idx.area), ""))
             docs = step_docstrings(value, idx.script_type, detname)
-        scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str, run=self)
+        scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
     def _select(self, max_events, timestamps, partition) -> list[np.ndarray]:
@@ -241,22 +242,25 @@ class Run:
     def _available(self) -> list[str]:
         return sorted([*self._area, *self._side, *self._scan])
 
-    def Detector(self, name: str, accept_missing: bool = False):  # noqa: N802 - psana's name
+    def Detector(self, name: str, accept_missing: bool = False, *, keep_module_axis: bool | None = None):  # noqa: N802
         """Return the detector ``name`` (area, side data or scan variable).
 
         An exact name wins; else a unique case-insensitive match (``'epixm'``
         finds ``epixM``). ``'timing'`` always exists. Unknown names raise
         :class:`UnknownDetectorError` (a ``KeyError``) listing the available
         names, or return a detector whose calls return None when
-        ``accept_missing`` is True.
+        ``accept_missing`` is True. ``keep_module_axis`` (default: the
+        DataSource's) keeps ``[1, row, col]`` frames of a single-module
+        detector instead of psana's ``[row, col]``.
         """
         kind, real = self._resolve(name, {"area": self._area, "side": self._side, "scan": self._scan})
         if kind == "area":
-            return AreaDetector(self._area[real], run=self)
+            keep = self.keep_module_axis if keep_module_axis is None else bool(keep_module_axis)
+            return AreaDetector(self._area[real], keep_module_axis=keep, run=self)
         if kind == "side":
             return SideDetector(real, self._side[real], run=self)
         if kind == "scan":
-            return self._scan[real]
+            return self._scan[real].bound(self)
         if str(name).lower() == "timing":
             return SideDetector("timing", {}, run=self)
         if accept_missing:
@@ -320,18 +324,25 @@ class H5DataSource:
         Keep only these detectors; an unknown name raises.
     timestamps : array of int, optional
         Read only the events with these timestamps.
+    keep_module_axis : bool
+        False (default): a single-module detector gives ``[row, col]`` frames
+        from ``det.raw.raw/calib/image``, as psana does for one segment.
+        True: ``[1, row, col]``, as stored. ``run.Detector(name,
+        keep_module_axis=...)`` overrides it per detector.
     **kwargs
         Other psana keywords (``exp``, ``run``, ``dir``, ``batch_size``,
         ``skip_calib_load``...) are accepted and ignored.
     """
 
-    def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, **kwargs):
+    def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, keep_module_axis=False,
+                 **kwargs):
         if files is None:
             raise TypeError("H5DataSource needs files= (a path or a list of paths)")
         self.files = [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
         self.max_events = max_events
         self.detectors = detectors
         self.timestamps = timestamps
+        self.keep_module_axis = bool(keep_module_axis)
         unknown = set(kwargs) - IGNORED_KWARGS
         if unknown:
             log.info("H5DataSource: ignoring unknown keywords %s", sorted(unknown))
@@ -348,7 +359,8 @@ class H5DataSource:
             index = open_run_index(path)
             try:
                 run = Run(index, max_events=self.max_events, detectors=self.detectors,
-                          timestamps=self.timestamps, partition=self._partition)
+                          timestamps=self.timestamps, partition=self._partition,
+                          keep_module_axis=self.keep_module_axis)
             except BaseException:
                 index.close()
                 raise

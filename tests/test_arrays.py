@@ -236,3 +236,12 @@ def test_importing_and_reading_frames_imports_neither_dask_nor_xarray(tmp_path):
             "print([m for m in ('dask', 'xarray', 'pandas') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_one_module_frames_keep_the_module_axis(tmp_path):
+    decl = declare_run(steps=(2, 1), shape=(1, 4, 6))
+    run = open_run(write_layout(tmp_path / "one.h5", decl))
+    raw = run.Detector("epixM").raw
+    frames = raw.frames()
+    assert frames.shape == (3, 1, 4, 6)  # [event, module, row, col], whatever det.raw.raw returns
+    np.testing.assert_array_equal(frames[:, 0], [np.reshape(raw.raw(e), (4, 6)) for e in run.events()])
