@@ -275,7 +275,7 @@ class Run:
     @property
     def detinfo(self) -> dict:
         """``{(name, 'raw'): [methods]}``, as psana's."""
-        info = {(name, "raw"): ["calib", "image", "raw"] for name in self._area}
+        info = {(name, "raw"): sorted(["calib", "image", "raw", *src.headers]) for name, src in self._area.items()}
         info.update({(name, "raw"): sorted(fields) for name, fields in self._side.items()})
         return info
 

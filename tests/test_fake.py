@@ -47,7 +47,7 @@ def test_fe55_photons_have_the_right_energy(tmp_path):
         hits = kev > 3.0  # 3 keV threshold, far above noise (~0.4 keV)
         counts.append(int(hits.sum()))
         energies.append(kev[hits])
-    assert counts == truth.photons[0].tolist()
+    assert counts == truth.photon_counts[0].tolist()
     assert abs(np.concatenate(energies).mean() - FE55_KEV) < 0.05
     assert abs(np.mean(counts) / (64 * 64) - 0.01) < 0.002
 
