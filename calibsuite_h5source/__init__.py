@@ -14,12 +14,18 @@ import importlib
 
 from ._version import __version__
 from .errors import (
+    DamagedFileError,
+    DataTypeError,
+    EventCountError,
     FormatError,
     H5SourceError,
+    HeaderError,
     InconsistentRunError,
+    LinkError,
     MissingDependencyError,
     MissingScriptTypeError,
     NotHDF5Error,
+    TimestampError,
     UnknownDetectorError,
     UnknownScriptTypeError,
     WriterError,
@@ -40,12 +46,18 @@ _LAZY = {
 
 __all__ = [
     "__version__",
+    "DamagedFileError",
+    "DataTypeError",
+    "EventCountError",
     "FormatError",
     "H5SourceError",
+    "HeaderError",
     "InconsistentRunError",
+    "LinkError",
     "MissingDependencyError",
     "MissingScriptTypeError",
     "NotHDF5Error",
+    "TimestampError",
     "UnknownDetectorError",
     "UnknownScriptTypeError",
     "WriterError",

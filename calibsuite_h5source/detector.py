@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from .detector_types import detector_type
+from .guard import guarded
 from .index_types import AreaSource, EventArray, ScanVariable
 
 N_EVENTCODES = 288
@@ -51,6 +52,7 @@ class _AreaRaw:
             return None
         return self._steps[step].read(i)
 
+    @guarded(lambda self: (self._src.calib_group.file.filename, self._src.calib_group.name, "reading the constants"))
     def _calib_constants(self):
         if self._constants is None:
             group = self._src.calib_group
@@ -125,6 +127,7 @@ class AreaDetector:
         self._src = src
 
     @property
+    @guarded(lambda self: (self._src.calib_group.file.filename, self._src.calib_group.name, "reading the constants"))
     def calibconst(self) -> dict:
         """``{ctype: (array, metadata)}`` from ``calib/``; ``{}`` when the file holds none."""
         group = self._src.calib_group

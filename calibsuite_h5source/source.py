@@ -16,6 +16,7 @@ import numpy as np
 from . import partition as _partition
 from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
 from .errors import UnknownDetectorError
+from .guard import guard
 from .index_types import RunIndex, ScanVariable
 from .run_index import open_run_index
 from .timestamps import to_datetime
@@ -152,12 +153,13 @@ class Run:
         scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
-    def _select(self, max_events, timestamps, partition) -> list[np.ndarray]:
+    def _select(self, max_events, timestamps, partition) -> list:
+        """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``."""
         idx = self._index
-        selected = [np.arange(n, dtype=np.int64) for n in idx.n_events]
+        selected = [range(int(n)) for n in idx.n_events]
         if timestamps is not None:
             wanted = np.asarray(timestamps, dtype=np.uint64).ravel()
-            selected = [np.flatnonzero(np.isin(ts, wanted)) for ts in idx.timestamps]
+            selected = [_find(ts, wanted) for ts in idx.timestamps]
         if max_events:
             left = int(max_events)
             cut = []
@@ -271,6 +273,13 @@ class Run:
         return f"<Run {self.expt} runnum={self.runnum} steps={self.n_steps} {self.path}>"
 
 
+def _find(ts, wanted: np.ndarray) -> np.ndarray:
+    """Indices of the events of one step whose timestamp is in ``wanted``."""
+    if hasattr(ts, "find"):  # the reader's lazy per-step timestamps
+        return ts.find(wanted)
+    return np.flatnonzero(np.isin(ts, wanted))
+
+
 def _plain(value):
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -315,8 +324,9 @@ class H5DataSource:
         for path in self.files:
             index = open_run_index(path)
             try:
-                run = Run(index, max_events=self.max_events, detectors=self.detectors,
-                          timestamps=self.timestamps, partition=self._partition)
+                with guard(path, None, "selecting the run's events"):
+                    run = Run(index, max_events=self.max_events, detectors=self.detectors,
+                              timestamps=self.timestamps, partition=self._partition)
             except BaseException:
                 index.close()
                 raise
