@@ -177,7 +177,9 @@ def events_in(ds: h5py.Dataset, file: str) -> int:
 class LayoutMembers:
     """The per-step members of one file, collected by layout, not yet checked.
 
-    ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path}}``;
+    ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path, headers}}``
+    (``headers``: ``{field: {k: EventArray}}``, the per-event header fields
+    ``/<name>/<field>/<step>`` of the canonical layout);
     ``side``: ``{name: {field: {k: EventArray}}}``; ``timestamps``: ``{k: EventArray}``.
     :mod:`calibsuite_h5source.run_index` checks and normalises them; the
     validator runs its own checks on them.
@@ -220,8 +222,15 @@ class LayoutMembers:
                 out[k] = obj
         return out
 
-    def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None):
-        self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path)
+    def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None, headers=None):
+        self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path,
+                               headers=headers or {})
+
+    def header_groups(self, group: h5py.Group) -> dict[str, h5py.Group]:
+        """An area detector's header-field sub-groups: those holding step members, but not ``present``/``calib``."""
+        return {name: sub for name, sub in self.items(group)
+                if name not in RESERVED_DETECTOR and step_number(name) is None and isinstance(sub, h5py.Group)
+                and any(step_number(m) is not None for m in sub)}
 
     def collect_canonical(self):
         for name, obj in self.items(self.f):
@@ -241,6 +250,8 @@ class LayoutMembers:
                     present={k: self.event_array(ds).read_all().astype(bool) for k, ds in self.steps_of(present).items()}
                     if isinstance(present, h5py.Group) else None,
                     calib=calib if isinstance(calib, h5py.Group) else None,
+                    headers={field: {k: self.event_array(ds) for k, ds in self.steps_of(sub).items()}
+                             for field, sub in self.header_groups(obj).items()},
                 )
                 continue
             fields = {}
@@ -302,7 +313,9 @@ class LayoutMembers:
                 calib = self.member(obj, "calib")
                 self.add_area(name, obj.name, lazy(obj, names), dict(obj.attrs),
                               present={"group": present} if isinstance(present, h5py.Group) else None,
-                              calib=calib if isinstance(calib, h5py.Group) else None)
+                              calib=calib if isinstance(calib, h5py.Group) else None,
+                              headers={field: lazy(sub, named_steps(sub, sub.name))
+                                       for field, sub in self.header_groups(obj).items()})
                 continue
             fields = {}
             for field_name, sub in self.items(obj):

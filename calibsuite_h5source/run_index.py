@@ -267,8 +267,13 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         frame_shape, dtype = (tuple(frame[0]), frame[1]) if frame else ((), None)
         attrs = _detector_attrs(b, entry["attrs"], dtype, entry["h5path"])
         _check_calib(b, entry["calib"], frame_shape)
-        area[name] = AreaSource(name, steps, frame_shape, dtype, present, attrs, entry["calib"], entry["h5path"])
         sources.append((entry["h5path"], steps))
+        headers = {}
+        for field_name, fsteps in entry.get("headers", {}).items():  # per-event header fields
+            hpath = f"{entry['h5path']}/{field_name}"
+            headers[field_name] = b.contiguous(fsteps, hpath, n_keep)
+            sources.append((hpath, headers[field_name]))
+        area[name] = AreaSource(name, steps, frame_shape, dtype, present, attrs, entry["calib"], entry["h5path"], headers)
     side = {}
     for name, fields in b.side.items():
         side[name] = {}

@@ -6,7 +6,8 @@
         for delay in delays:
             with w.step(delay=delay) as s:                       # per-step scan value
                 for frame, amp, ts in acquire():
-                    s.event(epixM=frame, wave8={'peakAmplitude': amp}, timestamp=ts)
+                    s.event(epixM=frame, wave8={'peakAmplitude': amp}, timestamp=ts,
+                            headers={'epixM': {'frameNo': frame_no}})   # optional per-event header fields
 
 Events are checked at the call, before anything is written, buffered, and
 appended in blocks (one resize and one write per block and dataset). The file
@@ -29,12 +30,17 @@ import numpy as np
 
 from ._version import __version__
 from .errors import UnknownScriptTypeError, WriterError
+from .layout import RESERVED_DETECTOR, step_number
 from .script_types import canonical_script_type, known_script_types
 from .storage import Column, compression_kwargs
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.0"
+#: ``det.raw`` methods a header field must not shadow
+AREA_METHODS = {"raw", "calib", "image"}
+
+
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
@@ -53,11 +59,11 @@ class StepWriter:
     def _fail(self, h5path, rule):
         raise WriterError(rule, file=self.writer.path, h5path=h5path)
 
-    def _check_event(self, timestamp, scan, data) -> dict:
+    def _check_event(self, timestamp, scan, data, headers=None) -> tuple[dict, dict]:
         w = self.writer
         checked = {}
         if w._schema is None:
-            w._learn_schema(data, timestamp is not None, scan)
+            w._learn_schema(data, timestamp is not None, scan, headers)
         schema = w._schema
         expected = set(schema["area"]) | set(schema["side"])
         if set(data) != expected:
@@ -72,6 +78,7 @@ class StepWriter:
                     self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])}; "
                                f"found {sorted(value) if isinstance(value, dict) else type(value).__name__}")
                 checked[name] = {f: w._check_field(name, f, v) for f, v in value.items()}
+        checked_headers = self._check_headers(headers or {}, checked)
         if (timestamp is not None) != schema["timestamps"]:
             self._fail("/timestamp", "give a timestamp with every event or with none; "
                        f"the first event {'had' if schema['timestamps'] else 'had none'}, this one "
@@ -86,7 +93,28 @@ class StepWriter:
                 self._fail(f"/ancillaryData/{name}/{self.index}",
                            f"a per-event scan value must not change inside a step; step {self.index} started "
                            f"with {prev[0]!r}, event {self.n_events} has {v!r}")
-        return checked
+        return checked, checked_headers
+
+    def _check_headers(self, headers: dict, frames: dict) -> dict:
+        """Check one event's header fields against the schema; fill a frameless detector's with zeros."""
+        w = self.writer
+        schema = w._schema["headers"]
+        if not isinstance(headers, dict) or set(headers) - set(schema):
+            extra = sorted(set(headers) - set(schema)) if isinstance(headers, dict) else type(headers).__name__
+            self._fail("/", f"headers must be {{detector: {{field: value}}}} for the detectors with header fields "
+                       f"{sorted(schema)} (set by the first event, or w.detector(name, header_fields=...)); "
+                       f"found {extra}")
+        out = {}
+        for name, fields in schema.items():
+            given = headers.get(name)
+            if given is None and frames.get(name) is None:
+                out[name] = {f: np.zeros(shape, dtype) for f, (shape, dtype) in fields.items()}
+                continue
+            if not isinstance(given, dict) or set(given) != set(fields):
+                self._fail(f"/{name}", f"every event with data for {name} must give the header fields "
+                           f"{sorted(fields)}; found {sorted(given) if isinstance(given, dict) else given!r}")
+            out[name] = {f: w._check_value(f"/{name}/{f}", fields[f], v) for f, v in given.items()}
+        return out
 
     # -- writing --------------------------------------------------------------
     def _column(self, key, h5path, shape, dtype, compress=False) -> Column:
@@ -97,7 +125,7 @@ class StepWriter:
             col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
         return col
 
-    def event(self, timestamp=None, scan=None, **data) -> None:
+    def event(self, timestamp=None, scan=None, headers=None, **data) -> None:
         """Add one event.
 
         Parameters
@@ -106,6 +134,13 @@ class StepWriter:
             psana timestamp (``seconds since 1990 << 32 | ns``); all events or none.
         scan : dict, optional
             Per-event scan values ``{name: value}``, constant within a step.
+        headers : dict, optional
+            Per-event header fields of area detectors,
+            ``{detector: {field: value}}`` (a number or a small array, e.g.
+            ``{'epixM': {'frameNo': 7, 'autoFillMask': [0, 0, 0, 0]}}``),
+            read back as ``det.raw.<field>(evt)``. Every event with data for
+            that detector gives the same fields; an event without data (None)
+            may omit them (zeros are stored).
         **data
             ``detector=frame`` (``[module, row, col]``, or 2-D for one module;
             None when the event holds no data for it), or
@@ -113,7 +148,7 @@ class StepWriter:
         """
         if self._closed:
             raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
-        checked = self._check_event(timestamp, scan, data)
+        checked, checked_headers = self._check_event(timestamp, scan, data, headers)
         schema = self.writer._schema
         for name, frame in checked.items():
             if name in schema["area"]:
@@ -126,6 +161,10 @@ class StepWriter:
                 for field, value in frame.items():
                     shape, dtype = schema["side"][name][field]
                     self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
+        for name, fields in checked_headers.items():
+            for field, value in fields.items():
+                shape, dtype = schema["headers"][name][field]
+                self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
         for name, present in self._present.items():
             if name not in checked:  # keep masks aligned (cannot happen: schema check)
                 present.append(True)
@@ -136,8 +175,11 @@ class StepWriter:
         self.n_events += 1
         self.writer._event_written()
 
-    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None) -> None:
-        """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``."""
+    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None) -> None:
+        """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``.
+
+        ``headers = {'epixM': {'frameNo': values[n, ...]}}`` as :meth:`event`'s, one row per event.
+        """
         lengths = {len(v) if not isinstance(v, dict) else len(next(iter(v.values()))) for v in data.values()}
         if len(lengths) != 1:
             self._fail("/", f"every detector of a block must hold the same number of events; found {sorted(lengths)}")
@@ -150,7 +192,9 @@ class StepWriter:
                 if not mask[i]:
                     event[name] = None
             self.event(timestamp=None if timestamps is None else int(timestamps[i]),
-                       scan=None if scan is None else {k: v[i] for k, v in scan.items()}, **event)
+                       scan=None if scan is None else {k: v[i] for k, v in scan.items()},
+                       headers=None if headers is None else {d: {f: a[i] for f, a in fields.items()}
+                                                             for d, fields in headers.items()}, **event)
 
     def close(self) -> None:
         """Finish the step: write its buffers, masks, timestamps and scan values; flush."""
@@ -166,6 +210,9 @@ class StepWriter:
         for name, fields in schema["side"].items():
             for field, (shape, dtype) in fields.items():
                 self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
+        for name, fields in schema["headers"].items():
+            for field, (shape, dtype) in fields.items():
+                self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
         f = w._file
         for name, mask in self._present.items():
             if not all(mask):
@@ -270,7 +317,7 @@ class RunWriter:
 
     # -- declarations and schema ---------------------------------------------
     def detector(self, name: str, *, detType=None, gainBitsMask=None, calib=None, attrs=None,  # noqa: N803
-                 shape=None, dtype=None) -> None:
+                 shape=None, dtype=None, header_fields=None) -> None:
         """Declare an area detector's metadata (and optionally its frame shape/dtype) before its data.
 
         Parameters
@@ -287,9 +334,22 @@ class RunWriter:
         shape, dtype : optional
             Frame ``[module, row, col]`` and dtype, needed only when the first
             events hold no data for this detector.
+        header_fields : dict, optional
+            Per-event header fields ``{field: (shape, dtype)}``, e.g.
+            ``{'frameNo': ((), 'uint32'), 'autoFillMask': ((4,), 'uint32')}``;
+            without it they are learnt from the first event's ``headers``.
         """
         if self._schema is not None:
             raise WriterError("declare detectors before the first event", file=self.path, h5path=f"/{name}")
+        fields = {}
+        for field, spec in (header_fields or {}).items():
+            self._check_header_name(name, field)
+            try:
+                fshape, fdtype = spec
+                fields[field] = (tuple(fshape), np.dtype(fdtype))
+            except (TypeError, ValueError) as exc:
+                raise WriterError(f"header_fields[{field!r}] must be (shape, dtype); found {spec!r}",
+                                  file=self.path, h5path=f"/{name}/{field}") from exc
         g = self._file.require_group(name)
         for key, value in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items():
             if value is not None:
@@ -299,9 +359,40 @@ class RunWriter:
             ds = g.create_dataset(f"calib/{ctype}", data=np.asarray(array))
             ds.attrs.update(meta)
         self._detectors[name] = {"shape": None if shape is None else tuple(shape),
-                                 "dtype": None if dtype is None else np.dtype(dtype)}
+                                 "dtype": None if dtype is None else np.dtype(dtype), "headers": fields}
 
-    def _learn_schema(self, data: dict, has_timestamps: bool, scan) -> None:
+    def _check_header_name(self, name, field) -> None:
+        if (not isinstance(field, str) or not field or field.startswith("_") or "/" in field
+                or field in RESERVED_DETECTOR | AREA_METHODS or step_number(field) is not None):
+            raise WriterError(f"{field!r} cannot name a header field: it must be a non-empty str without '/', not "
+                              f"start with '_', not look like a step (3, step3) nor be one of "
+                              f"{sorted(RESERVED_DETECTOR | AREA_METHODS)}", file=self.path, h5path=f"/{name}/{field}")
+
+    def _learn_headers(self, area: dict, headers) -> dict:
+        """Header-field schema: declared with ``w.detector(header_fields=...)``, else the first event's."""
+        if headers is not None and not isinstance(headers, dict):
+            raise WriterError(f"headers must be {{detector: {{field: value}}}}; found {type(headers).__name__}",
+                              file=self.path)
+        out = {name: dict(d["headers"]) for name, d in self._detectors.items() if d.get("headers") and name in area}
+        for name, fields in (headers or {}).items():
+            if name not in area:
+                raise WriterError(f"headers are for area detectors of the event; {name!r} is not one "
+                                  f"(area detectors: {sorted(area)})", file=self.path, h5path=f"/{name}")
+            if name in out:
+                continue
+            if not isinstance(fields, dict) or not fields:
+                raise WriterError(f"headers[{name!r}] must be a non-empty {{field: value}} dict; found {fields!r}",
+                                  file=self.path, h5path=f"/{name}")
+            for field, value in fields.items():
+                self._check_header_name(name, field)
+                arr = np.asarray(value)
+                if arr.dtype.kind not in "biuf":
+                    raise WriterError(f"header field {field!r} must be numeric; found {arr.dtype}",
+                                      file=self.path, h5path=f"/{name}/{field}")
+                out.setdefault(name, {})[field] = (arr.shape, arr.dtype)
+        return out
+
+    def _learn_schema(self, data: dict, has_timestamps: bool, scan, headers=None) -> None:
         area, side = {}, {}
         for name, value in data.items():
             if isinstance(value, dict):
@@ -319,7 +410,8 @@ class RunWriter:
                     area[name] = (frame.shape, frame.dtype)
         if not area and not side:
             raise WriterError("an event must hold at least one detector or side-data source", file=self.path)
-        self._schema = {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {})}
+        self._schema = {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {}),
+                        "headers": self._learn_headers(area, headers)}
         for name in area:
             g = self._file.require_group(name)
             g.attrs.update({"NX_class": "NXdata", "signal": "0"})
@@ -347,11 +439,17 @@ class RunWriter:
         return arr.shape, arr.dtype
 
     def _check_field(self, name, field, value):
+        return self._check_value(f"/{name}/{field}", self._schema["side"][name][field], value)
+
+    def _check_value(self, h5path, expected, value):
         arr = np.asarray(value)
-        shape, dtype = self._schema["side"][name][field]
+        shape, dtype = expected
+        if (arr.dtype != dtype and arr.dtype.kind in "biu" and dtype.kind in "iu" and arr.size
+                and np.iinfo(dtype).min <= arr.min() and arr.max() <= np.iinfo(dtype).max):
+            arr = arr.astype(dtype)  # integers that fit, e.g. frameNo=7 for a uint32 field
         if arr.shape != shape or (arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, "same_kind")):
-            raise WriterError(f"every value of {name}.{field} must match its first: expected {shape} {dtype}, "
-                              f"found {arr.shape} {arr.dtype}", file=self.path, h5path=f"/{name}/{field}")
+            raise WriterError(f"every value of {h5path.lstrip('/').replace('/', '.')} must match its first: "
+                              f"expected {shape} {dtype}, found {arr.shape} {arr.dtype}", file=self.path, h5path=h5path)
         return arr
 
     def _create(self, h5path, shape, dtype, compress) -> h5py.Dataset:
@@ -373,10 +471,10 @@ class RunWriter:
         self._open_step = StepWriter(self, self.n_steps, scan_values)
         return self._open_step
 
-    def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, **scan_values) -> None:
-        """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}``."""
+    def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None, **scan_values) -> None:
+        """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}`` (see ``add_events``)."""
         with self.step(**scan_values) as s:
-            s.add_events(data, timestamps=timestamps, present=present, scan=scan)
+            s.add_events(data, timestamps=timestamps, present=present, scan=scan, headers=headers)
 
     def _event_written(self) -> None:
         self._since_flush += 1

@@ -82,7 +82,7 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "demo_delayScan.h5"
         synthetic = SyntheticRun("delayScan", detector=args.detector, events=args.events, steps=args.steps,
-                                 seed=args.seed)
+                                 seed=args.seed, constants=False)  # calib = masked raw ADU, compared in ADU
         t = time.perf_counter()
         truth = synthetic.write(path, overwrite=True, location="demo", experiment="demo")
         t_write = time.perf_counter() - t
