@@ -14,6 +14,7 @@ import importlib
 
 from ._version import __version__
 from .errors import (
+    ArrayTooLargeError,
     DamagedFileError,
     DataTypeError,
     EventCountError,
@@ -46,6 +47,7 @@ _LAZY = {
 
 __all__ = [
     "__version__",
+    "ArrayTooLargeError",
     "DamagedFileError",
     "DataTypeError",
     "EventCountError",
