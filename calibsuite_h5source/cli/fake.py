@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from . import UsageError
+
 
 def add_parser(sub) -> None:
     from ..fake import RUN_TYPES
@@ -32,8 +34,7 @@ def run(args) -> int:
         synthetic = SyntheticRun(args.run_type, detector=args.detector, events=args.events, steps=args.steps,
                                  seed=args.seed, occupancy=args.occupancy, modules=args.modules)
     except ValueError as exc:
-        print(f"calibsuite-h5 fake: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     bar = None
     try:
         from tqdm import tqdm
