@@ -7,9 +7,11 @@ always with ``skip_calib_load='all'``) and writes it with
 * area detectors (default: every detector whose psana interface has ``raw``
   or ``calib``): ``det.raw.raw(evt)``, or ``det.raw.calib(evt)`` for
   detectors psana exposes only that way (``andor``, ``hsd`` in psana's test
-  data), as ``[module, row, col]`` (2-D data gets one module); events where
-  psana returns None, or raises because the detector is absent from that
-  event (mixed readout rates), stay missing (the reader returns None again);
+  data), as ``[module, row, col]``: 2-D data (one segment: andor, hsd,
+  epix100, archon) is stored with one module and the reader gives it back
+  2-D, as psana does; events where psana returns None, or raises because the
+  detector is absent from that event (mixed readout rates), stay missing (the
+  reader returns None again);
 * every step and event in order, with psana's timestamps; ``max_events``
   (honoured in every mode, unlike psana's ``files=`` mode);
 * scan variables (``run.scaninfo``), ``step_value`` and ``step_docstring``

@@ -1,7 +1,12 @@
 """psana-style detector objects: what ``run.Detector(name)`` returns.
 
 * :class:`AreaDetector`: ``det.raw.raw(evt)``, ``.calib(evt)``, ``.image(evt)``,
-  ``det.calibconst``.
+  ``det.calibconst``. A single-module detector gives ``[row, col]`` frames, as
+  psana does for one segment, unless ``keep_module_axis`` is True. Stored
+  per-event header fields answer as ``det.raw.<field>(evt)`` (epixM's
+  ``frameNo``, ``asicNo``, ``autoFillMask``, ``fixedMask``), and the file's
+  constants as psana's ``det.raw._pedestals()``, ``_gain()``, ``_rms()``,
+  ``_status()``.
 * :class:`SideDetector`: ``det.raw.<field>(evt)`` for each stored field; the
   ``timing`` source also answers ``eventcodes`` (a python list of 288 ints) and
   ``pulseId`` (an int, 0 when not stored) even when the file stores neither.
@@ -27,10 +32,24 @@ def _located(evt):
     return None if evt is None else (evt._step, evt._i)
 
 
-class _AreaRaw:
-    """``det.raw`` of an area detector."""
+#: ``det.raw._<method>()`` -> the ``calib/`` dataset psana reads it from
+CALIB_METHODS = {"_pedestals": "pedestals", "_gain": "pixel_gain", "_rms": "pixel_rms", "_status": "pixel_status"}
+STATUS_DTYPE = np.uint64  # psana's DTYPE_STATUS
 
-    def __init__(self, src: AreaSource):
+
+class _AreaRaw:
+    """``det.raw`` of an area detector.
+
+    Parameters
+    ----------
+    src : AreaSource
+        The detector's index record.
+    keep_module_axis : bool
+        Return ``[1, row, col]`` for a single-module detector instead of
+        psana's ``[row, col]``.
+    """
+
+    def __init__(self, src: AreaSource, keep_module_axis: bool = False):
         self._steps = src.steps
         self._present = src.present
         self._src = src
@@ -40,9 +59,18 @@ class _AreaRaw:
             mask = dtype.gain_bits_mask if dtype else None
         self.gain_bits_mask = None if mask is None or src.dtype is None or src.dtype.kind not in "iu" else int(mask)
         self._constants = None
+        self._stored_constants = {}
+        #: True when frames lose their one-module axis (psana's single-segment shape)
+        self.drops_module_axis = not keep_module_axis and len(src.frame_shape) == 3 and src.frame_shape[0] == 1
 
-    def raw(self, evt):
-        """Return the event's frame ``[module, row, col]`` in the stored dtype, or None."""
+    def _shaped(self, a):
+        """Drop the module axis of a ``[..., 1, row, col]`` array when this detector does so."""
+        if a is None or not self.drops_module_axis or a.ndim < 3 or a.shape[-3] != 1:
+            return a
+        return a[..., 0, :, :]
+
+    def _frame(self, evt):
+        """The stored ``[module, row, col]`` frame of an event, or None."""
         if evt is None:
             return None
         step, i = evt._step, evt._i
@@ -50,6 +78,63 @@ class _AreaRaw:
         if present is not None and not present[i]:
             return None
         return self._steps[step].read(i)
+
+    def raw(self, evt):
+        """Return the event's frame in the stored dtype, or None.
+
+        ``[module, row, col]``; ``[row, col]`` for a single-module detector
+        (psana's shape for one segment) unless the module axis is kept.
+        """
+        return self._shaped(self._frame(evt))
+
+    def __getattr__(self, field):
+        """``det.raw.<field>(evt)`` for a stored per-event header field (e.g. epixM's ``frameNo``)."""
+        src = self.__dict__.get("_src")  # absent while unpickling: no recursion
+        headers = src.headers if src is not None else {}
+        if field.startswith("_") or field not in headers:
+            raise AttributeError(f"{getattr(src, 'name', 'area detector')}.raw has no method or header field "
+                                 f"{field!r}; header fields: {sorted(headers)}")
+        return lambda evt: self._header(field, evt)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._src.headers))
+
+    def _header(self, field, evt):
+        """A header field's value at an event: a python number, or a list for an array (as psana); None without data."""
+        if evt is None:
+            return None
+        present = self._present[evt._step]
+        if present is not None and not present[evt._i]:
+            return None
+        value = self._src.headers[field][evt._step].read(evt._i)
+        return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
+
+    def _constant(self, method, **kwa):
+        """The file's ``calib/<ctype>`` for psana's ``det.raw._<method>()``, shaped as :meth:`raw`; None when absent."""
+        cache = self._stored_constants
+        if method not in cache:
+            group, ctype = self._src.calib_group, CALIB_METHODS[method]
+            value = group[ctype][()] if group is not None and ctype in group else None
+            if value is not None and method == "_status":
+                value = value.astype(STATUS_DTYPE)
+            cache[method] = self._shaped(value)
+        return cache[method]
+
+    def _pedestals(self, **kwa):
+        """``calib/pedestals`` (``[module, row, col]`` or ``[gain, module, row, col]``), or None, as psana's."""
+        return self._constant("_pedestals", **kwa)
+
+    def _gain(self, **kwa):
+        """``calib/pixel_gain`` (ADU per keV), or None, as psana's."""
+        return self._constant("_gain", **kwa)
+
+    def _rms(self, **kwa):
+        """``calib/pixel_rms``, or None, as psana's."""
+        return self._constant("_rms", **kwa)
+
+    def _status(self, **kwa):
+        """``calib/pixel_status`` as uint64 (psana's status dtype), or None, as psana's."""
+        return self._constant("_status", **kwa)
 
     def _calib_constants(self):
         if self._constants is None:
@@ -68,10 +153,14 @@ class _AreaRaw:
         With ``calib/pedestals`` in the file: ``raw - pedestals`` (``[gain, ...]``
         pedestals indexed by the pixel's gain bits), divided by ``pixel_gain``
         when present. Without constants: ``raw & gainBitsMask``, else raw.
+        Shaped as :meth:`raw`.
         """
-        raw = self.raw(evt)
+        raw = self._frame(evt)
         if raw is None:
             return None
+        return self._shaped(self._calibrated(raw))
+
+    def _calibrated(self, raw):
         mask = self.gain_bits_mask
         adu = (raw & mask) if mask is not None else raw
         const = self._calib_constants()
@@ -119,9 +208,9 @@ def _str(value):
 class AreaDetector:
     """An image detector, as ``run.Detector('epixm')`` in psana."""
 
-    def __init__(self, src: AreaSource):
+    def __init__(self, src: AreaSource, keep_module_axis: bool = False):
         self.name = src.name
-        self.raw = _AreaRaw(src)
+        self.raw = _AreaRaw(src, keep_module_axis)
         self._src = src
 
     @property

@@ -1,22 +1,33 @@
-"""Synthetic, physically plausible detector runs with known truth.
+"""Synthetic, physically plausible runs with known truth.
 
-The successor of the suite's ``writeFakeRogueH5.py``. A :class:`DetectorModel`
-holds per-pixel truth (pedestal, noise, gain in ADU/keV); a
-:class:`SyntheticRun` turns it into events for a run type:
+The successor of the suite's ``writeFakeRogueH5.py``. A
+:class:`~calibsuite_h5source.fake_detector.DetectorModel` holds per-pixel
+truth (pedestal, noise, gain in ADU/keV); a :class:`SyntheticRun` turns it
+into the events of a run type and records what it put in (:class:`Truth`):
 
-============== ==============================================================
-``dark``       pedestal + gaussian noise (also ``pedestal``)
-``fe55``       plus Fe-55 photons (5.9 keV) at ``occupancy`` per pixel per event
-``linearity``  flux per event (``wave8/peakAmplitude``) rising step by step;
-               signal = flux x ``adu_per_flux`` on every pixel (also ``intensityScan``)
-``delayScan``  charge injected into every 8th column; its amplitude follows
-               a pulse in the per-step ``delay``
-============== ==============================================================
+================= ============================================================
+``dark``          pedestal + gaussian noise (also ``pedestal``)
+``fe55``          plus Fe-55 photons (5.9 keV Mn K-alpha) at ``occupancy``
+                  per pixel per frame, in single pixels or small clusters
+``lowFlux``       the same with beam photons (``photon_energy``, 8 keV) at a
+                  higher default occupancy
+``linearity``     flux stepped per step (scan variable ``flux``) and jittered
+                  per shot; signal = flux x ``adu_per_flux`` on every pixel
+                  (also ``intensityScan``)
+``misc``          beam frames at one nominal ``flux`` (signal as linearity)
+``delayScan``     charge injected into every 8th column; its amplitude follows
+                  a pulse in the per-step ``delay``
+================= ============================================================
 
-Raw values are ``uint16``: the ADU below the detector's gain bit; a pixel
-whose signal would exceed it switches to low gain (the gain bit set, ADU
-divided by ``low_gain_ratio``), as auto-ranging detectors do. Everything is
-seeded and reproducible. ``SyntheticRun.write`` streams through
+Side data, as at MFX (:mod:`~calibsuite_h5source.fake_beam`): with
+``timing=True`` every shot is two events, a beam-monitor event (code 137, the
+flux monitor ``MfxDg1BmMon``, no frame) and then a frame event (281, 283),
+with 272 on both; timestamps at 120 Hz, the frame 300 ns after its monitor.
+Without timing each shot is one event (1 ms apart) and a flux scan records
+its flux in ``wave8``. With ``constants=True`` (default) the file holds the
+true ``pedestals`` and ``pixel_gain``, so ``det.raw.calib(evt)`` is in keV.
+
+Everything is seeded and reproducible. ``SyntheticRun.write`` streams through
 :class:`~calibsuite_h5source.writer.RunWriter` (memory stays flat);
 ``SyntheticRun.declaration`` gives the whole run in memory for
 :func:`~calibsuite_h5source.testing.layouts.write_layout`.
@@ -24,83 +35,26 @@ seeded and reproducible. ``SyntheticRun.write`` streams through
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-from . import timestamps as _ts
-from .detector_types import DETECTOR_TYPES, detector_type
+from .fake_beam import N_MONITOR_CHANNELS, BeamTiming, StepPlan, monitor_amplitudes, plain_plan
+from .fake_detector import DetectorModel
+from .fake_photons import PHOTON_DTYPE, cluster_probabilities, deposit, draw_photons
+from .fake_truth import Truth
+from .fake_truth import record as _record
+
+__all__ = ["SyntheticRun", "Truth", "DetectorModel", "BeamTiming", "RUN_TYPES", "FE55_KEV", "PHOTON_DTYPE"]
 
 FE55_KEV = 5.9
-RUN_TYPES = {"dark": "dark", "pedestal": "pedestal", "fe55": "fe55", "linearity": "linearity",
-             "intensityScan": "intensityScan", "delayScan": "delayScan"}
-
-
-@dataclass
-class DetectorModel:
-    """Per-pixel truth of a synthetic detector."""
-
-    name: str
-    shape: tuple
-    g0cut: int
-    pedestal: np.ndarray
-    noise: np.ndarray
-    gain: np.ndarray  # ADU per keV
-    low_gain_ratio: float = 30.0
-
-    @classmethod
-    def create(cls, detector="epixM", modules=None, shape=None, seed=0, pedestal=1000.0, pedestal_spread=60.0,
-               noise=8.0, noise_spread=1.0, gain=20.0, gain_spread=0.5) -> DetectorModel:
-        """Make a detector: ``detector`` names a suite detector (its shape and gain bit) or anything else."""
-        t = detector_type(detector)
-        if shape is None:
-            if t is None:
-                raise ValueError(f"unknown detector {detector!r}: give shape=(module, row, col); known: {sorted(DETECTOR_TYPES)}")
-            shape = (modules or t.modules, t.rows, t.cols)
-        shape = tuple(int(s) for s in shape)
-        rng = np.random.default_rng(seed)
-        return cls(
-            name=t.name if t and detector.lower() == t.name.lower() else detector,
-            shape=shape,
-            g0cut=t.g0cut if t else 1 << 14,
-            pedestal=rng.normal(pedestal, pedestal_spread, shape).astype(np.float32),
-            noise=np.abs(rng.normal(noise, noise_spread, shape)).astype(np.float32) + 0.5,
-            gain=rng.normal(gain, gain_spread, shape).astype(np.float32),
-        )
-
-    def digitise(self, adu: np.ndarray) -> np.ndarray:
-        """Turn float ADU into uint16 raw values, switching saturated pixels to low gain."""
-        top = self.g0cut - 1
-        out = np.rint(adu, out=adu)
-        high = out > top
-        if high.any():
-            out[high] = np.minimum(out[high] / self.low_gain_ratio, top) + self.g0cut
-        np.clip(out, 0, min(2 * self.g0cut - 1, 65535), out=out)
-        return out.astype(np.uint16)
-
-    def frame(self, rng: np.random.Generator, signal_adu=None) -> np.ndarray:
-        """One raw frame: pedestal + noise (+ signal, in ADU)."""
-        adu = rng.standard_normal(self.shape, dtype=np.float32)
-        adu *= self.noise
-        adu += self.pedestal
-        if signal_adu is not None:
-            adu += signal_adu
-        return self.digitise(adu)
-
-
-@dataclass
-class Truth:
-    """What the generator put in: compare an analysis against it."""
-
-    model: DetectorModel
-    run_type: str
-    scan_name: str | None
-    scan_values: list = field(default_factory=list)  # per step
-    n_events: list = field(default_factory=list)
-    flux: list = field(default_factory=list)  # per step: [nEvents] (linearity)
-    photons: list = field(default_factory=list)  # per step: [nEvents] photon counts (fe55)
-    injected: np.ndarray | None = None  # bool mask of injected pixels (delayScan)
-    injected_adu: list = field(default_factory=list)  # per step (delayScan)
+#: run type -> (scriptType, default photon energy keV or None, default occupancy)
+RUN_TYPES = {
+    "dark": "dark", "pedestal": "pedestal", "fe55": "fe55", "lowFlux": "lowFlux", "linearity": "linearity",
+    "intensityScan": "intensityScan", "delayScan": "delayScan", "misc": "misc",
+}
+_PHOTONS = {"fe55": (FE55_KEV, 0.002), "lowFlux": (8.0, 0.01)}  # energy keV, occupancy
+_FLUX_SCANS = ("linearity", "intensityScan")
+_FLUX_SIGNAL = (*_FLUX_SCANS, "misc")
+AUTO = "auto"
 
 
 class SyntheticRun:
@@ -111,48 +65,99 @@ class SyntheticRun:
     run_type : str
         One of ``RUN_TYPES``.
     detector : str
-        Suite detector name (``epixM``, ``epix10k``, ``jungfrau``, ``epixUHR``, ``epix100``...).
+        Suite detector (``epixM``, ``epix10k``, ``jungfrau``, ``epixUHR``,
+        ``epix100``, ``archon``/``rixsCCD``...); also the group name, so
+        ``'Epix100a'`` makes an epix100 stored as ``/Epix100a``.
     events : int or sequence of int
-        Events per step (an int with ``steps``).
+        Shots (frames) per step (an int with ``steps``). With ``timing`` each
+        shot is two events.
     steps : int
         Number of steps when ``events`` is an int.
     seed : int
         Seed of everything.
-    occupancy : float
-        Fe-55 photons per pixel per event (``fe55``).
+    occupancy : float, optional
+        Photons per pixel per frame (fe55 0.002, lowFlux 0.01).
+    photon_energy : float, optional
+        keV (fe55 5.9, lowFlux 8.0).
+    clusters : sequence of 3 floats
+        Probabilities of a photon depositing in 1, 2 or 2x2 pixels.
     adu_per_flux : float
-        Signal per unit flux (``linearity``).
+        Signal per unit flux (linearity, intensityScan, misc).
+    flux : float
+        Nominal flux of runs that do not scan it.
+    flux_jitter : float
+        Relative shot-to-shot flux spread.
+    scan_values : sequence of float, optional
+        Per-step flux (flux scans) or delay (delayScan) instead of the defaults.
+    timing : bool
+        Write MFX's timing (event codes, pulse ids) and beam-monitor events.
+    flux_monitor : str or None
+        Name of the flux monitor; ``'auto'``: ``MfxDg1BmMon`` with timing,
+        else ``wave8`` for runs with flux signal, else none.
+    flux_sign : float
+        Sign of the monitor's reading (MFX DG1: -1, its config's ``fluxSign``).
+    flux_channels : int, optional
+        Channels of the monitor's ``peakAmplitude`` (16; ``wave8``: 8).
+    beam : BeamTiming, optional
+        Rate, codes and monitor-to-frame delay of the timing.
+    constants : bool
+        Write the true ``pedestals``/``pixel_gain``/``pixel_rms`` (calib in keV).
     modules, shape
         Override the detector's module count or whole per-event shape.
+    gain, noise : float
+        Mean ADU per keV and mean noise (ADU) of the pixels.
     run : int
-        The run's Unix start time (timestamps are 1 ms apart from it).
+        The run's Unix start time.
     """
 
-    def __init__(self, run_type="dark", detector="epixM", events=10, steps=3, seed=0, occupancy=0.002,
-                 adu_per_flux=40.0, modules=None, shape=None, run=1_700_000_000):
+    def __init__(self, run_type="dark", detector="epixM", events=10, steps=3, seed=0, occupancy=None,
+                 adu_per_flux=40.0, modules=None, shape=None, run=1_700_000_000, *, photon_energy=None,
+                 clusters=(1.0, 0.0, 0.0), flux=1.0, flux_jitter=0.05, scan_values=None, timing=False,
+                 flux_monitor=AUTO, flux_sign=1.0, flux_channels=None, beam=None, constants=True, gain=20.0, noise=8.0):
         if run_type not in RUN_TYPES:
             raise ValueError(f"run_type must be one of {sorted(RUN_TYPES)}, not {run_type!r}")
-        self.run_type = run_type
-        self.seed = seed
-        self.occupancy = occupancy
-        self.adu_per_flux = adu_per_flux
-        self.run = int(run)
-        self.model = DetectorModel.create(detector, modules=modules, shape=shape, seed=seed)
+        self.run_type, self.seed, self.run = run_type, seed, int(run)
+        self.adu_per_flux, self.flux, self.flux_jitter = float(adu_per_flux), float(flux), float(flux_jitter)
+        self.clusters = tuple(cluster_probabilities(clusters))
+        energy, occ = _PHOTONS.get(run_type, (None, 0.0))
+        self.photon_energy = float(photon_energy if photon_energy is not None else energy or FE55_KEV)
+        self.occupancy = float(occupancy if occupancy is not None else occ)
+        self.model = DetectorModel.create(detector, modules=modules, shape=shape, seed=seed, gain=gain, noise=noise)
         self.counts = [int(events)] * int(steps) if np.ndim(events) == 0 else [int(n) for n in events]
         if not self.counts or min(self.counts) < 1:
             raise ValueError(f"every synthetic step needs at least one event; got {self.counts}")
-        n_steps = len(self.counts)
-        self.scan_name, self.scan_values = {
-            "linearity": ("flux", [float(k + 1) for k in range(n_steps)]),
-            "intensityScan": ("flux", [float(k + 1) for k in range(n_steps)]),
-            "delayScan": ("delay", [float(v) for v in np.linspace(0, 100, n_steps)] if n_steps > 1 else [50.0]),
-        }.get(run_type, (None, []))
-        self.truth = Truth(self.model, run_type, self.scan_name, list(self.scan_values), list(self.counts))
+        self.beam = (beam or BeamTiming()) if timing else None
+        if flux_monitor == AUTO:
+            flux_monitor = "MfxDg1BmMon" if timing else ("wave8" if run_type in _FLUX_SIGNAL else None)
+        self.flux_monitor = flux_monitor or None
+        self.flux_channels = int(flux_channels or (8 if self.flux_monitor == "wave8" else N_MONITOR_CHANNELS))
+        self.scan_name, self.scan_values = self._scan(scan_values)
+        t = self.truth = Truth(self.model, run_type, self.scan_name, list(self.scan_values), flux_monitor=self.flux_monitor,
+                               flux_sign=float(flux_sign), adu_per_flux=self.adu_per_flux)
+        t.n_events = [n * (2 if self.beam else 1) for n in self.counts]
+        if run_type in _PHOTONS:
+            t.photon_energy = self.photon_energy
         if run_type == "delayScan":
-            mask = np.zeros(self.model.shape, bool)
-            mask[..., ::8] = True
-            self.truth.injected = mask
-            self.truth.injected_adu = [self.pulse(d) for d in self.scan_values]
+            t.injected = np.zeros(self.model.shape, bool)
+            t.injected[..., ::8] = True
+            t.injected_adu = [self.pulse(d) for d in self.scan_values]
+        if constants:
+            t.constants = self.model.constants()
+
+    def _scan(self, values):
+        n = len(self.counts)
+        if self.run_type in _FLUX_SCANS:
+            name, default = "flux", [float(k + 1) for k in range(n)]
+        elif self.run_type == "delayScan":
+            name, default = "delay", [float(v) for v in np.linspace(0, 100, n)] if n > 1 else [50.0]
+        else:
+            if values is not None:
+                raise ValueError(f"scan_values is for linearity, intensityScan and delayScan runs, not {self.run_type}")
+            return None, []
+        values = default if values is None else [float(v) for v in values]
+        if len(values) != n:
+            raise ValueError(f"scan_values needs one value per step ({n}); got {len(values)}")
+        return name, values
 
     @staticmethod
     def pulse(delay: float) -> float:
@@ -163,43 +168,59 @@ class SyntheticRun:
     def script_type(self) -> str:
         return RUN_TYPES[self.run_type]
 
-    def step_events(self, step: int):
-        """Yield ``(frame, side, timestamp)`` for every event of ``step`` (reproducible per step)."""
-        rng = np.random.default_rng([self.seed, step])
-        n = self.counts[step]
-        first = sum(self.counts[:step])
-        stamps = _ts.synthesise(self.run, [n], start_event=first)[0]
-        flux = photons = None
-        if self.run_type in ("linearity", "intensityScan"):
-            flux = rng.normal(self.scan_values[step], 0.05 * self.scan_values[step], n).clip(0).astype(np.float32)
-            self._record("flux", step, flux)
-        if self.run_type == "fe55":
-            photons = []
-        pixels = int(np.prod(self.model.shape))
-        for i in range(n):
-            signal = None
-            if flux is not None:
-                signal = np.float32(flux[i] * self.adu_per_flux)
-            elif self.run_type == "fe55":
-                hits = rng.poisson(self.occupancy * pixels)
-                signal = np.zeros(self.model.shape, np.float32)
-                idx = rng.choice(pixels, hits, replace=False)
-                signal.flat[idx] = self.model.gain.flat[idx] * FE55_KEV
-                photons.append(hits)
-            elif self.run_type == "delayScan":
-                signal = self.truth.injected * np.float32(self.truth.injected_adu[step])
-            side = {}
-            if flux is not None:
-                side["wave8"] = {"peakAmplitude": np.full(8, flux[i], np.float32)}
-            yield self.model.frame(rng, signal), side, int(stamps[i])
-        if photons is not None:
-            self._record("photons", step, np.asarray(photons))
+    @property
+    def has_flux(self) -> bool:
+        """True when shots carry a flux (a monitor records it or the signal follows it)."""
+        return self.flux_monitor is not None or self.run_type in _FLUX_SIGNAL
 
-    def _record(self, what, step, values):
-        lst = getattr(self.truth, what)
-        while len(lst) <= step:
-            lst.append(None)
-        lst[step] = values
+    def plan(self, step: int) -> StepPlan:
+        """The events of ``step``: frames, timestamps, codes, pulse ids."""
+        first = sum(self.counts[:step])
+        if self.beam is None:
+            return plain_plan(self.run, self.counts[step], first)
+        return self.beam.plan(self.run, self.counts[step], first)
+
+    def step_events(self, step: int):
+        """Yield ``(frame or None, side, timestamp)`` for every event of ``step`` (reproducible per step)."""
+        rng = np.random.default_rng([self.seed, step])
+        plan, t, d = self.plan(step), self.truth, self.model
+        frames = np.flatnonzero(plan.frame)
+        _record(t.n_events, step, plan.n_events)
+        _record(t.frame, step, plan.frame)
+        _record(t.timestamps, step, plan.timestamps)
+        if plan.eventcodes is not None:
+            _record(t.eventcodes, step, plan.eventcodes)
+            _record(t.pulse_ids, step, plan.pulse_ids)
+        flux = amps = photons = None
+        if self.has_flux:
+            nominal = self.scan_values[step] if self.run_type in _FLUX_SCANS else self.flux
+            shot_flux = rng.normal(nominal, self.flux_jitter * abs(nominal), self.counts[step]).clip(0)
+            flux = shot_flux.astype(np.float32)[plan.shot]
+            _record(t.flux, step, flux)
+            if self.flux_monitor:
+                amps = monitor_amplitudes(flux, t.flux_sign, self.flux_channels)
+        if self.run_type in _PHOTONS:
+            photons, shares = draw_photons(rng, frames, d.shape, self.occupancy, self.photon_energy, self.clusters)
+            _record(t.photons, step, photons)
+            _record(t.photon_counts, step, np.bincount(photons["event"], minlength=plan.n_events))
+        for i in range(plan.n_events):
+            frame = None
+            if plan.frame[i]:
+                signal = None
+                if self.run_type in _FLUX_SIGNAL:
+                    signal = np.float32(flux[i] * self.adu_per_flux)
+                elif photons is not None:
+                    kev = deposit(photons, shares, i, d.shape)
+                    signal = None if kev is None else kev * d.gain
+                elif self.run_type == "delayScan":
+                    signal = t.injected * np.float32(t.injected_adu[step])
+                frame = d.frame(rng, signal)
+            side = {}
+            if plan.eventcodes is not None:
+                side["timing"] = {"eventcodes": plan.eventcodes[i], "pulseId": plan.pulse_ids[i]}
+            if amps is not None:
+                side[self.flux_monitor] = {"peakAmplitude": amps[i]}
+            yield frame, side, int(plan.timestamps[i])
 
     def write(self, path, compression=None, progress=None, overwrite=False, **header) -> Truth:
         """Stream the run into a canonical file with RunWriter; return the truth.
@@ -211,8 +232,8 @@ class SyntheticRun:
         d = self.model
         with RunWriter(path, self.script_type, compression=compression, overwrite=overwrite, run=self.run,
                        **header) as w:
-            w.detector(d.name, detType=(detector_type(d.name).psana_type if detector_type(d.name) else None),
-                       gainBitsMask=d.g0cut - 1)
+            w.detector(d.name, detType=d.det_type, gainBitsMask=d.gain_bits_mask, calib=self.truth.constants,
+                       shape=d.shape, dtype=np.uint16)
             for k in range(len(self.counts)):
                 scan = {self.scan_name: self.scan_values[k]} if self.scan_name else {}
                 with w.step(**scan) as s:
@@ -223,17 +244,22 @@ class SyntheticRun:
         return self.truth
 
     def declaration(self) -> dict:
-        """The whole run as a declared dict for ``testing.layouts.write_layout`` (in memory)."""
-        frames, side, stamps = [], {}, []
+        """The whole run as a declared dict for ``testing.layouts.write_layout`` (in memory; no constants)."""
+        frames, present, side, stamps = [], [], {}, []
         for k in range(len(self.counts)):
             events = list(self.step_events(k))
-            frames.append(np.stack([e[0] for e in events]))
+            mask = np.array([e[0] is not None for e in events])
+            zeros = np.zeros(self.model.shape, np.uint16)
+            frames.append(np.stack([zeros if e[0] is None else e[0] for e in events]))
+            present.append(mask)
             stamps.append(np.array([e[2] for e in events], np.uint64))
-            for name, fields in (events[0][1] if events else {}).items():
+            for name, fields in events[0][1].items():
                 for f in fields:
                     side.setdefault(name, {}).setdefault(f, []).append(np.stack([e[1][name][f] for e in events]))
         decl = {"header": {"scriptType": self.script_type, "run": self.run},
                 "detectors": {self.model.name: frames}, "side": side, "timestamps": stamps}
+        if not all(m.all() for m in present):
+            decl["present"] = {self.model.name: present}
         if self.scan_name:
             decl["scan"] = {self.scan_name: np.asarray(self.scan_values)}
             decl["header"]["ancillaryDataType"] = self.scan_name

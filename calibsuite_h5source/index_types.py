@@ -91,7 +91,7 @@ class LazySteps(Sequence):
 
 @dataclass
 class AreaSource:
-    """An area detector: one EventArray per step of ``[module, row, col]`` frames."""
+    """An area detector: one EventArray per step of ``[module, row, col]`` frames, and of each header field."""
 
     name: str
     steps: list[EventArray]
@@ -101,6 +101,7 @@ class AreaSource:
     attrs: dict = field(default_factory=dict)
     calib_group: h5py.Group | None = None
     h5path: str = ""
+    headers: dict = field(default_factory=dict)  # per-event header fields: {field: [EventArray per step]}
 
 
 @dataclass

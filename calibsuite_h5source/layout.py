@@ -112,7 +112,9 @@ def detect_layout(f: h5py.File) -> str:
 class LayoutMembers:
     """The per-step members of one file, collected by layout, not yet checked.
 
-    ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path}}``;
+    ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path, headers}}``
+    (``headers``: ``{field: {k: EventArray}}``, the per-event header fields
+    ``/<name>/<field>/<step>`` of the canonical layout);
     ``side``: ``{name: {field: {k: EventArray}}}``; ``timestamps``: ``{k: array or name}``.
     :mod:`calibsuite_h5source.run_index` checks and normalises them; the
     validator runs its own checks on them.
@@ -142,8 +144,16 @@ class LayoutMembers:
                 out[k] = obj
         return out
 
-    def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None):
-        self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path)
+    def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None, headers=None):
+        self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path,
+                               headers=headers or {})
+
+    @staticmethod
+    def header_groups(group: h5py.Group) -> dict[str, h5py.Group]:
+        """An area detector's header-field sub-groups: those holding step members, but not ``present``/``calib``."""
+        return {name: sub for name, sub in group.items()
+                if name not in RESERVED_DETECTOR and step_number(name) is None and isinstance(sub, h5py.Group)
+                and any(step_number(m) is not None for m in sub)}
 
     def collect_canonical(self):
         for name, obj in self.f.items():
@@ -162,6 +172,9 @@ class LayoutMembers:
                     present={k: ds[()].astype(bool) for k, ds in self.steps_of(present).items()}
                     if isinstance(present, h5py.Group) else None,
                     calib=obj.get("calib") if isinstance(obj.get("calib"), h5py.Group) else None,
+                    headers={field: {k: EventArray(ds, (), ds.shape[0] if ds.ndim else 0)
+                                     for k, ds in self.steps_of(sub).items()}
+                             for field, sub in self.header_groups(obj).items()},
                 )
                 continue
             fields = {}
@@ -216,7 +229,9 @@ class LayoutMembers:
                 calib = obj.get("calib")
                 self.add_area(name, obj.name, lazy(obj, names), dict(obj.attrs),
                               present={"group": present} if isinstance(present, h5py.Group) else None,
-                              calib=calib if isinstance(calib, h5py.Group) else None)
+                              calib=calib if isinstance(calib, h5py.Group) else None,
+                              headers={field: lazy(sub, named_steps(sub, sub.name))
+                                       for field, sub in self.header_groups(obj).items()})
                 continue
             fields = {}
             for field_name in obj:

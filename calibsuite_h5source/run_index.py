@@ -217,9 +217,14 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         steps = b.contiguous(entry["steps"], entry["h5path"], n_keep)
         frame = _check_area(b, name, steps, entry["h5path"])
         present = _present_masks(b, entry, steps)
-        area[name] = AreaSource(name, steps, tuple(frame[0]) if frame else (), frame[1] if frame else None,
-                                present, entry["attrs"], entry["calib"], entry["h5path"])
         sources.append((entry["h5path"], steps))
+        headers = {}
+        for field_name, fsteps in entry.get("headers", {}).items():  # per-event header fields
+            hpath = f"{entry['h5path']}/{field_name}"
+            headers[field_name] = b.contiguous(fsteps, hpath, n_keep)
+            sources.append((hpath, headers[field_name]))
+        area[name] = AreaSource(name, steps, tuple(frame[0]) if frame else (), frame[1] if frame else None,
+                                present, entry["attrs"], entry["calib"], entry["h5path"], headers)
     side = {}
     for name, fields in b.side.items():
         side[name] = {}

@@ -101,8 +101,9 @@ class Run:
     """One run file, with psana2's Run interface."""
 
     def __init__(self, index: RunIndex, *, max_events=None, detectors=None, timestamps=None,
-                 partition=None):
+                 partition=None, keep_module_axis: bool = False):
         self._index = index
+        self.keep_module_axis = bool(keep_module_axis)
         h = index.header
         self.runnum = int(h.get("runnum", index.run_id) or 0)
         self.expt = str(h.get("experiment") or Path(index.path).stem)
@@ -209,18 +210,21 @@ class Run:
     def _available(self) -> list[str]:
         return sorted([*self._area, *self._side, *self._scan])
 
-    def Detector(self, name: str, accept_missing: bool = False):  # noqa: N802 - psana's name
+    def Detector(self, name: str, accept_missing: bool = False, *, keep_module_axis: bool | None = None):  # noqa: N802
         """Return the detector ``name`` (area, side data or scan variable).
 
         An exact name wins; else a unique case-insensitive match (``'epixm'``
         finds ``epixM``). ``'timing'`` always exists. Unknown names raise
         :class:`UnknownDetectorError` (a ``KeyError``) listing the available
         names, or return a detector whose calls return None when
-        ``accept_missing`` is True.
+        ``accept_missing`` is True. ``keep_module_axis`` (default: the
+        DataSource's) keeps ``[1, row, col]`` frames of a single-module
+        detector instead of psana's ``[row, col]``.
         """
         kind, real = self._resolve(name, {"area": self._area, "side": self._side, "scan": self._scan})
         if kind == "area":
-            return AreaDetector(self._area[real])
+            keep = self.keep_module_axis if keep_module_axis is None else bool(keep_module_axis)
+            return AreaDetector(self._area[real], keep_module_axis=keep)
         if kind == "side":
             return SideDetector(real, self._side[real])
         if kind == "scan":
@@ -239,7 +243,7 @@ class Run:
     @property
     def detinfo(self) -> dict:
         """``{(name, 'raw'): [methods]}``, as psana's."""
-        info = {(name, "raw"): ["calib", "image", "raw"] for name in self._area}
+        info = {(name, "raw"): sorted(["calib", "image", "raw", *src.headers]) for name, src in self._area.items()}
         info.update({(name, "raw"): sorted(fields) for name, fields in self._side.items()})
         return info
 
@@ -288,18 +292,25 @@ class H5DataSource:
         Keep only these detectors; an unknown name raises.
     timestamps : array of int, optional
         Read only the events with these timestamps.
+    keep_module_axis : bool
+        False (default): a single-module detector gives ``[row, col]`` frames
+        from ``det.raw.raw/calib/image``, as psana does for one segment.
+        True: ``[1, row, col]``, as stored. ``run.Detector(name,
+        keep_module_axis=...)`` overrides it per detector.
     **kwargs
         Other psana keywords (``exp``, ``run``, ``dir``, ``batch_size``,
         ``skip_calib_load``...) are accepted and ignored.
     """
 
-    def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, **kwargs):
+    def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, keep_module_axis=False,
+                 **kwargs):
         if files is None:
             raise TypeError("H5DataSource needs files= (a path or a list of paths)")
         self.files = [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
         self.max_events = max_events
         self.detectors = detectors
         self.timestamps = timestamps
+        self.keep_module_axis = bool(keep_module_axis)
         unknown = set(kwargs) - IGNORED_KWARGS
         if unknown:
             log.info("H5DataSource: ignoring unknown keywords %s", sorted(unknown))
@@ -316,7 +327,8 @@ class H5DataSource:
             index = open_run_index(path)
             try:
                 run = Run(index, max_events=self.max_events, detectors=self.detectors,
-                          timestamps=self.timestamps, partition=self._partition)
+                          timestamps=self.timestamps, partition=self._partition,
+                          keep_module_axis=self.keep_module_axis)
             except BaseException:
                 index.close()
                 raise

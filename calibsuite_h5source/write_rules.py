@@ -24,6 +24,8 @@ from .layout import HEADER, RESERVED_DETECTOR, RESERVED_ROOT, step_number
 RESERVED_SOURCE = RESERVED_ROOT | {"step_value", "step_docstring"}
 #: Names a per-step or per-event scan variable cannot have (the writer's event index).
 RESERVED_SCAN = {"nEvents"}
+#: ``det.raw`` methods a per-event header field must not shadow.
+AREA_METHODS = {"raw", "calib", "image"}
 #: Numeric dtype kinds: bool, signed, unsigned, float (frames, side data and scan values).
 NUMERIC_KINDS = "biuf"
 TIMESTAMP_LIMIT = 2**64
@@ -73,6 +75,20 @@ def check_field_name(source: str, field, *, file=None) -> str:
     if field in RESERVED_DETECTOR or step_number(field) is not None:
         raise WriterError(f"a field name must not be {sorted(RESERVED_DETECTOR)} or look like a step; "
                           f"found {field!r}", file=file, h5path=f"/{source}/{field}")
+    return field
+
+
+def check_header_field_name(detector: str, field, *, file=None) -> str:
+    """Refuse a per-event header field name: a field name that is also not private nor a ``det.raw`` method."""
+    try:
+        check_field_name(detector, field, file=file)
+        ok = not field.startswith("_") and field not in AREA_METHODS
+    except WriterError:
+        ok = False
+    if not ok:
+        raise WriterError(f"{field!r} cannot name a header field: it must be a non-empty str without '/', not "
+                          f"start with '_', not look like a step (3, step3) nor be one of "
+                          f"{sorted(RESERVED_DETECTOR | AREA_METHODS)}", file=file, h5path=f"/{detector}/{field}")
     return field
 
 
@@ -138,8 +154,8 @@ def check_numeric_array(value, what: str, *, file=None, h5path=None) -> np.ndarr
         raise WriterError(f"{what} must be a numeric array; found {_describe(value)} ({exc})",
                           file=file, h5path=h5path) from exc
     if arr.dtype.kind not in NUMERIC_KINDS:
-        raise WriterError(f"{what} must be numeric (bool, int, uint or float); found dtype {arr.dtype} "
-                          f"from {_describe(value)}", file=file, h5path=h5path)
+        raise WriterError(f"{what} must be numeric; found {arr.dtype} from {_describe(value)} "
+                          "(use bool, int, uint or float)", file=file, h5path=h5path)
     return arr
 
 

@@ -6,7 +6,8 @@
         for delay in delays:
             with w.step(delay=delay) as s:                       # per-step scan value
                 for frame, amp, ts in acquire():
-                    s.event(epixM=frame, wave8={'peakAmplitude': amp}, timestamp=ts)
+                    s.event(epixM=frame, wave8={'peakAmplitude': amp}, timestamp=ts,
+                            headers={'epixM': {'frameNo': frame_no}})   # optional per-event header fields
 
 Events are checked at the call, before anything is written, buffered, and
 appended in blocks (one resize and one write per block and dataset). The file
@@ -35,6 +36,7 @@ from .storage import Column, compression_kwargs, create_file
 from .write_rules import (
     check_field_name,
     check_header,
+    check_header_field_name,
     check_numeric_array,
     check_scan_name,
     check_scan_value,
@@ -63,8 +65,9 @@ class StepWriter:
     def _fail(self, h5path, rule):
         raise WriterError(rule, file=self.writer.path, h5path=h5path)
 
-    def _check_event(self, schema: dict, timestamp, scan, data: dict, block_scan: dict, position: int = 0) -> tuple:
-        """Check one event against ``schema``; return ``(timestamp, data, scan)`` ready to append.
+    def _check_event(self, schema: dict, timestamp, scan, data: dict, headers, block_scan: dict,
+                     position: int = 0) -> tuple:
+        """Check one event against ``schema``; return ``(timestamp, data, scan, headers)`` ready to append.
 
         ``block_scan`` holds the first per-event scan values of the call's
         block (``add_events``), for the constant-within-a-step rule;
@@ -87,6 +90,7 @@ class StepWriter:
                     self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])}; "
                                f"found {found}")
                 checked[name] = {f: w._check_field(schema, name, f, v) for f, v in value.items()}
+        checked_headers = self._check_headers(schema, headers or {}, checked)
         if (timestamp is not None) != schema["timestamps"]:
             self._fail("/timestamp", "give a timestamp with every event or with none; "
                        f"the first event {'had' if schema['timestamps'] else 'had none'}, this one "
@@ -107,7 +111,29 @@ class StepWriter:
             if first != v:
                 self._fail(h5path, f"a per-event scan value must not change inside a step; step {self.index} "
                            f"started with {first!r}, event {self.n_events + position} has {v!r}")
-        return timestamp, checked, values
+        return timestamp, checked, values, checked_headers
+
+    def _check_headers(self, schema: dict, headers: dict, frames: dict) -> dict:
+        """Check one event's header fields against the schema; fill a frameless detector's with zeros."""
+        w = self.writer
+        schema = schema["headers"]
+        if not isinstance(headers, dict) or set(headers) - set(schema):
+            extra = sorted(map(str, set(headers) - set(schema))) if isinstance(headers, dict) else type(headers).__name__
+            self._fail("/", f"headers must be {{detector: {{field: value}}}} for the detectors with header fields "
+                       f"{sorted(schema)} (set by the first event, or w.detector(name, header_fields=...)); "
+                       f"found {extra}")
+        out = {}
+        for name, fields in schema.items():
+            given = headers.get(name)
+            if given is None and frames.get(name) is None:
+                out[name] = {f: np.zeros(shape, dtype) for f, (shape, dtype) in fields.items()}
+                continue
+            if not isinstance(given, dict) or set(given) != set(fields):
+                found = sorted(map(str, given)) if isinstance(given, dict) else repr(given)
+                self._fail(f"/{name}", f"every event with data for {name} must give the header fields "
+                           f"{sorted(fields)}; found {found}")
+            out[name] = {f: w._check_value(f"/{name}/{f}", fields[f], v, "header field") for f, v in given.items()}
+        return out
 
     # -- writing --------------------------------------------------------------
     def _column(self, key, h5path, shape, dtype, compress=False) -> Column:
@@ -122,7 +148,7 @@ class StepWriter:
         if self._closed:
             raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
 
-    def event(self, timestamp=None, scan=None, **data) -> None:
+    def event(self, timestamp=None, scan=None, headers=None, **data) -> None:
         """Add one event.
 
         Parameters
@@ -132,6 +158,13 @@ class StepWriter:
             ``0 <= t < 2**64``); all events or none.
         scan : dict, optional
             Per-event scan values ``{name: number}``, constant within a step.
+        headers : dict, optional
+            Per-event header fields of area detectors,
+            ``{detector: {field: value}}`` (a number or a small array, e.g.
+            ``{'epixM': {'frameNo': 7, 'autoFillMask': [0, 0, 0, 0]}}``),
+            read back as ``det.raw.<field>(evt)``. Every event with data for
+            that detector gives the same fields; an event without data (None)
+            may omit them (zeros are stored).
         **data
             ``detector=frame`` (``[module, row, col]``, or 2-D for one module;
             None when the event holds no data for it), or
@@ -144,12 +177,12 @@ class StepWriter:
         """
         self._check_open()
         w = self.writer
-        schema = w._schema or w._propose_schema(data, timestamp is not None, scan, self.scan_values)
-        checked = self._check_event(schema, timestamp, scan, data, {})
+        schema = w._schema or w._propose_schema(data, timestamp is not None, scan, headers, self.scan_values)
+        checked = self._check_event(schema, timestamp, scan, data, headers, {})
         w._adopt_schema(schema)
         self._append(*checked)
 
-    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None) -> None:
+    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None) -> None:
         """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``.
 
         Parameters
@@ -163,6 +196,8 @@ class StepWriter:
             ``{detector: bool[n]}``; False marks an event without data.
         scan : dict, optional
             ``{name: values[n]}`` per-event scan values.
+        headers : dict, optional
+            ``{'epixM': {'frameNo': values[n, ...]}}``, as :meth:`event`'s, one row per event.
 
         Raises
         ------
@@ -171,7 +206,7 @@ class StepWriter:
             buffered or written.
         """
         self._check_open()
-        n = self._block_length(data, timestamps, present, scan)
+        n = self._block_length(data, timestamps, present, scan, headers)
         w = self.writer
         present = present or {}
         schema, block_scan, records = w._schema, {}, []
@@ -183,14 +218,15 @@ class StepWriter:
                     event[name] = None
             ts = None if timestamps is None else timestamps[i]
             values = None if scan is None else {k: v[i] for k, v in scan.items()}
-            schema = schema or w._propose_schema(event, ts is not None, values, self.scan_values)
-            records.append(self._check_event(schema, ts, values, event, block_scan, i))
+            head = None if headers is None else {d: {f: a[i] for f, a in fields.items()} for d, fields in headers.items()}
+            schema = schema or w._propose_schema(event, ts is not None, values, head, self.scan_values)
+            records.append(self._check_event(schema, ts, values, event, head, block_scan, i))
         if records:
             w._adopt_schema(schema)
         for record in records:
             self._append(*record)
 
-    def _block_length(self, data, timestamps, present, scan) -> int:
+    def _block_length(self, data, timestamps, present, scan, headers) -> int:
         if not isinstance(data, dict) or not data:
             self._fail("/", f"data must be a non-empty dict {{detector: array}}; found {type(data).__name__}")
         lengths = {}
@@ -199,6 +235,9 @@ class StepWriter:
         named += [("timestamps", timestamps)] if timestamps is not None else []
         named += [(f"present[{name}]", m) for name, m in (present or {}).items()]
         named += [(f"scan[{name}]", v) for name, v in (scan or {}).items()] if isinstance(scan, dict) else []
+        if headers is not None and (not isinstance(headers, dict) or not all(isinstance(h, dict) for h in headers.values())):
+            self._fail("/", f"headers= must be {{detector: {{field: values[n]}}}}; found {type(headers).__name__}")
+        named += [(f"headers[{d}][{f}]", a) for d, fields in (headers or {}).items() for f, a in fields.items()]
         for what, v in named:
             try:
                 lengths[what] = len(v)
@@ -213,7 +252,7 @@ class StepWriter:
             self._fail("/", f"every array of a block must hold the same number of events; found {lengths}")
         return next(iter(lengths.values()))
 
-    def _append(self, timestamp, checked: dict, scan: dict) -> None:
+    def _append(self, timestamp, checked: dict, scan: dict, headers: dict) -> None:
         """Buffer one checked event (every check has passed)."""
         schema = self.writer._schema
         for name, frame in checked.items():
@@ -227,6 +266,10 @@ class StepWriter:
                 for field, value in frame.items():
                     shape, dtype = schema["side"][name][field]
                     self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
+        for name, fields in headers.items():
+            for field, value in fields.items():
+                shape, dtype = schema["headers"][name][field]
+                self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
         if timestamp is not None:
             self._timestamps.append(timestamp)
         for name, v in scan.items():
@@ -248,6 +291,9 @@ class StepWriter:
         for name, fields in schema["side"].items():
             for field, (shape, dtype) in fields.items():
                 self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
+        for name, fields in schema["headers"].items():
+            for field, (shape, dtype) in fields.items():
+                self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
         f = w._file
         for name, mask in self._present.items():
             if not all(mask):
@@ -354,7 +400,7 @@ class RunWriter:
 
     # -- declarations and schema ---------------------------------------------
     def detector(self, name: str, *, detType=None, gainBitsMask=None, calib=None, attrs=None,  # noqa: N803
-                 shape=None, dtype=None) -> None:
+                 shape=None, dtype=None, header_fields=None) -> None:
         """Declare an area detector's metadata (and optionally its frame shape/dtype) before its data.
 
         Parameters
@@ -371,6 +417,10 @@ class RunWriter:
         shape, dtype : optional
             Frame ``[module, row, col]`` and dtype, needed only when the first
             events hold no data for this detector.
+        header_fields : dict, optional
+            Per-event header fields ``{field: (shape, dtype)}``, e.g.
+            ``{'frameNo': ((), 'uint32'), 'autoFillMask': ((4,), 'uint32')}``;
+            without it they are learnt from the first event's ``headers``.
         """
         self._check_open()
         check_source_name(name, file=self.path)
@@ -381,6 +431,18 @@ class RunWriter:
         group_attrs = {k: v for k, v in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items()
                        if v is not None}
         check_header(group_attrs, file=self.path)
+        fields = {}
+        for field, spec in (header_fields or {}).items():
+            check_header_field_name(name, field, file=self.path)
+            try:
+                fshape, fdtype = spec
+                fields[field] = (tuple(int(n) for n in fshape), np.dtype(fdtype))
+            except (TypeError, ValueError) as exc:
+                raise WriterError(f"header_fields[{field!r}] must be (shape, dtype); found {spec!r}",
+                                  file=self.path, h5path=f"/{name}/{field}") from exc
+            if fields[field][1].kind not in "biuf":
+                raise WriterError(f"header field {field!r} must be numeric; found {fields[field][1]}",
+                                  file=self.path, h5path=f"/{name}/{field}")
         constants = {}
         for ctype, value in (calib or {}).items():
             check_field_name(f"{name}/calib", ctype, file=self.path)
@@ -402,9 +464,30 @@ class RunWriter:
         g.attrs.update(group_attrs)
         for ctype, (array, meta) in constants.items():
             g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
-        self._detectors[name] = {"shape": shape, "dtype": dtype}
+        self._detectors[name] = {"shape": shape, "dtype": dtype, "headers": fields}
 
-    def _propose_schema(self, data: dict, has_timestamps: bool, scan, step_scan: dict) -> dict:
+    def _learn_headers(self, area: dict, headers) -> dict:
+        """Header-field schema: declared with ``w.detector(header_fields=...)``, else the first event's."""
+        if headers is not None and not isinstance(headers, dict):
+            raise WriterError(f"headers must be {{detector: {{field: value}}}}; found {type(headers).__name__}",
+                              file=self.path)
+        out = {name: dict(d["headers"]) for name, d in self._detectors.items() if d.get("headers") and name in area}
+        for name, fields in (headers or {}).items():
+            if name not in area:
+                raise WriterError(f"headers are for area detectors of the event; {name!r} is not one "
+                                  f"(area detectors: {sorted(area)})", file=self.path, h5path=f"/{name}")
+            if name in out:
+                continue
+            if not isinstance(fields, dict) or not fields:
+                raise WriterError(f"headers[{name!r}] must be a non-empty {{field: value}} dict; found {fields!r}",
+                                  file=self.path, h5path=f"/{name}")
+            for field, value in fields.items():
+                check_header_field_name(name, field, file=self.path)
+                arr = check_numeric_array(value, f"header field {field!r}", file=self.path, h5path=f"/{name}/{field}")
+                out.setdefault(name, {})[field] = (arr.shape, arr.dtype)
+        return out
+
+    def _propose_schema(self, data: dict, has_timestamps: bool, scan, headers, step_scan: dict) -> dict:
         """The run's schema as the first event defines it; checked, nothing written (see :meth:`_adopt_schema`)."""
         area, side = {}, {}
         for name, value in data.items():
@@ -439,7 +522,8 @@ class RunWriter:
                 raise WriterError(f"{name!r} cannot be a per-event scan variable: it is "
                                   f"{'a per-step value of this run' if name in step_scan else 'one str per step'}",
                                   file=self.path, h5path=f"/{HEADER}/{name}")
-        return {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {})}
+        return {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {}),
+                "headers": self._learn_headers(area, headers)}
 
     def _adopt_schema(self, schema: dict) -> None:
         """Fix the run's schema at its first accepted event (no-op afterwards)."""
@@ -469,11 +553,18 @@ class RunWriter:
         return frame
 
     def _check_field(self, schema, name, field, value):
-        arr = check_numeric_array(value, f"side data {name}.{field}", file=self.path, h5path=f"/{name}/{field}")
-        shape, dtype = schema["side"][name][field]
+        return self._check_value(f"/{name}/{field}", schema["side"][name][field], value)
+
+    def _check_value(self, h5path, expected, value, kind="side data"):
+        what = h5path.lstrip("/").replace("/", ".")
+        arr = check_numeric_array(value, f"{kind} {what}", file=self.path, h5path=h5path)
+        shape, dtype = expected
+        if (arr.dtype != dtype and arr.dtype.kind in "biu" and dtype.kind in "iu" and arr.size
+                and np.iinfo(dtype).min <= arr.min() and arr.max() <= np.iinfo(dtype).max):
+            arr = arr.astype(dtype)  # integers that fit, e.g. frameNo=7 for a uint32 field
         if arr.shape != shape or (arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, "same_kind")):
-            raise WriterError(f"every value of {name}.{field} must match its first: expected {shape} {dtype}, "
-                              f"found {arr.shape} {arr.dtype}", file=self.path, h5path=f"/{name}/{field}")
+            raise WriterError(f"every value of {what} must match its first: expected {shape} {dtype}, "
+                              f"found {arr.shape} {arr.dtype}", file=self.path, h5path=h5path)
         return arr
 
     def _create(self, h5path, shape, dtype, compress) -> h5py.Dataset:
@@ -502,10 +593,10 @@ class RunWriter:
         self._open_step = StepWriter(self, self.n_steps, values)
         return self._open_step
 
-    def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, **scan_values) -> None:
-        """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}``."""
+    def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None, **scan_values) -> None:
+        """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}`` (see ``add_events``)."""
         with self.step(**scan_values) as s:
-            s.add_events(data, timestamps=timestamps, present=present, scan=scan)
+            s.add_events(data, timestamps=timestamps, present=present, scan=scan, headers=headers)
 
     def _event_written(self) -> None:
         self._since_flush += 1

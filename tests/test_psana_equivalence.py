@@ -12,6 +12,7 @@ import sys
 import types
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -63,7 +64,7 @@ def observe(ds, detectors, scans):
 
 
 def assert_same(psana_view, h5_view, raw_from_calib=()):
-    """Equal, except that 2-D psana data carries a one-module axis in the h5 run (docs/format.rst)."""
+    """Equal: same values, dtypes and shapes (2-D psana data reads back 2-D, as psana gives it)."""
     for key in ("runnum", "expt", "detnames", "timestamp"):
         assert psana_view[key] == h5_view[key], key
     assert [len(s["events"]) for s in psana_view["steps"]] == [len(s["events"]) for s in h5_view["steps"]]
@@ -81,8 +82,8 @@ def assert_same(psana_view, h5_view, raw_from_calib=()):
                 for p, h in ((p_raw, h_raw), (p_calib, h_calib)):
                     assert (p is None) == (h is None), name
                     if p is not None:
-                        assert p.dtype == h.dtype and h.shape == (p.shape if p.ndim == 3 else (1, *p.shape)), name
-                        np.testing.assert_array_equal(h.reshape(p.shape), p)
+                        assert (p.dtype, p.shape) == (h.dtype, h.shape), name
+                        np.testing.assert_array_equal(h, p)
 
 
 @needs_psana
@@ -127,6 +128,11 @@ def test_fakesteps_exp_run_dir_mode(fakesteps_h5):
     assert_same(psana_view, h5_view, raw_from_calib=("andor", "hsd"))
     nones = [e["andor"][1] is None for s in h5_view["steps"] for e in s["events"]]
     assert any(nones) and not all(nones)  # andor is missing in some events, in both
+    shapes = {n: {e[n][1].shape for s in h5_view["steps"] for e in s["events"] if e[n][1] is not None}
+              for n in ("andor", "hsd")}
+    assert all(len(s) == 1 and len(next(iter(s))) == 2 for s in shapes.values()), shapes  # 2-D, as psana
+    with h5py.File(out) as f:  # the file keeps the module axis
+        assert f["andor/0"].ndim == 4 and f["andor/0"].shape[1] == 1
     assert [len(s["events"]) for s in h5_view["steps"]] == [5, 5]
 
 

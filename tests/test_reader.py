@@ -190,7 +190,7 @@ def test_calib_with_per_gain_pedestals_uses_the_gain_bits(tmp_path):
         f["epixM/calib/pedestals"] = np.stack([np.full((1, 2, 2), 1.0), np.full((1, 2, 2), 5.0)])
     run = next(DataSource(files=path).runs())
     calib = run.Detector("epixM").raw.calib(next(run.events()))
-    np.testing.assert_array_equal(calib, [[[9, 15], [29, 39]]])
+    np.testing.assert_array_equal(calib, [[9, 15], [29, 39]])  # one module: [row, col], as psana
 
 
 def test_image_tiles_modules(tmp_path):

@@ -85,7 +85,7 @@ def run(args) -> int:
         path = Path(args.out) if args.out else Path(tmp) / "demo_delayScan.h5"
         try:
             synthetic = SyntheticRun("delayScan", detector=args.detector, events=args.events, steps=args.steps,
-                                     seed=args.seed)
+                                     seed=args.seed, constants=False)  # calib = masked raw ADU, compared in ADU
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
         t = time.perf_counter()

@@ -34,11 +34,25 @@ def make_synthetic_run(path, steps=(3, 2, 4), detector="epixM", shape=None, layo
         ``'canonical'`` (streamed through RunWriter), ``'padded'``,
         ``'stepgroups'`` or ``'legacy'`` (see docs/format.rst).
     run_type : str
-        ``dark``, ``pedestal``, ``fe55``, ``linearity``, ``intensityScan``, ``delayScan``.
+        ``dark``, ``pedestal``, ``fe55``, ``lowFlux``, ``linearity``,
+        ``intensityScan``, ``delayScan``, ``misc``.
     seed : int
         Seed of everything; the same arguments give the same file content.
+    compression : str, optional
+        Frame compression (canonical layout).
     **kwargs
-        More :class:`~calibsuite_h5source.fake.SyntheticRun` options (``occupancy``...).
+        More :class:`~calibsuite_h5source.fake.SyntheticRun` options:
+        ``timing=True`` (MFX event codes and beam-monitor events),
+        ``flux_monitor``, ``flux_sign``, ``flux``, ``scan_values``,
+        ``occupancy``, ``photon_energy``, ``clusters``, ``constants``...
+        Calibration constants are written in the canonical layout only.
+
+    Examples
+    --------
+    A linearity scan as at MFX, read by the suite's flux pairing::
+
+        truth = make_synthetic_run('lin.h5', steps=(50, 50), shape=(4, 32, 32), run_type='linearity',
+                                   timing=True, scan_values=[1.0, 4.0])
     """
     run = SyntheticRun(run_type=run_type, detector=detector, events=list(steps), seed=seed, shape=shape, **kwargs)
     if layout == "canonical":
