@@ -59,7 +59,7 @@ def batches(indices: np.ndarray, batch_size: int, ends: np.ndarray | None = None
 
     Parameters
     ----------
-    indices : ndarray
+    indices : ndarray or range
         The step's selected event indices, in order.
     batch_size : int
         Events per batch; with ``ends``, integrating events per batch.
@@ -88,8 +88,8 @@ class SerialPartition:
     size = 1
     comm = None
 
-    def select(self, step: int, indices: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
-        """Return the event indices of ``step`` this process reads (all of them)."""
+    def select(self, step: int, indices, ends: np.ndarray | None = None):
+        """Return the event indices of ``step`` this process reads (all of them, as given)."""
         return indices
 
     def is_mpi(self) -> bool:
@@ -125,6 +125,7 @@ class MPIPartition(SerialPartition):
         ``ends`` (bool, one per index) marks the events holding the
         integrating detector (see :func:`batches`).
         """
+        indices = np.asarray(indices, dtype=np.int64)  # a range when nothing was filtered
         mine = [b for k, b in enumerate(batches(indices, self.batch_size, ends))
                 if (k + step) % self.size == self.rank]
         return np.concatenate(mine) if mine else indices[:0]

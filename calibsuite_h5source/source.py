@@ -17,6 +17,7 @@ from . import partition as _partition
 from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
 from .detector_types import detector_type
 from .errors import UnknownDetectorError
+from .guard import guard
 from .index_types import RunIndex, ScanVariable
 from .run_index import open_run_index
 from .timestamps import to_datetime
@@ -173,9 +174,11 @@ class Run:
         return [np.ones(k, dtype=bool) if present[s] is None else np.asarray(present[s], dtype=bool)
                 for s, k in enumerate(n)]
 
-    def _select(self, max_events, timestamps, partition, intg_det=None) -> list[np.ndarray]:
+    def _select(self, max_events, timestamps, partition, intg_det=None) -> list:
+        """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``,
+        then this rank's share (:mod:`.partition`)."""
         idx = self._index
-        selected = [np.arange(n, dtype=np.int64) for n in idx.n_events]
+        selected = [range(int(n)) for n in idx.n_events]
         if timestamps is not None:  # the index's timestamps only: frames are read when asked for
             wanted = np.unique(np.asarray(timestamps, dtype=np.uint64).ravel())
             found, steps, events = self._time_index().locate(wanted)
@@ -392,10 +395,11 @@ class H5DataSource:
         for path in self.files:
             index = open_run_index(path)
             try:
-                run = Run(index, max_events=self.max_events, detectors=self.detectors,
-                          timestamps=self.timestamps, partition=self._partition,
-                          keep_module_axis=self.keep_module_axis,
-                          intg_det=self._kwargs.get("intg_det"))
+                with guard(path, None, "selecting the run's events"):
+                    run = Run(index, max_events=self.max_events, detectors=self.detectors,
+                              timestamps=self.timestamps, partition=self._partition,
+                              keep_module_axis=self.keep_module_axis,
+                              intg_det=self._kwargs.get("intg_det"))
             except BaseException:
                 index.close()
                 raise
