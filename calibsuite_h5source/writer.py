@@ -101,8 +101,9 @@ class StepWriter:
         schema = w._schema["headers"]
         if not isinstance(headers, dict) or set(headers) - set(schema):
             extra = sorted(set(headers) - set(schema)) if isinstance(headers, dict) else type(headers).__name__
-            self._fail("/", f"headers must be {{detector: {{field: value}}}} for the detectors declared with header "
-                       f"fields {sorted(schema)}; found {extra}")
+            self._fail("/", f"headers must be {{detector: {{field: value}}}} for the detectors with header fields "
+                       f"{sorted(schema)} (set by the first event, or w.detector(name, header_fields=...)); "
+                       f"found {extra}")
         out = {}
         for name, fields in schema.items():
             given = headers.get(name)

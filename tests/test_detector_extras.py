@@ -134,7 +134,7 @@ def test_writer_refuses_bad_header_fields(tmp_path, headers, match):
     ({"epixM": {"frameNo": 1, "asicNo": 2}}, r"must give the header fields \['frameNo'\]; found \['asicNo', 'frameNo'\]"),
     ({"epixM": {"frameNo": [1, 2]}}, r"every value of epixM.frameNo must match its first: expected \(\) int64, found \(2,\)"),
     ({"epixM": {"frameNo": 1.5}}, r"expected \(\) int64, found \(\) float64"),
-    ({"jungfrau": {"frameNo": 1}}, r"header fields \['epixM'\]; found \['jungfrau'\]"),
+    ({"jungfrau": {"frameNo": 1}}, r"detectors with header fields \[.epixM.\] .*; found \[.jungfrau.\]"),
 ])
 def test_writer_refuses_an_event_whose_header_fields_differ(tmp_path, second, match):
     path = tmp_path / "r.h5"
@@ -235,3 +235,10 @@ def test_constants_of_a_multi_module_detector_as_stored(tmp_path):
     assert det.raw._gain() is None and det.raw._status() is None
     evt = next(run.events())
     np.testing.assert_allclose(det.raw.calib(evt), det.raw.raw(evt) - det.raw._pedestals())
+
+
+def test_header_fields_the_first_event_did_not_give_need_declaring(tmp_path):
+    with RunWriter(tmp_path / "r.h5", "dark") as w, w.step() as s:
+        s.event(epixM=np.zeros((1, 2, 2), np.uint16), wave8={"a": 1.0})
+        with pytest.raises(WriterError, match=r"or w.detector\(name, header_fields=...\)\); found \['epixM'\]"):
+            s.event(epixM=np.zeros((1, 2, 2), np.uint16), wave8={"a": 1.0}, headers={"epixM": {"frameNo": 1}})
