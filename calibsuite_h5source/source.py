@@ -15,6 +15,7 @@ import numpy as np
 
 from . import partition as _partition
 from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
+from .detector_types import detector_type
 from .errors import UnknownDetectorError
 from .index_types import RunIndex, ScanVariable
 from .run_index import open_run_index
@@ -205,7 +206,15 @@ class Run:
             if name in table:
                 return kind, name
         matches = [(kind, real) for kind, table in tables.items() for real in table if real.lower() == str(name).lower()]
-        return matches[0] if len(matches) == 1 else (None, None)
+        if len(matches) == 1:
+            return matches[0]
+        # a suite config names the detector type ('Epix100a'), the file its group ('epix100')
+        wanted = detector_type(name)
+        if wanted is None or "area" not in tables:
+            return None, None
+        same_type = [real for real, src in tables["area"].items()
+                     if wanted in (detector_type(real), detector_type(_plain(src.attrs.get("detType", ""))))]
+        return ("area", same_type[0]) if len(same_type) == 1 else (None, None)
 
     def _available(self) -> list[str]:
         return sorted([*self._area, *self._side, *self._scan])
@@ -214,7 +223,8 @@ class Run:
         """Return the detector ``name`` (area, side data or scan variable).
 
         An exact name wins; else a unique case-insensitive match (``'epixm'``
-        finds ``epixM``). ``'timing'`` always exists. Unknown names raise
+        finds ``epixM``); else the one area detector of the same detector type
+        (``'Epix100a'``, as suite configs name it, finds an ``epix100`` group). ``'timing'`` always exists. Unknown names raise
         :class:`UnknownDetectorError` (a ``KeyError``) listing the available
         names, or return a detector whose calls return None when
         ``accept_missing`` is True. ``keep_module_axis`` (default: the

@@ -1,0 +1,95 @@
+"""Run the real calibration-suite scripts (``../shared/suite``) on h5 runs.
+
+The suite is copied to a temporary folder and its one ``psana.DataSource``
+call in ``calibrationSuite/psana2Base.get_ds`` is switched to
+``calibsuite_h5source.DataSource(files=self.args.nonXtcFiles, ...)``, exactly as
+``../shared/suite/NOTICE.md`` describes; nothing else in the suite changes.
+The h5 run reaches ``get_ds`` through the suite's own ``-F/--nonXtcFiles`` option (its
+``-f/--files`` is taken: several scripts use it to re-analyse their own output);
+without ``-F`` the factory hands ``exp=``/``run=`` to the real psana.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calibsuite_h5source import partition
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO.parent / "shared" / "suite"
+
+#: The one call the switch replaces, and what replaces it.
+ORIGINAL_CALL = "ds = psana.DataSource(\n            exp=self.exp,"
+SWITCHED_CALL = "ds = calibsuite_h5source.DataSource(\n            files=self.args.nonXtcFiles,\n            exp=self.exp,"
+
+SUITE_DEPS = ("psana", "scipy", "statsmodels", "matplotlib", "mpi4py")
+missing = [m for m in SUITE_DEPS if importlib.util.find_spec(m) is None]
+needs_suite = pytest.mark.skipif(
+    not SUITE.is_dir() or bool(missing),
+    reason=f"needs ../shared/suite and {', '.join(missing) or 'its dependencies'} "
+           "(pip install -e '.[test,psana,suite]')",
+)
+
+
+def mpiexec() -> str | None:
+    """The launcher matching mpi4py's MPI library: next to python first (pip's mpich), else PATH."""
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+def switched_suite(dest: Path) -> Path:
+    """Copy the suite to ``dest`` with its one ``get_ds`` call switched; return the copy."""
+    dest = Path(dest)
+    shutil.copytree(SUITE, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    base = dest / "calibrationSuite" / "psana2Base.py"
+    text = base.read_text()
+    assert text.count(ORIGINAL_CALL) == 1, "the suite's get_ds call changed; update ORIGINAL_CALL"
+    text = text.replace(ORIGINAL_CALL, SWITCHED_CALL)
+    text = text.replace("import psana\n", "import psana\nimport calibsuite_h5source\n", 1)
+    base.write_text(text)
+    (dest / "logs").mkdir(exist_ok=True)
+    return dest
+
+
+def write_config(path: Path, experiment_hash: dict) -> Path:
+    """Write a suite config file (an ``experimentHash`` dict) whose values are python literals."""
+    body = "import numpy as np\n\nexperimentHash = {\n"
+    for key, value in experiment_hash.items():
+        body += f"    {key!r}: {value},\n" if key == "regionSlice" else f"    {key!r}: {value!r},\n"
+    Path(path).write_text(body + "}\n")
+    return Path(path)
+
+
+def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_ranks: int = 0,
+               timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run ``suite_scripts/<script>`` as its users do (``mpiexec -n N`` when ``n_ranks``).
+
+    Returns the finished process; the caller asserts on its outputs. A hang is
+    a test failure (``timeout``), never a stuck CI job.
+    """
+    cmd = [sys.executable, script, *args]
+    if n_ranks:
+        cmd = [mpiexec(), "-n", str(n_ranks), *cmd]
+    env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
+    env.update(foo="psana2", OUTPUT_ROOT=str(out_root), MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(suite), str(REPO)]), OMP_NUM_THREADS="1")
+    env.pop("SUITE_CONFIG", None)
+    proc = subprocess.Popen(cmd, cwd=suite / "suite_scripts", env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{script} (ranks={n_ranks}) hung for {timeout} s; last output:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    assert proc.returncode == 0, f"{script} (ranks={n_ranks}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc

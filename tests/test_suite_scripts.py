@@ -1,0 +1,171 @@
+"""Acceptance: the real calibration-suite scripts, with only ``get_ds`` switched, on synthetic runs.
+
+Each script runs as its users launch it (serially, and under ``mpiexec -n 2``
+and ``-n 3`` where the script is MPI-aware), and each output is compared with
+the synthetic run's truth or with the same quantity computed directly from
+the h5 file with h5py. "It ran" is never the assertion.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from suite_support import needs_suite, run_script, switched_suite, write_config
+
+from calibsuite_h5source.fake import SyntheticRun
+
+pytestmark = [needs_suite, pytest.mark.slow]
+
+EPIXM_PIXELS = [[2, 55, 10], [2, 120, 10], [3, 55, 200], [3, 120, 300]]
+EPIXM_MASK = (1 << 15) - 1
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    return switched_suite(tmp_path_factory.mktemp("suite") / "suite")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+def epixm_config(path, **extra):
+    h = {"detectorType": "epixm", "detectorVersion": 1, "exp": "h5test", "location": "ASC",
+         "analyzedModules": [2, 3], "ignoreEventCodeCheck": True, "singlePixels": EPIXM_PIXELS,
+         "regionSlice": "np.s_[0:4, 0:192, 0:384]"}
+    h.update(extra)
+    return write_config(path, h)
+
+
+def stored_frames(path, detector="epixM"):
+    """Every frame of the run in file order, read with plain h5py (the independent oracle)."""
+    with h5py.File(path, "r") as f:
+        g = f[detector]
+        steps = sorted((k for k in g if k.isdigit()), key=int)
+        return np.concatenate([g[k][()] for k in steps])
+
+
+# -- CalcNoiseAndMean -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def epixm_dark(workdir):
+    path = workdir / "dark_epixm.h5"
+    truth = SyntheticRun("dark", "epixM", events=40, steps=1, seed=3).write(path)
+    return path, truth
+
+
+def test_calc_noise_and_mean_epixm(suite, workdir, epixm_dark):
+    run, truth = epixm_dark
+    out = workdir / "out_cnm"
+    (out / "dark").mkdir(parents=True)
+    cfg = epixm_config(workdir / "cfg_cnm.py")
+    run_script(suite, "CalcNoiseAndMean.py", ["-cf", str(cfg), "-r", "1", "-p", "/dark/", "-F", str(run)],
+               out_root=out)
+    means = np.load(out / "dark" / "CalcNoiseAndMean_mean__r1_step0.npy")
+    rms = np.load(out / "dark" / "CalcNoiseAndMean__rms_r1_step0.npy")
+    frames = stored_frames(run).astype(np.float64)
+    # the suite's numbers are the stored frames' statistics...
+    np.testing.assert_allclose(means, frames.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(rms, frames.std(0), rtol=1e-6, atol=1e-9)
+    # ...and those recover the synthetic truth
+    n = frames.shape[0]
+    err = np.abs(means - truth.model.pedestal)
+    assert err.mean() == pytest.approx(np.mean(truth.model.noise) / np.sqrt(n) * np.sqrt(2 / np.pi), rel=0.05)
+    assert np.median(rms / truth.model.noise) == pytest.approx(1.0, abs=0.05)
+
+
+
+def test_calc_noise_and_mean_epix100(suite, workdir):
+    """A one-module detector: psana gives [row, col] frames and the suite's pixel lists are 2-D."""
+    run = workdir / "dark_epix100.h5"
+    truth = SyntheticRun("dark", "epix100", events=30, steps=1, seed=4).write(run)
+    out = workdir / "out_cnm100"
+    (out / "dark").mkdir(parents=True)
+    cfg = write_config(workdir / "cfg_cnm100.py", {
+        "detectorType": "Epix100a", "exp": "h5test", "location": "DetLab", "ignoreEventCodeCheck": True,
+        "analyzedModules": [0], "singlePixels": [[10, 10], [10, 100], [100, 10], [150, 150]],
+        "regionSlice": "np.s_[0:1, 0:704, 0:768]"})
+    run_script(suite, "CalcNoiseAndMean.py", ["-cf", str(cfg), "-r", "1", "-p", "/dark/", "-F", str(run)],
+               out_root=out)
+    means = np.load(out / "dark" / "CalcNoiseAndMean_mean__r1_step0.npy")
+    rms = np.load(out / "dark" / "CalcNoiseAndMean__rms_r1_step0.npy")
+    frames = stored_frames(run, "epix100")[:, 0].astype(np.float64)
+    assert means.shape == rms.shape == (704, 768)
+    np.testing.assert_allclose(means, frames.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(rms, frames.std(0), rtol=1e-6, atol=1e-9)
+    assert np.median(rms / truth.model.noise[0]) == pytest.approx(1.0, abs=0.06)
+
+# -- EventScanParallelSlice (smalldata, smd.sum, save_summary; MPI-aware) --------------
+
+REGION = (slice(2, 4), slice(0, 32), slice(0, 64))
+
+
+@pytest.mark.parametrize("ranks", [0])  # -n 2, -n 3 once smalldata.summary is fixed
+def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
+    run, _ = epixm_dark
+    out = workdir / f"out_esp{ranks}"
+    (out / "misc").mkdir(parents=True)
+    roi = np.zeros((4, 192, 384), bool)
+    roi[2, 10:20, 30:50] = True
+    np.save(workdir / "roi.npy", roi)
+    cfg = epixm_config(workdir / f"cfg_esp{ranks}.py", ROIs=[str(workdir / "roi.npy")],
+                       regionSlice="np.s_[2:4, 0:32, 0:64]")
+    run_script(suite, "EventScanParallelSlice.py", ["-cf", str(cfg), "-r", "1", "-p", "/misc/", "-F", str(run)],
+               out_root=out, n_ranks=ranks)
+    assert not list((out / "misc").glob("*.part*")), "smalldata left part files"
+    frames = stored_frames(run)
+    with h5py.File(run) as f:
+        stamps = f["timestamp/0"][()]
+    with h5py.File(out / "misc" / "EventScanParallel_c0_r1__n666.h5") as f:
+        ts = f["timestamp"][()]
+        pixels, rois, bits = f["pixels"][()], f["rois"][()], f["summedBitSlice"][()]
+    # one row per event, each once, in time order
+    np.testing.assert_array_equal(ts, stamps.astype(np.int64))
+    masked = frames & EPIXM_MASK
+    np.testing.assert_array_equal(pixels, np.stack([masked[(slice(None), *p)] for p in EPIXM_PIXELS], 1))
+    np.testing.assert_allclose(rois[:, 0], masked[:, roi].mean(1))
+    # smd.sum over every rank: the bit-slice histogram of all events
+    region = masked[(slice(None), *REGION)].astype(np.uint16).reshape(-1)
+    expect = np.unpackbits(region.view(np.uint8).reshape(-1, 2), axis=1, bitorder="little")[:, ::-1]
+    expect = expect.reshape(len(frames), -1, 16).sum(0)
+    np.testing.assert_array_equal(bits, expect)
+
+
+# -- roiFromThreshold and findMinSwitchValue (getEvt loops; not MPI-aware) ----------------
+
+def test_roi_from_threshold(suite, workdir, epixm_dark):
+    run, _ = epixm_dark
+    out = workdir / "out_rft"
+    (out / "scan").mkdir(parents=True)
+    cfg = epixm_config(workdir / "cfg_rft.py")
+    run_script(suite, "roiFromThreshold.py",
+               ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-t", "1100", "-F", str(run)], out_root=out)
+    roi = np.load(out / "scan" / "roiFromAboveThreshold_r1_c0_raw.npy")
+    expect = ((stored_frames(run) & EPIXM_MASK) >= 1100).any(0)
+    assert expect.any() and not expect.all()
+    np.testing.assert_array_equal(roi, expect)
+
+
+@pytest.fixture(scope="module")
+def epixm_switching(workdir):
+    """A linearity scan whose last step drives most pixels into low gain (the gain bit set)."""
+    path = workdir / "linearity_epixm.h5"
+    truth = SyntheticRun("linearity", "epixM", events=6, steps=3, seed=5, adu_per_flux=12000.0).write(path)
+    return path, truth
+
+
+def test_find_min_switch_value(suite, workdir, epixm_switching):
+    run, _ = epixm_switching
+    out = workdir / "out_fmsv"
+    (out / "scan").mkdir(parents=True)
+    cfg = epixm_config(workdir / "cfg_fmsv.py")
+    run_script(suite, "findMinSwitchValue.py", ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run)],
+               out_root=out)
+    min_raw = np.load(out / "scan" / "minRaw_e1_rh5test.npy")
+    frames = stored_frames(run)
+    switched = frames >= (1 << 15)
+    assert switched.any() and not switched.all()
+    expect = np.where(switched, frames, 0xFFFF).min(0).astype(int) & EPIXM_MASK
+    np.testing.assert_array_equal(min_raw, expect)
