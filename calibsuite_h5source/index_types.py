@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from . import fastread as _fastread
 from .guard import guarded
 
 
@@ -41,13 +42,14 @@ class EventArray:
     naming the file and dataset.
     """
 
-    __slots__ = ("_dataset", "prefix", "n", "_group", "_name", "_expect", "_origin")
+    __slots__ = ("_dataset", "prefix", "n", "_group", "_name", "_expect", "_origin", "_plan")
 
     def __init__(self, dataset, prefix: tuple, n: int, *, group=None, name=None, expect=None, origin=None):
         self._dataset = dataset
         self.prefix = prefix
         self.n = n
         self._group, self._name, self._expect, self._origin = group, name, expect, origin
+        self._plan = None  # how events are read (calibsuite_h5source.fastread), decided at the first read
 
     def where(self) -> tuple[str | None, str | None]:
         """``(file, h5path)`` of the data (never raises)."""
@@ -83,10 +85,12 @@ class EventArray:
                               f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=file, h5path=where)
         return ds
 
-    @guarded(_ea_where)
     def read(self, i: int) -> np.ndarray:
-        """Read event ``i`` (one HDF5 read of one event)."""
-        return self.dataset[self.prefix + (i,)]
+        """Read event ``i``: a new array, directly from the file where exact, else one h5py read.
+
+        See :mod:`calibsuite_h5source.fastread` (guarded like every read).
+        """
+        return _fastread.read(self, i)
 
     @guarded(_ea_where)
     def read_range(self, start: int, stop: int) -> np.ndarray:

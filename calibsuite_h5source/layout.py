@@ -210,7 +210,7 @@ class LayoutMembers:
 
     def event_array(self, ds: h5py.Dataset) -> EventArray:
         """One dataset per step: ``[nEvents, ...]``."""
-        return EventArray(ds, (), events_in(ds, self.path))
+        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin)
 
     def steps_of(self, group: h5py.Group) -> dict[int, h5py.Dataset]:
         out = {}
@@ -347,7 +347,7 @@ class LayoutMembers:
             if np.any(counts > ds.shape[1]) or np.any(counts < 0):
                 raise self.error(EventCountError, ds.name,
                                  f"nEvents {counts.tolist()} exceeds the padded event axis ({ds.shape[1]})")
-            return {k: EventArray(ds, (k,), int(counts[k])) for k in range(ds.shape[0])}
+            return {k: EventArray(ds, (k,), int(counts[k]), origin=self.origin) for k in range(ds.shape[0])}
 
         for name, obj in self.items(self.f):
             if name in (HEADER, "nEvents"):
@@ -391,7 +391,8 @@ class LayoutMembers:
             raise self.error(FormatError, frames.name,
                              f"legacy frames must be [step, event, module, row, col]; found shape {frames.shape}")
         name = to_python(frames.attrs.get("detector", "")) or _legacy_detector_name(frames.shape[2:])
-        self.add_area(name, frames.name, {k: EventArray(frames, (k,), frames.shape[1]) for k in range(frames.shape[0])},
+        self.add_area(name, frames.name, {k: EventArray(frames, (k,), frames.shape[1], origin=self.origin)
+                                                for k in range(frames.shape[0])},
                       dict(frames.attrs))
 
     # -- normalisation ---------------------------------------------------------------
