@@ -249,3 +249,35 @@ def test_simple_photon_counter(suite, workdir, epixm_fe55):
     p = truth.photons[0]
     np.add.at(expect, (p["module"], p["row"], p["col"]), 1.0)
     np.testing.assert_array_equal(frac, expect / n_frames)
+
+
+# -- frame / beam-monitor pairing (LinearityPlotsParallelSlice-style, the suite's matchedDetEvt) ---
+
+DRIVERS = __import__("pathlib").Path(__file__).parent / "suite_drivers"
+
+
+@pytest.fixture(scope="module")
+def epixm_linearity_mfx(workdir):
+    path = workdir / "linearity_mfx.h5"
+    truth = SyntheticRun("linearity", "epixM", events=9, steps=3, seed=11, timing=True, flux_sign=-1.0,
+                         adu_per_flux=300.0).write(path)
+    return path, truth
+
+
+@pytest.mark.parametrize("ranks", [0, 2, 3])
+def test_flux_pairs_survive_mpi(suite, workdir, epixm_linearity_mfx, ranks):
+    run, truth = epixm_linearity_mfx
+    out = workdir / f"out_pairs{ranks}"
+    (out / "scan").mkdir(parents=True)
+    cfg = mfx_config(workdir / f"cfg_pairs{ranks}.py")
+    run_script(suite, str(DRIVERS / "linearity_pairs.py"), ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run)],
+               out_root=out, n_ranks=ranks)
+    with h5py.File(out / "scan" / "pairs.h5") as f:
+        ts, flux, step, roi = (f[k][()] for k in ("timestamp", "flux", "step", "roi"))
+    frames = [truth.frame[k] for k in range(3)]
+    np.testing.assert_array_equal(ts, np.concatenate([truth.timestamps[k][frames[k]] for k in range(3)]).astype(np.int64))
+    np.testing.assert_allclose(flux, np.concatenate([truth.flux[k][frames[k]] for k in range(3)]), rtol=1e-5)
+    np.testing.assert_array_equal(step, np.repeat(truth.scan_values, [f.sum() for f in frames]))
+    # the signal follows the paired flux (the point of a linearity scan)
+    slope = np.polyfit(flux, roi, 1)[0]
+    assert slope == pytest.approx(truth.adu_per_flux, rel=0.05)
