@@ -14,6 +14,7 @@ import importlib
 
 from ._version import __version__
 from .errors import (
+    ArrayTooLargeError,
     FormatError,
     H5SourceError,
     InconsistentRunError,
@@ -40,6 +41,7 @@ _LAZY = {
 
 __all__ = [
     "__version__",
+    "ArrayTooLargeError",
     "FormatError",
     "H5SourceError",
     "InconsistentRunError",

@@ -47,12 +47,15 @@ class _AreaRaw:
     keep_module_axis : bool
         Return ``[1, row, col]`` for a single-module detector instead of
         psana's ``[row, col]``.
+    run : Run, optional
+        The run (for the coordinates of whole arrays).
     """
 
-    def __init__(self, src: AreaSource, keep_module_axis: bool = False):
+    def __init__(self, src: AreaSource, keep_module_axis: bool = False, run=None):
         self._steps = src.steps
         self._present = src.present
         self._src = src
+        self._run = run
         mask = src.attrs.get("gainBitsMask")
         if mask is None:
             dtype = detector_type(_str(src.attrs.get("detType"))) or detector_type(src.name)
@@ -182,6 +185,27 @@ class _AreaRaw:
             np.divide(out, g, out=out, where=g != 0)
         return out
 
+    # whole arrays: see calibsuite_h5source.arrays
+    def frames(self, step=None, events=None, **kwargs):
+        """Frames ``[event, module, row, col]`` of one step or all (:func:`calibsuite_h5source.arrays.frames`)."""
+        from . import arrays
+        return arrays.frames(self, step, events, **kwargs)
+
+    def dask_array(self, step=None, **kwargs):
+        """Lazy dask frames ``[event, module, row, col]`` (:func:`calibsuite_h5source.arrays.dask_array`)."""
+        from . import arrays
+        return arrays.dask_array(self, step, **kwargs)
+
+    def xarray(self, step=None, events=None, **kwargs):
+        """Frames as an ``xarray.DataArray`` with run coordinates (:func:`calibsuite_h5source.arrays.to_xarray`)."""
+        from . import arrays
+        return arrays.to_xarray(self, step, events, **kwargs)
+
+    def present(self, step=None):
+        """The ``present`` mask over the stored events of one step or all."""
+        from . import arrays
+        return arrays.present(self, step)
+
     def image(self, evt, nda=None):
         """Return a 2-D float32 image: modules tiled row-major in ``ceil(sqrt(m))`` columns."""
         if nda is None:
@@ -208,9 +232,9 @@ def _str(value):
 class AreaDetector:
     """An image detector, as ``run.Detector('epixm')`` in psana."""
 
-    def __init__(self, src: AreaSource, keep_module_axis: bool = False):
+    def __init__(self, src: AreaSource, keep_module_axis: bool = False, run=None):
         self.name = src.name
-        self.raw = _AreaRaw(src, keep_module_axis)
+        self.raw = _AreaRaw(src, keep_module_axis, run)
         self._src = src
 
     @property
@@ -228,9 +252,10 @@ class AreaDetector:
 class _SideRaw:
     """``det.raw`` of side data: one method per stored field."""
 
-    def __init__(self, name: str, fields: dict[str, list[EventArray]]):
+    def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None):
         self._name = name
         self._fields = fields
+        self._run = run
 
     def _value(self, field, evt):
         if evt is None:
@@ -245,6 +270,22 @@ class _SideRaw:
 
     def __dir__(self):
         return sorted(self._fields)
+
+    # whole arrays of one field: see calibsuite_h5source.arrays
+    def array(self, field, step=None, events=None, **kwargs):
+        """The field's values ``[event, ...]`` (:func:`calibsuite_h5source.arrays.field_array`)."""
+        from . import arrays
+        return arrays.field_array(self, field, step, events, **kwargs)
+
+    def dask_array(self, field, step=None):
+        """The field as a lazy dask array (:func:`calibsuite_h5source.arrays.field_dask_array`)."""
+        from . import arrays
+        return arrays.field_dask_array(self, field, step)
+
+    def xarray(self, field, step=None, events=None, **kwargs):
+        """The field as an ``xarray.DataArray`` (:func:`calibsuite_h5source.arrays.field_xarray`)."""
+        from . import arrays
+        return arrays.field_xarray(self, field, step, events, **kwargs)
 
 
 class _TimingRaw(_SideRaw):
@@ -269,9 +310,9 @@ class _TimingRaw(_SideRaw):
 class SideDetector:
     """Per-event side data (beam monitors, timing), as psana's BLD detectors."""
 
-    def __init__(self, name: str, fields: dict[str, list[EventArray]]):
+    def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None):
         self.name = name
-        self.raw = (_TimingRaw if name == "timing" else _SideRaw)(name, fields)
+        self.raw = (_TimingRaw if name == "timing" else _SideRaw)(name, fields, run)
 
     def __repr__(self):
         return f"<SideDetector {self.name} fields={sorted(self.raw._fields)}>"
@@ -280,10 +321,11 @@ class SideDetector:
 class ScanDetector:
     """A scan variable, called like psana's: ``det(step)``, ``det(evt)``, ``det([evts])``."""
 
-    def __init__(self, var: ScanVariable, convert=float):
+    def __init__(self, var: ScanVariable, convert=float, run=None):
         self.name = var.name
         self._var = var
         self._convert = convert
+        self._run = run
 
     def __call__(self, x):
         if x is None:
@@ -293,6 +335,20 @@ class ScanDetector:
         if hasattr(x, "_i") and self._var.per_event is not None:  # an Event
             return self._convert(self._var.per_event[x._step][x._i])
         return self._convert(self._var.per_step[x._step])
+
+    def bound(self, run):
+        """This variable bound to ``run`` (for :meth:`array`); the run keeps unbound ones (no cycle)."""
+        return ScanDetector(self._var, self._convert, run)
+
+    def array(self, step=None, events=None):
+        """The value at every event ``[event]`` (:func:`calibsuite_h5source.arrays.scan_array`)."""
+        from . import arrays
+        return arrays.scan_array(self, step, events)
+
+    def xarray(self, step=None, events=None):
+        """:meth:`array` as an ``xarray.DataArray`` (:func:`calibsuite_h5source.arrays.scan_xarray`)."""
+        from . import arrays
+        return arrays.scan_xarray(self, step, events)
 
     def __repr__(self):
         return f"<ScanDetector {self.name}>"

@@ -19,6 +19,7 @@ __all__ = [
     "UnknownScriptTypeError",
     "WriterError",
     "MissingDependencyError",
+    "ArrayTooLargeError",
 ]
 
 
@@ -76,3 +77,7 @@ class WriterError(H5SourceError, ValueError):
 
 class MissingDependencyError(H5SourceError, ImportError):
     """An optional dependency (psana, mpi4py, hdf5plugin, matplotlib) is not installed."""
+
+
+class ArrayTooLargeError(H5SourceError, MemoryError):
+    """A whole-array read (``det.raw.frames``) would exceed its memory limit; nothing was read."""

@@ -114,6 +114,7 @@ class Run:
         self._side = dict(index.side)
         if detectors is not None:
             self._keep_detectors(detectors)
+        self._times = None
         self._scan = self._scan_detectors()
         self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
         self._cursor_step = 0
@@ -157,9 +158,13 @@ class Run:
     def _select(self, max_events, timestamps, partition) -> list[np.ndarray]:
         idx = self._index
         selected = [np.arange(n, dtype=np.int64) for n in idx.n_events]
-        if timestamps is not None:
-            wanted = np.asarray(timestamps, dtype=np.uint64).ravel()
-            selected = [np.flatnonzero(np.isin(ts, wanted)) for ts in idx.timestamps]
+        if timestamps is not None:  # the index's timestamps only: frames are read when asked for
+            wanted = np.unique(np.asarray(timestamps, dtype=np.uint64).ravel())
+            found, steps, events = self._time_index().locate(wanted)
+            if not found.all():
+                log.warning("%s: %d of the %d timestamps= are not in this run (skipped), e.g. %s", self.path,
+                            int((~found).sum()), len(wanted), wanted[~found][:3].tolist())
+            selected = [np.sort(events[found & (steps == k)]) for k in range(idx.n_steps)]
         if max_events:
             left = int(max_events)
             cut = []
@@ -170,6 +175,33 @@ class Run:
                 left -= len(cut[-1])
             selected = cut
         return [partition.select(k, sel) for k, sel in enumerate(selected)]
+
+    # -- random access (psana1's indexed mode) -------------------------------------
+    def _time_index(self):
+        if self._times is None:
+            from .arrays import TimeIndex
+
+            self._times = TimeIndex(self._index)
+        return self._times
+
+    def times(self) -> np.ndarray:
+        """Return every stored event's timestamp in run order (uint64), from the index; no frame is read.
+
+        All events of the file, whatever ``max_events``, ``timestamps=`` or the
+        MPI partition select (as psana1's indexed ``run.times()``).
+        """
+        return self._time_index().times.copy()
+
+    def event(self, timestamp) -> Event | None:
+        """Return the event with this timestamp (any stored event, cursor untouched), or None.
+
+        Raises
+        ------
+        TypeError
+            ``timestamp`` is not an integer (a float would lose nanoseconds).
+        """
+        found = self._time_index().find(timestamp)
+        return None if found is None else Event(self, found[0], found[1], int(timestamp))
 
     # -- the shared cursor --------------------------------------------------------
     def _next_in_step(self) -> Event | None:
@@ -234,13 +266,13 @@ class Run:
         kind, real = self._resolve(name, {"area": self._area, "side": self._side, "scan": self._scan})
         if kind == "area":
             keep = self.keep_module_axis if keep_module_axis is None else bool(keep_module_axis)
-            return AreaDetector(self._area[real], keep_module_axis=keep)
+            return AreaDetector(self._area[real], keep_module_axis=keep, run=self)
         if kind == "side":
-            return SideDetector(real, self._side[real])
+            return SideDetector(real, self._side[real], run=self)
         if kind == "scan":
-            return self._scan[real]
+            return self._scan[real].bound(self)
         if str(name).lower() == "timing":
-            return SideDetector("timing", {})
+            return SideDetector("timing", {}, run=self)
         if accept_missing:
             return MissingDetector(name)
         raise UnknownDetectorError(f"no detector {name!r} in this run; available: {self._available()}", file=self.path)
