@@ -186,8 +186,8 @@ def mfx_config(path, **extra):
 def epixm_fe55(workdir):
     """Fe-55 photons (5.9 keV, one pixel each) on an epixM at MFX, with its constants.
 
-    Noise of 1 ADU (0.05 keV) keeps noise below the suite's 0.25 keV neighbour cut, so a
-    cluster's energy is its photon's.
+    Low noise (about 0.1 keV) keeps false seeds out (the suite's seed cut is 2 keV) and
+    most neighbours below its 0.25 keV neighbour cut.
     """
     path = workdir / "fe55_epixm.h5"
     truth = SyntheticRun("fe55", "epixM", events=12, steps=1, seed=7, occupancy=2e-4, noise=1.0,
@@ -231,7 +231,9 @@ def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
     for ph in photons:
         key = (int(truth.timestamps[0][ph["event"]]), int(ph["module"]), int(ph["row"]), int(ph["col"]))
         assert key in found, f"photon {key} not found as a cluster"
-        assert found[key][0] == pytest.approx(truth.photon_energy, abs=0.3)
+        assert found[key][0] == pytest.approx(truth.photon_energy, abs=1.0)
+    # the spectrum's peak is the Fe-55 line (pixel noise spreads single clusters by a few 0.1 keV)
+    assert np.median([found[k][0] for k in found]) == pytest.approx(truth.photon_energy, abs=0.1)
     # and nothing else: every cluster sits on an injected photon
     all_p = truth.photons[0]
     at = {(int(truth.timestamps[0][e]), int(m), int(r), int(c)) for e, m, r, c in
