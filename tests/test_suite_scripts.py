@@ -102,7 +102,7 @@ def test_calc_noise_and_mean_epix100(suite, workdir):
 REGION = (slice(2, 4), slice(0, 32), slice(0, 64))
 
 
-@pytest.mark.parametrize("ranks", [0])  # -n 2, -n 3 once smalldata.summary is fixed
+@pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
     run, _ = epixm_dark
     out = workdir / f"out_esp{ranks}"
@@ -208,7 +208,7 @@ def isolated_photons(truth, modules, shape):
     return p[keep]
 
 
-@pytest.mark.parametrize("ranks", [0])  # -n 2 once smalldata's MPI fix lands
+@pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
     run, truth = epixm_fe55
     out = workdir / f"out_sc{ranks}"
@@ -270,7 +270,7 @@ def epixm_linearity_mfx(workdir):
     return path, truth
 
 
-@pytest.mark.parametrize("ranks", [0])  # -n 2, -n 3 once psana's batches land
+@pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_flux_pairs_survive_mpi(suite, workdir, epixm_linearity_mfx, ranks):
     run, truth = epixm_linearity_mfx
     out = workdir / f"out_pairs{ranks}"
