@@ -9,7 +9,8 @@ always with ``skip_calib_load='all'``) and writes it with
   detectors psana exposes only that way (``andor``, ``hsd`` in psana's test
   data), as ``[module, row, col]``: 2-D data (one segment: andor, hsd,
   epix100, archon) is stored with one module and the reader gives it back
-  2-D, as psana does; events where psana returns None stay missing (the
+  2-D, as psana does; events where psana returns None, or raises because the
+  detector is absent from that event (mixed readout rates), stay missing (the
   reader returns None again);
 * every step and event in order, with psana's timestamps; ``max_events``
   (honoured in every mode, unlike psana's ``files=`` mode);
@@ -31,6 +32,7 @@ import datetime
 import importlib
 import json
 import logging
+import os
 
 import numpy as np
 
@@ -54,9 +56,57 @@ def _psana():
         raise MissingDependencyError(PSANA_INSTALL) from exc
 
 
+#: What psana's detector interface raises for an event the detector is absent from.
+ABSENT_ERRORS = (AttributeError, IndexError, KeyError, TypeError, ValueError)
+
+
 def _open(psana, source: dict):
-    ds = psana.DataSource(**source)
-    return ds, next(ds.runs())
+    """Open the psana run, turning psana's failures (missing files, unreachable logbook) into H5SourceError."""
+    for key in ("files", "dir"):
+        paths = source.get(key)
+        for path in [paths] if isinstance(paths, (str, os.PathLike)) else (paths or []):
+            if not os.path.exists(path):
+                raise H5SourceError(f"psana source {key}={path}: no such {'file' if key == 'files' else 'folder'}")
+    try:
+        ds = psana.DataSource(**source)
+        run = next(ds.runs(), None)
+    except Exception as exc:  # noqa: BLE001 - psana's many failure types (OSError, ConnectionError, RuntimeError...)
+        raise H5SourceError(f"psana could not open the run ({_describe(source)}): {type(exc).__name__}: {exc}"
+                            + (" (is the logbook reachable? give dir= to read the files directly)"
+                               if "exp" in source and "dir" not in source else "")) from exc
+    if run is None:
+        raise H5SourceError(f"psana found no run in {_describe(source)}")
+    return ds, run
+
+
+def _detector(prun, name: str, option: str):
+    """``prun.Detector(name)``, or a clear error naming the option and what the run has."""
+    try:
+        return prun.Detector(name)
+    except (KeyError, AttributeError) as exc:
+        have = sorted(n for (n, _cls) in getattr(prun, "detinfo", {}))
+        raise H5SourceError(f"{option}: this psana run has no detector {name!r}; it has {have}") from exc
+
+
+class _Reads:
+    """Per-event detector reads that keep an event where psana raises for an absent detector as missing."""
+
+    def __init__(self, out_path):
+        self.out_path = out_path
+        self.failures: dict[str, list] = {}
+
+    def __call__(self, name, read, evt):
+        try:
+            return _as_frame(read(evt))
+        except ABSENT_ERRORS as exc:
+            count = self.failures.setdefault(name, [0, exc])
+            count[0] += 1
+            return None
+
+    def report(self) -> None:
+        for name, (n, exc) in self.failures.items():
+            log.warning("%s: psana raised %s for %s in %d events (%s); stored as missing",
+                        self.out_path, type(exc).__name__, name, n, exc)
 
 
 def _area_names(run, wanted) -> list[str]:
@@ -84,11 +134,11 @@ def _probe(psana, source, names, max_events) -> dict:
     """First pass: each detector's frame shape and dtype (from its first event with data)."""
     _ds, run = _open(psana, source)
     readers = {n: _reader(run.Detector(n))[0] for n in names}
-    found, seen = {}, 0
+    found, seen, reads = {}, 0, _Reads(None)
     for evt in run.events():
         for n, read in readers.items():
             if n not in found:
-                a = _as_frame(read(evt))
+                a = reads(n, read, evt)
                 if a is not None:
                     found[n] = (a.shape, a.dtype)
         seen += 1
@@ -163,9 +213,10 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
             pass
     extras = {}
     if timing:
-        extras["timing"] = prun.Detector("timing")
+        extras["timing"] = _detector(prun, "timing", "timing=True (--timing)")
     for bm in beam_monitors:
-        extras[bm] = prun.Detector(bm)
+        extras[bm] = _detector(prun, bm, "beam_monitors (--beam-monitor)")
+    reads = _Reads(out_path)
     bar = _progress(progress)
     steps_iter = prun.steps()
     first_step = next(steps_iter, None)
@@ -193,7 +244,7 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
             values.update({n: (str(d(step)) if n == "step_docstring" else float(d(step))) for n, d in daq_scan.items()})
             with w.step(**values) as s:
                 for evt in step.events():
-                    data = {n: _as_frame(read(evt)) for n, (read, _m) in readers.items()}
+                    data = {n: reads(n, read, evt) for n, (read, _m) in readers.items()}
                     data.update({n: _fields(n, d, evt) for n, d in extras.items()})
                     s.event(timestamp=int(evt.timestamp), **data)
                     n_events += 1
@@ -206,6 +257,7 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
         n_steps = w.n_steps
     if bar is not None:
         bar.close()
+    reads.report()
     return {"steps": n_steps, "events": n_events, "detectors": names, "scan": sorted(scan) + sorted(daq_scan),
             "runnum": int(prun.runnum), "experiment": str(prun.expt)}
 

@@ -21,11 +21,15 @@ It reads the whole run into memory: use it for small runs and tests.
 
 from __future__ import annotations
 
+import operator
+import os
+
 import numpy as np
 
-from .errors import WriterError
+from .errors import H5SourceError, WriterError
 from .layout import HEADER, step_number
 from .run_index import open_run_index
+from .write_rules import check_numeric_array
 from .writer import RunWriter
 
 RESERVED = {HEADER, "nEvents", "timestamp"}
@@ -41,18 +45,28 @@ def _per_step(value, n_events=None, what=""):
         return [keys[k] for k in range(len(keys))]
     if isinstance(value, np.ndarray) and n_events is not None and value.ndim >= 2:
         return [value[k, :n] for k, n in enumerate(n_events)]
+    if isinstance(value, (str, bytes)) or np.ndim(value) == 0:
+        raise WriterError(f"{what}: must hold one entry per step ({{step: value}}, a list or an array); "
+                          f"found {type(value).__name__} {value!r}"[:200])
     return list(value)
 
 
-def _events(value):
+def _events(value, what=""):
     """``{event: v}`` / list / array -> ndarray in event order."""
     if isinstance(value, dict):
-        return np.asarray([value[k] for k in sorted(value, key=int)])
+        keys = {step_number(str(k)): k for k in value}
+        if None in keys or sorted(keys) != list(range(len(keys))):
+            raise WriterError(f"{what}: events must be keyed 0, 1, ...; found {list(value)[:10]}")
+        return np.asarray([value[keys[i]] for i in range(len(keys))])
     return np.asarray(value)
 
 
-def write_run_dict(path, runDict: dict, **writer_kwargs) -> str:  # noqa: N803
+def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> str:  # noqa: N803
     """Write a seed-style ``runDict`` as a canonical run file; return the path.
+
+    Every value goes through the same checks as :class:`RunWriter`'s; a
+    runDict that breaks a rule leaves no file (with ``overwrite=True`` the
+    file it replaced is gone already).
 
     Parameters
     ----------
@@ -60,21 +74,43 @@ def write_run_dict(path, runDict: dict, **writer_kwargs) -> str:  # noqa: N803
         The file to create.
     runDict : dict
         See the module docstring.
+    scriptType : str, optional
+        The run's ``scriptType`` when ``runDict['ancillaryData']`` has none
+        (giving a different one than it has is an error).
     **writer_kwargs
         Passed to :class:`RunWriter` (``compression``, ``overwrite``...).
+
+    Raises
+    ------
+    WriterError
+        The runDict breaks a rule of the format or of :class:`RunWriter`.
     """
+    if not isinstance(runDict, dict) or not isinstance(runDict.get(HEADER, {}), dict):
+        raise WriterError(f"runDict must be a dict with a dict {HEADER!r}; found {type(runDict).__name__}", file=str(path))
     anc = dict(runDict.get(HEADER, {}))
+    script_type = anc.pop("scriptType", None)
+    if scriptType is not None and script_type is not None and scriptType != script_type:
+        raise WriterError(f"scriptType={scriptType!r} contradicts the runDict's {HEADER}/scriptType {script_type!r}; "
+                          "give it in one place", file=str(path), h5path=f"/{HEADER}")
+    script_type = scriptType if script_type is None else script_type
+    if script_type is None:
+        raise WriterError(f"the runDict has no {HEADER}/scriptType; add it or pass scriptType=...",
+                          file=str(path), h5path=f"/{HEADER}")
     n_events = runDict.get("nEvents")
-    n_events = None if n_events is None else [int(n) for n in np.asarray(n_events)]
+    try:
+        n_events = None if n_events is None else [operator.index(n) for n in np.asarray(n_events).tolist()]
+    except TypeError as exc:
+        raise WriterError(f"nEvents must be integers, one per step; found {n_events!r}"[:200], file=str(path)) from exc
     detectors, side = {}, {}
     for name, value in runDict.items():
         if name in RESERVED:
             continue
         if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()) \
                 and not all(step_number(str(k)) is not None for k in value):
-            side[name] = {f: [np.asarray(a) for a in _per_step(v, n_events, f"{name}/{f}")] for f, v in value.items()}
+            side[name] = {f: [check_numeric_array(a, f"{name}/{f}", file=str(path))
+                              for a in _per_step(v, n_events, f"{name}/{f}")] for f, v in value.items()}
         else:
-            detectors[name] = [np.asarray(a) for a in _per_step(value, n_events, name)]
+            detectors[name] = [check_numeric_array(a, str(name), file=str(path)) for a in _per_step(value, n_events, name)]
     lengths = [len(v) for v in detectors.values()] + [len(f) for s in side.values() for f in s.values()]
     if not lengths:
         raise WriterError("runDict holds no detector or side data", file=str(path))
@@ -92,20 +128,24 @@ def write_run_dict(path, runDict: dict, **writer_kwargs) -> str:  # noqa: N803
         steps = _per_step(anc.pop(name), n_events, f"{HEADER}/{name}")
         if len(steps) != n_steps:
             raise WriterError(f"scan variable {name} must have {n_steps} steps; found {len(steps)}", file=str(path))
-        if np.ndim(_events(steps[0])) == 0:
+        if isinstance(steps[0], str) or np.ndim(_events(steps[0], name)) == 0:
             scan_per_step[name] = steps
         else:
-            scan_per_event[name] = [_events(v) for v in steps]
-    script_type = anc.pop("scriptType", None)
+            scan_per_event[name] = [_events(v, name) for v in steps]
     for key in _WRITER_SET:
         anc.pop(key, None)
-    with RunWriter(path, script_type, **{**anc, **writer_kwargs}) as w:
-        for k in range(n_steps):
-            data = {name: steps[k] for name, steps in detectors.items()}
-            data.update({name: {f: steps[k] for f, steps in fields.items()} for name, fields in side.items()})
-            w.add_step(data, timestamps=None if ts is None else np.asarray(ts[k]),
-                       scan={n: v[k] for n, v in scan_per_event.items()} or None,
-                       **{n: (v[k] if isinstance(v[k], str) else float(v[k])) for n, v in scan_per_step.items()})
+    w = RunWriter(path, script_type, **{**anc, **writer_kwargs})
+    try:
+        with w:
+            for k in range(n_steps):
+                data = {name: steps[k] for name, steps in detectors.items()}
+                data.update({name: {f: steps[k] for f, steps in fields.items()} for name, fields in side.items()})
+                w.add_step(data, timestamps=None if ts is None else _events(ts[k], "timestamp"),
+                           scan={n: v[k] for n, v in scan_per_event.items()} or None,
+                           **{n: v[k] for n, v in scan_per_step.items()})
+    except H5SourceError:
+        os.unlink(w.path)  # a runDict is written whole or not at all
+        raise
     return str(path)
 
 
@@ -127,7 +167,7 @@ def read_run_dict(path) -> dict:
         for name, fields in idx.side.items():
             out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in fields.items()}
         if not idx.timestamps_synthesised:
-            out["timestamp"] = dict(enumerate(idx.timestamps))
+            out["timestamp"] = {k: np.asarray(ts) for k, ts in enumerate(idx.timestamps)}
         return out
     finally:
         idx.close()

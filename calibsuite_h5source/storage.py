@@ -1,10 +1,21 @@
-"""How run data is stored: compression filters and buffered, block-appended columns."""
+"""How run data is stored: creating the file safely, compression filters, buffered block-appended columns."""
 
 from __future__ import annotations
 
+import logging
+import os
+
+import h5py
 import numpy as np
 
 from .errors import MissingDependencyError, WriterError
+
+log = logging.getLogger(__name__)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock probing
+    fcntl = None
 
 COMPRESSIONS = (None, "gzip", "lzf", "bitshuffle", "blosc", "zstd")
 BLOCK_BYTES = 32 * 2**20  # buffer up to this much per dataset before writing a block
@@ -31,6 +42,99 @@ def compression_kwargs(compression, opts=None) -> dict:
             return dict(hdf5plugin.Blosc(cname="lz4", shuffle=hdf5plugin.Blosc.SHUFFLE, **opts))
         return dict(hdf5plugin.Zstd(**opts))
     raise WriterError(f"unknown compression {compression!r}; choose one of {COMPRESSIONS}")
+
+
+def lock_state(path) -> str | None:
+    """Tell whether another process holds ``path`` open through HDF5's file lock.
+
+    HDF5 takes an exclusive ``flock`` for writing and a shared one for
+    reading; this probes both without blocking and without changing the file.
+
+    Returns
+    -------
+    {'written', 'read', None}
+        ``'written'`` when a writer holds it, ``'read'`` when only readers do,
+        None when nobody does (or locks cannot be probed here).
+    """
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        for state, op in ((None, fcntl.LOCK_EX), ("read", fcntl.LOCK_SH)):
+            try:
+                fcntl.flock(fd, op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            except OSError:  # a filesystem without flock: cannot tell
+                return None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return state
+        return "written"
+    finally:
+        os.close(fd)
+
+
+def _held_message(state: str) -> str:
+    if state == "written":
+        return "the file is being written (another writer holds HDF5's write lock); not replaced"
+    return "the file is open for reading elsewhere (a reader holds HDF5's read lock); close it first; not replaced"
+
+
+def create_file(path: str, overwrite: bool = False) -> h5py.File:
+    """Create a new HDF5 file at ``path`` without ever destroying a file another process holds.
+
+    Without ``overwrite`` an existing file is an error. With it, the existing
+    file is locked exclusively first (refused when another process holds it),
+    the new file is created beside it and renamed over it while the lock is
+    held, so the old file is never truncated in place.
+
+    Raises
+    ------
+    WriterError
+        The file exists (without ``overwrite``), is held by another process,
+        or cannot be created.
+    """
+    try:
+        if not overwrite or not os.path.lexists(path):
+            return h5py.File(path, "x")
+    except FileExistsError as exc:
+        state = lock_state(path)
+        raise WriterError(_held_message(state) if state else "file exists; pass overwrite=True to replace it",
+                          file=path) from exc
+    except OSError as exc:
+        raise WriterError(f"cannot create the file: {exc}", file=path) from exc
+    target = os.path.realpath(path)
+    if not os.path.isfile(target):
+        raise WriterError("exists and is not a regular file; not replaced", file=path)
+    try:
+        fd = os.open(target, os.O_RDONLY)
+    except OSError as exc:
+        raise WriterError(f"cannot open the existing file to replace it: {exc}", file=path) from exc
+    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.tmp")
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise WriterError(_held_message(lock_state(target) or "written"), file=path) from exc
+            except OSError:  # a filesystem without flock: nothing to probe
+                log.debug("%s: cannot lock; replacing without the probe", path)
+        try:
+            f = h5py.File(tmp, "x")
+        except OSError as exc:
+            raise WriterError(f"cannot create the file beside the one it replaces: {exc}", file=path) from exc
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            f.close()
+            os.unlink(tmp)
+            raise WriterError(f"cannot replace the file: {exc}", file=path) from exc
+        return f
+    finally:
+        os.close(fd)  # releases the lock on the old file, which is no longer at this path
 
 
 class Column:

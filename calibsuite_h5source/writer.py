@@ -30,17 +30,23 @@ import numpy as np
 
 from ._version import __version__
 from .errors import UnknownScriptTypeError, WriterError
-from .layout import RESERVED_DETECTOR, step_number
+from .layout import HEADER
 from .script_types import canonical_script_type, known_script_types
-from .storage import Column, compression_kwargs
+from .storage import Column, compression_kwargs, create_file
+from .write_rules import (
+    check_field_name,
+    check_header,
+    check_header_field_name,
+    check_numeric_array,
+    check_scan_name,
+    check_scan_value,
+    check_source_name,
+    check_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.0"
-#: ``det.raw`` methods a header field must not shadow
-AREA_METHODS = {"raw", "calib", "image"}
-
-
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
@@ -55,52 +61,64 @@ class StepWriter:
         self._scan: dict[str, list] = {}
         self._closed = False
 
-    # -- checks (nothing is written until every check of a call passed) --------
+    # -- checks (nothing is buffered or written until every check of a call passed) --------
     def _fail(self, h5path, rule):
         raise WriterError(rule, file=self.writer.path, h5path=h5path)
 
-    def _check_event(self, timestamp, scan, data, headers=None) -> tuple[dict, dict]:
+    def _check_event(self, schema: dict, timestamp, scan, data: dict, headers, block_scan: dict,
+                     position: int = 0) -> tuple:
+        """Check one event against ``schema``; return ``(timestamp, data, scan, headers)`` ready to append.
+
+        ``block_scan`` holds the first per-event scan values of the call's
+        block (``add_events``), for the constant-within-a-step rule;
+        ``position`` is the event's place in that block.
+        """
         w = self.writer
         checked = {}
-        if w._schema is None:
-            w._learn_schema(data, timestamp is not None, scan, headers)
-        schema = w._schema
         expected = set(schema["area"]) | set(schema["side"])
         if set(data) != expected:
-            missing, extra = sorted(expected - set(data)), sorted(set(data) - expected)
+            missing = sorted(expected - set(data))
+            extra = sorted(map(str, set(data) - expected))
             self._fail("/", f"every event must hold the same detectors (pass None for an event without data); "
                        f"expected {sorted(expected)}, missing {missing}, unexpected {extra}")
         for name, value in data.items():
             if name in schema["area"]:
-                checked[name] = None if value is None else w._check_frame(name, value, f"/{name}/{self.index}")
+                checked[name] = None if value is None else w._check_frame(schema, name, value, f"/{name}/{self.index}")
             else:
                 if not isinstance(value, dict) or set(value) != set(schema["side"][name]):
+                    found = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
                     self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])}; "
-                               f"found {sorted(value) if isinstance(value, dict) else type(value).__name__}")
-                checked[name] = {f: w._check_field(name, f, v) for f, v in value.items()}
-        checked_headers = self._check_headers(headers or {}, checked)
+                               f"found {found}")
+                checked[name] = {f: w._check_field(schema, name, f, v) for f, v in value.items()}
+        checked_headers = self._check_headers(schema, headers or {}, checked)
         if (timestamp is not None) != schema["timestamps"]:
             self._fail("/timestamp", "give a timestamp with every event or with none; "
                        f"the first event {'had' if schema['timestamps'] else 'had none'}, this one "
                        f"{'has' if timestamp is not None else 'has none'}")
+        if timestamp is not None:
+            timestamp = check_timestamp(timestamp, file=w.path, h5path=f"/timestamp/{self.index}")
+        if scan is not None and not isinstance(scan, dict):
+            self._fail(f"/{HEADER}", f"scan= must be a dict {{name: value}}; found {type(scan).__name__}")
         scan = scan or {}
         if set(scan) != schema["scan"]:
-            self._fail("/ancillaryData", f"every event must give the same per-event scan values "
-                       f"{sorted(schema['scan'])}; found {sorted(scan)}")
+            self._fail(f"/{HEADER}", f"every event must give the same per-event scan values "
+                       f"{sorted(schema['scan'])}; found {sorted(map(str, scan))}")
+        values = {}
         for name, v in scan.items():
-            prev = self._scan.get(name)
-            if prev and prev[0] != v:
-                self._fail(f"/ancillaryData/{name}/{self.index}",
-                           f"a per-event scan value must not change inside a step; step {self.index} started "
-                           f"with {prev[0]!r}, event {self.n_events} has {v!r}")
-        return checked, checked_headers
+            h5path = f"/{HEADER}/{name}/{self.index}"
+            v = values[name] = check_scan_value(name, v, file=w.path, h5path=h5path)
+            first = self._scan[name][0] if self._scan.get(name) else block_scan.setdefault(name, v)
+            if first != v:
+                self._fail(h5path, f"a per-event scan value must not change inside a step; step {self.index} "
+                           f"started with {first!r}, event {self.n_events + position} has {v!r}")
+        return timestamp, checked, values, checked_headers
 
-    def _check_headers(self, headers: dict, frames: dict) -> dict:
+    def _check_headers(self, schema: dict, headers: dict, frames: dict) -> dict:
         """Check one event's header fields against the schema; fill a frameless detector's with zeros."""
         w = self.writer
-        schema = w._schema["headers"]
+        schema = schema["headers"]
         if not isinstance(headers, dict) or set(headers) - set(schema):
-            extra = sorted(set(headers) - set(schema)) if isinstance(headers, dict) else type(headers).__name__
+            extra = sorted(map(str, set(headers) - set(schema))) if isinstance(headers, dict) else type(headers).__name__
             self._fail("/", f"headers must be {{detector: {{field: value}}}} for the detectors with header fields "
                        f"{sorted(schema)} (set by the first event, or w.detector(name, header_fields=...)); "
                        f"found {extra}")
@@ -111,9 +129,10 @@ class StepWriter:
                 out[name] = {f: np.zeros(shape, dtype) for f, (shape, dtype) in fields.items()}
                 continue
             if not isinstance(given, dict) or set(given) != set(fields):
+                found = sorted(map(str, given)) if isinstance(given, dict) else repr(given)
                 self._fail(f"/{name}", f"every event with data for {name} must give the header fields "
-                           f"{sorted(fields)}; found {sorted(given) if isinstance(given, dict) else given!r}")
-            out[name] = {f: w._check_value(f"/{name}/{f}", fields[f], v) for f, v in given.items()}
+                           f"{sorted(fields)}; found {found}")
+            out[name] = {f: w._check_value(f"/{name}/{f}", fields[f], v, "header field") for f, v in given.items()}
         return out
 
     # -- writing --------------------------------------------------------------
@@ -125,15 +144,20 @@ class StepWriter:
             col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
         return col
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
+
     def event(self, timestamp=None, scan=None, headers=None, **data) -> None:
         """Add one event.
 
         Parameters
         ----------
         timestamp : int, optional
-            psana timestamp (``seconds since 1990 << 32 | ns``); all events or none.
+            psana timestamp (``seconds since 1990 << 32 | ns``, an integer
+            ``0 <= t < 2**64``); all events or none.
         scan : dict, optional
-            Per-event scan values ``{name: value}``, constant within a step.
+            Per-event scan values ``{name: number}``, constant within a step.
         headers : dict, optional
             Per-event header fields of area detectors,
             ``{detector: {field: value}}`` (a number or a small array, e.g.
@@ -145,10 +169,91 @@ class StepWriter:
             ``detector=frame`` (``[module, row, col]``, or 2-D for one module;
             None when the event holds no data for it), or
             ``source={field: value}`` for side data.
+
+        Raises
+        ------
+        WriterError
+            The event breaks a rule; nothing of it was buffered or written.
         """
-        if self._closed:
-            raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
-        checked, checked_headers = self._check_event(timestamp, scan, data, headers)
+        self._check_open()
+        w = self.writer
+        schema = w._schema or w._propose_schema(data, timestamp is not None, scan, headers, self.scan_values)
+        checked = self._check_event(schema, timestamp, scan, data, headers, {})
+        w._adopt_schema(schema)
+        self._append(*checked)
+
+    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None) -> None:
+        """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``.
+
+        Parameters
+        ----------
+        data : dict
+            Per detector an array ``[n, ...]``; per side-data source a dict of
+            such arrays.
+        timestamps : array-like of int, optional
+            ``[n]`` psana timestamps.
+        present : dict, optional
+            ``{detector: bool[n]}``; False marks an event without data.
+        scan : dict, optional
+            ``{name: values[n]}`` per-event scan values.
+        headers : dict, optional
+            ``{'epixM': {'frameNo': values[n, ...]}}``, as :meth:`event`'s, one row per event.
+
+        Raises
+        ------
+        WriterError
+            Any event of the block breaks a rule; nothing of the block was
+            buffered or written.
+        """
+        self._check_open()
+        n = self._block_length(data, timestamps, present, scan, headers)
+        w = self.writer
+        present = present or {}
+        schema, block_scan, records = w._schema, {}, []
+        for i in range(n):
+            event = {name: (v[i] if not isinstance(v, dict) else {f: a[i] for f, a in v.items()})
+                     for name, v in data.items()}
+            for name, mask in present.items():
+                if not mask[i]:
+                    event[name] = None
+            ts = None if timestamps is None else timestamps[i]
+            values = None if scan is None else {k: v[i] for k, v in scan.items()}
+            head = None if headers is None else {d: {f: a[i] for f, a in fields.items()} for d, fields in headers.items()}
+            schema = schema or w._propose_schema(event, ts is not None, values, head, self.scan_values)
+            records.append(self._check_event(schema, ts, values, event, head, block_scan, i))
+        if records:
+            w._adopt_schema(schema)
+        for record in records:
+            self._append(*record)
+
+    def _block_length(self, data, timestamps, present, scan, headers) -> int:
+        if not isinstance(data, dict) or not data:
+            self._fail("/", f"data must be a non-empty dict {{detector: array}}; found {type(data).__name__}")
+        lengths = {}
+        named = [(str(name), v) for name, v in data.items() if not isinstance(v, dict)]
+        named += [(f"{name}.{f}", a) for name, v in data.items() if isinstance(v, dict) for f, a in v.items()]
+        named += [("timestamps", timestamps)] if timestamps is not None else []
+        named += [(f"present[{name}]", m) for name, m in (present or {}).items()]
+        named += [(f"scan[{name}]", v) for name, v in (scan or {}).items()] if isinstance(scan, dict) else []
+        if headers is not None and (not isinstance(headers, dict) or not all(isinstance(h, dict) for h in headers.values())):
+            self._fail("/", f"headers= must be {{detector: {{field: values[n]}}}}; found {type(headers).__name__}")
+        named += [(f"headers[{d}][{f}]", a) for d, fields in (headers or {}).items() for f, a in fields.items()]
+        for what, v in named:
+            try:
+                lengths[what] = len(v)
+            except TypeError:
+                self._fail("/", f"{what} must be a sequence of per-event values; found {type(v).__name__}")
+        unknown = sorted(set(map(str, present or {})) - set(map(str, data)))
+        if unknown:
+            self._fail("/", f"present= names detectors that are not in data: {unknown}")
+        if scan is not None and not isinstance(scan, dict):
+            self._fail(f"/{HEADER}", f"scan= must be a dict {{name: values}}; found {type(scan).__name__}")
+        if not lengths or len(set(lengths.values())) != 1:
+            self._fail("/", f"every array of a block must hold the same number of events; found {lengths}")
+        return next(iter(lengths.values()))
+
+    def _append(self, timestamp, checked: dict, scan: dict, headers: dict) -> None:
+        """Buffer one checked event (every check has passed)."""
         schema = self.writer._schema
         for name, frame in checked.items():
             if name in schema["area"]:
@@ -161,40 +266,16 @@ class StepWriter:
                 for field, value in frame.items():
                     shape, dtype = schema["side"][name][field]
                     self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
-        for name, fields in checked_headers.items():
+        for name, fields in headers.items():
             for field, value in fields.items():
                 shape, dtype = schema["headers"][name][field]
                 self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
-        for name, present in self._present.items():
-            if name not in checked:  # keep masks aligned (cannot happen: schema check)
-                present.append(True)
         if timestamp is not None:
-            self._timestamps.append(int(timestamp))
-        for name, v in (scan or {}).items():
+            self._timestamps.append(timestamp)
+        for name, v in scan.items():
             self._scan.setdefault(name, []).append(v)
         self.n_events += 1
         self.writer._event_written()
-
-    def add_events(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None) -> None:
-        """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``.
-
-        ``headers = {'epixM': {'frameNo': values[n, ...]}}`` as :meth:`event`'s, one row per event.
-        """
-        lengths = {len(v) if not isinstance(v, dict) else len(next(iter(v.values()))) for v in data.values()}
-        if len(lengths) != 1:
-            self._fail("/", f"every detector of a block must hold the same number of events; found {sorted(lengths)}")
-        n = lengths.pop()
-        present = present or {}
-        for i in range(n):
-            event = {name: (v[i] if not isinstance(v, dict) else {f: a[i] for f, a in v.items()})
-                     for name, v in data.items()}
-            for name, mask in present.items():
-                if not mask[i]:
-                    event[name] = None
-            self.event(timestamp=None if timestamps is None else int(timestamps[i]),
-                       scan=None if scan is None else {k: v[i] for k, v in scan.items()},
-                       headers=None if headers is None else {d: {f: a[i] for f, a in fields.items()}
-                                                             for d, fields in headers.items()}, **event)
 
     def close(self) -> None:
         """Finish the step: write its buffers, masks, timestamps and scan values; flush."""
@@ -274,6 +355,9 @@ class RunWriter:
                  flush_every: int = 100, allow_unknown_script_type: bool = False, overwrite: bool = False,
                  **header):
         self.path = str(path)
+        if not isinstance(scriptType, str):
+            raise WriterError(f"scriptType must be a str; found {type(scriptType).__name__} {scriptType!r}",
+                              file=self.path, h5path=f"/{HEADER}")
         canonical = canonical_script_type(scriptType) if scriptType else None
         if canonical is None and not allow_unknown_script_type:
             raise UnknownScriptTypeError(f"scriptType {scriptType!r} is not recognised; known: "
@@ -282,12 +366,11 @@ class RunWriter:
         self._compression = compression_kwargs(compression, compression_opts)
         self.compression = compression
         self.flush_every = max(1, int(flush_every))
-        try:
-            self._file = h5py.File(self.path, "w" if overwrite else "x")
-        except FileExistsError as exc:
-            raise WriterError("file exists; pass overwrite=True to replace it", file=self.path) from exc
-        except OSError as exc:
-            raise WriterError(f"cannot create the file: {exc}", file=self.path) from exc
+        reserved = sorted({"complete", "stepsComplete", "error"} & set(header))
+        if reserved:
+            raise WriterError(f"header attributes {reserved} are set by the writer; do not pass them",
+                              file=self.path, h5path=f"/{HEADER}")
+        check_header({k: v for k, v in header.items() if v is not None}, file=self.path)
         now = time.time()
         defaults = {
             "acquisitionScript": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
@@ -298,7 +381,7 @@ class RunWriter:
         }
         self.header = {**defaults, **{k: v for k, v in header.items() if v is not None},
                        "scriptType": canonical or scriptType}
-        f = self._file
+        self._file = f = create_file(self.path, overwrite)
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["NX_class"] = "NXroot"
         g = f.create_group("ancillaryData")
@@ -339,34 +422,49 @@ class RunWriter:
             ``{'frameNo': ((), 'uint32'), 'autoFillMask': ((4,), 'uint32')}``;
             without it they are learnt from the first event's ``headers``.
         """
+        self._check_open()
+        check_source_name(name, file=self.path)
         if self._schema is not None:
             raise WriterError("declare detectors before the first event", file=self.path, h5path=f"/{name}")
+        if name in self._detectors:
+            raise WriterError("this detector is already declared", file=self.path, h5path=f"/{name}")
+        group_attrs = {k: v for k, v in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items()
+                       if v is not None}
+        check_header(group_attrs, file=self.path)
         fields = {}
         for field, spec in (header_fields or {}).items():
-            self._check_header_name(name, field)
+            check_header_field_name(name, field, file=self.path)
             try:
                 fshape, fdtype = spec
-                fields[field] = (tuple(fshape), np.dtype(fdtype))
+                fields[field] = (tuple(int(n) for n in fshape), np.dtype(fdtype))
             except (TypeError, ValueError) as exc:
                 raise WriterError(f"header_fields[{field!r}] must be (shape, dtype); found {spec!r}",
                                   file=self.path, h5path=f"/{name}/{field}") from exc
-        g = self._file.require_group(name)
-        for key, value in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items():
-            if value is not None:
-                g.attrs[key] = value
+            if fields[field][1].kind not in "biuf":
+                raise WriterError(f"header field {field!r} must be numeric; found {fields[field][1]}",
+                                  file=self.path, h5path=f"/{name}/{field}")
+        constants = {}
         for ctype, value in (calib or {}).items():
+            check_field_name(f"{name}/calib", ctype, file=self.path)
             array, meta = value if isinstance(value, tuple) else (value, {})
-            ds = g.create_dataset(f"calib/{ctype}", data=np.asarray(array))
-            ds.attrs.update(meta)
-        self._detectors[name] = {"shape": None if shape is None else tuple(shape),
-                                 "dtype": None if dtype is None else np.dtype(dtype), "headers": fields}
-
-    def _check_header_name(self, name, field) -> None:
-        if (not isinstance(field, str) or not field or field.startswith("_") or "/" in field
-                or field in RESERVED_DETECTOR | AREA_METHODS or step_number(field) is not None):
-            raise WriterError(f"{field!r} cannot name a header field: it must be a non-empty str without '/', not "
-                              f"start with '_', not look like a step (3, step3) nor be one of "
-                              f"{sorted(RESERVED_DETECTOR | AREA_METHODS)}", file=self.path, h5path=f"/{name}/{field}")
+            constants[ctype] = (check_numeric_array(array, f"calibration constant {ctype}", file=self.path,
+                                                    h5path=f"/{name}/calib/{ctype}"), check_header(meta, file=self.path))
+        try:
+            shape = None if shape is None else tuple(int(n) for n in shape)
+            dtype = None if dtype is None else np.dtype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise WriterError(f"shape must be a sequence of ints and dtype a numpy dtype: {exc}",
+                              file=self.path, h5path=f"/{name}") from exc
+        if shape is not None and len(shape) == 2:
+            shape = (1, *shape)
+        if (shape is not None and (len(shape) != 3 or min(shape) < 1)) or (dtype is not None and dtype.kind not in "biuf"):
+            raise WriterError(f"a declared frame must be [module, row, col] (or 2-D for one module) of a numeric "
+                              f"dtype; found shape {shape} dtype {dtype}", file=self.path, h5path=f"/{name}")
+        g = self._file.require_group(name)
+        g.attrs.update(group_attrs)
+        for ctype, (array, meta) in constants.items():
+            g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
+        self._detectors[name] = {"shape": shape, "dtype": dtype, "headers": fields}
 
     def _learn_headers(self, area: dict, headers) -> dict:
         """Header-field schema: declared with ``w.detector(header_fields=...)``, else the first event's."""
@@ -384,19 +482,24 @@ class RunWriter:
                 raise WriterError(f"headers[{name!r}] must be a non-empty {{field: value}} dict; found {fields!r}",
                                   file=self.path, h5path=f"/{name}")
             for field, value in fields.items():
-                self._check_header_name(name, field)
-                arr = np.asarray(value)
-                if arr.dtype.kind not in "biuf":
-                    raise WriterError(f"header field {field!r} must be numeric; found {arr.dtype}",
-                                      file=self.path, h5path=f"/{name}/{field}")
+                check_header_field_name(name, field, file=self.path)
+                arr = check_numeric_array(value, f"header field {field!r}", file=self.path, h5path=f"/{name}/{field}")
                 out.setdefault(name, {})[field] = (arr.shape, arr.dtype)
         return out
 
-    def _learn_schema(self, data: dict, has_timestamps: bool, scan, headers=None) -> None:
+    def _propose_schema(self, data: dict, has_timestamps: bool, scan, headers, step_scan: dict) -> dict:
+        """The run's schema as the first event defines it; checked, nothing written (see :meth:`_adopt_schema`)."""
         area, side = {}, {}
         for name, value in data.items():
+            check_source_name(name, file=self.path)
             if isinstance(value, dict):
-                side[name] = {f: self._field_info(name, f, v) for f, v in value.items()}
+                if not value:
+                    raise WriterError("side data must hold at least one field", file=self.path, h5path=f"/{name}")
+                side[name] = {}
+                for f, v in value.items():
+                    check_field_name(name, f, file=self.path)
+                    arr = check_numeric_array(v, f"side data {name}.{f}", file=self.path, h5path=f"/{name}/{f}")
+                    side[name][f] = (arr.shape, arr.dtype)
             else:
                 declared = self._detectors.get(name, {})
                 if value is None:
@@ -410,15 +513,30 @@ class RunWriter:
                     area[name] = (frame.shape, frame.dtype)
         if not area and not side:
             raise WriterError("an event must hold at least one detector or side-data source", file=self.path)
-        self._schema = {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {}),
-                        "headers": self._learn_headers(area, headers)}
-        for name in area:
+        if scan is not None and not isinstance(scan, dict):
+            raise WriterError(f"scan= must be a dict {{name: value}}; found {type(scan).__name__}",
+                              file=self.path, h5path=f"/{HEADER}")
+        for name in scan or {}:
+            check_scan_name(name, file=self.path)
+            if name == "step_docstring" or name in step_scan:
+                raise WriterError(f"{name!r} cannot be a per-event scan variable: it is "
+                                  f"{'a per-step value of this run' if name in step_scan else 'one str per step'}",
+                                  file=self.path, h5path=f"/{HEADER}/{name}")
+        return {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {}),
+                "headers": self._learn_headers(area, headers)}
+
+    def _adopt_schema(self, schema: dict) -> None:
+        """Fix the run's schema at its first accepted event (no-op afterwards)."""
+        if self._schema is not None:
+            return
+        self._schema = schema
+        for name in schema["area"]:
             g = self._file.require_group(name)
             g.attrs.update({"NX_class": "NXdata", "signal": "0"})
-        self._file.attrs["default"] = next(iter(area), next(iter(side), ""))
+        self._file.attrs["default"] = next(iter(schema["area"]), next(iter(schema["side"]), ""))
 
     def _as_frame(self, name, value) -> np.ndarray:
-        frame = np.asarray(value)
+        frame = check_numeric_array(value, f"a frame of {name}", file=self.path, h5path=f"/{name}")
         if frame.ndim == 2:
             frame = frame[None]
         if frame.ndim != 3:
@@ -426,30 +544,27 @@ class RunWriter:
                               file=self.path, h5path=f"/{name}")
         return frame
 
-    def _check_frame(self, name, value, h5path) -> np.ndarray:
+    def _check_frame(self, schema, name, value, h5path) -> np.ndarray:
         frame = self._as_frame(name, value)
-        shape, dtype = self._schema["area"][name]
+        shape, dtype = schema["area"][name]
         if frame.shape != shape or frame.dtype != dtype:
             raise WriterError(f"every frame of {name} must match its first: expected {shape} {dtype}, "
                               f"found {frame.shape} {frame.dtype}", file=self.path, h5path=h5path)
         return frame
 
-    def _field_info(self, name, field, value):
-        arr = np.asarray(value)
-        return arr.shape, arr.dtype
+    def _check_field(self, schema, name, field, value):
+        return self._check_value(f"/{name}/{field}", schema["side"][name][field], value)
 
-    def _check_field(self, name, field, value):
-        return self._check_value(f"/{name}/{field}", self._schema["side"][name][field], value)
-
-    def _check_value(self, h5path, expected, value):
-        arr = np.asarray(value)
+    def _check_value(self, h5path, expected, value, kind="side data"):
+        what = h5path.lstrip("/").replace("/", ".")
+        arr = check_numeric_array(value, f"{kind} {what}", file=self.path, h5path=h5path)
         shape, dtype = expected
         if (arr.dtype != dtype and arr.dtype.kind in "biu" and dtype.kind in "iu" and arr.size
                 and np.iinfo(dtype).min <= arr.min() and arr.max() <= np.iinfo(dtype).max):
             arr = arr.astype(dtype)  # integers that fit, e.g. frameNo=7 for a uint32 field
         if arr.shape != shape or (arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, "same_kind")):
-            raise WriterError(f"every value of {h5path.lstrip('/').replace('/', '.')} must match its first: "
-                              f"expected {shape} {dtype}, found {arr.shape} {arr.dtype}", file=self.path, h5path=h5path)
+            raise WriterError(f"every value of {what} must match its first: expected {shape} {dtype}, "
+                              f"found {arr.shape} {arr.dtype}", file=self.path, h5path=h5path)
         return arr
 
     def _create(self, h5path, shape, dtype, compress) -> h5py.Dataset:
@@ -464,11 +579,18 @@ class RunWriter:
         self._check_open()
         if self._open_step is not None:
             raise WriterError(f"step {self._open_step.index} is still open; close it first", file=self.path)
+        values = {}
+        for name, value in scan_values.items():
+            check_scan_name(name, file=self.path)
+            if self._schema is not None and name in self._schema["scan"]:
+                raise WriterError(f"{name!r} is already a per-event scan variable of this run",
+                                  file=self.path, h5path=f"/{HEADER}/{name}")
+            values[name] = check_scan_value(name, value, file=self.path, h5path=f"/{HEADER}/{name}/{self.n_steps}")
         names = sorted(scan_values)
         if self._scan_names is not None and names != self._scan_names:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
-        self._open_step = StepWriter(self, self.n_steps, scan_values)
+        self._open_step = StepWriter(self, self.n_steps, values)
         return self._open_step
 
     def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None, **scan_values) -> None:

@@ -8,7 +8,8 @@ import types
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource, convert
+from calibsuite_h5source import DataSource, H5SourceError, convert
+from calibsuite_h5source.cli import main
 
 
 class StandInRun:
@@ -76,8 +77,73 @@ def test_timing_beam_monitor_and_daq_scan_are_converted(tmp_path, stand_in_psana
 
 
 def test_max_events_cuts_inside_a_step(tmp_path, stand_in_psana):
-    out = tmp_path / "c.h5"
-    assert convert(out, files="x.xtc2", max_events=4, progress=False)["events"] == 4
+    out, xtc2 = tmp_path / "c.h5", tmp_path / "x.xtc2"
+    xtc2.touch()  # the stand-in reads nothing, but convert checks that the file exists
+    assert convert(out, files=str(xtc2), max_events=4, progress=False)["events"] == 4
     run = next(DataSource(files=str(out)).runs())
     assert [len(list(s.events())) for s in run.steps()] == [3, 1]
-    stand_in_psana.DataSource.assert_called_with(files="x.xtc2", skip_calib_load="all", max_events=4)
+    stand_in_psana.DataSource.assert_called_with(files=str(xtc2), skip_calib_load="all", max_events=4)
+
+
+# -- errors: a clear H5SourceError (exit 2 from the CLI), and absent detectors kept as missing ------------
+
+class MixedRateRun(StandInRun):
+    """epix is read out every other event; where it is absent psana raises instead of returning None."""
+
+    def Detector(self, name):  # noqa: N802
+        det = super().Detector(name)
+        if name == "epix":
+            def raw(e):
+                if e.i % 2:
+                    raise AttributeError("'NoneType' object has no attribute 'raw'")  # psana's absent segment
+                return np.full((4, 2, 3), e.i, np.uint16)
+            det.raw.raw = raw
+        return det
+
+
+def test_detector_raising_in_some_events_is_kept_as_missing(tmp_path, stand_in_psana, caplog):
+    stand_in_psana.DataSource.side_effect = lambda **kw: types.SimpleNamespace(runs=lambda: iter([MixedRateRun()]))
+    out = tmp_path / "c.h5"
+    assert convert(out, exp="mfxtest", run=7, progress=False)["events"] == 6
+    run = next(DataSource(files=str(out)).runs())
+    epix = run.Detector("epix")
+    assert [None if (f := epix.raw.raw(e)) is None else int(f[0, 0, 0]) for e in run.events()] == \
+           [0, None, 2, None, 4, None]
+    assert "psana raised AttributeError for epix in 3 events" in caplog.text and "stored as missing" in caplog.text
+
+
+class NoTimingRun(StandInRun):
+    def __init__(self):
+        super().__init__()
+        del self.detinfo[("timing", "raw")]
+
+    def Detector(self, name):  # noqa: N802
+        if name == "timing":
+            raise KeyError("No available detector class matched with timing.")  # psana's message
+        return super().Detector(name)
+
+
+def test_timing_or_beam_monitor_the_run_lacks_is_a_clear_error(tmp_path, stand_in_psana):
+    stand_in_psana.DataSource.side_effect = lambda **kw: types.SimpleNamespace(runs=lambda: iter([NoTimingRun()]))
+    out = tmp_path / "c.h5"
+    with pytest.raises(H5SourceError, match=r"timing=True \(--timing\): this psana run has no detector 'timing'; "
+                                            r"it has \['MfxDg1BmMon', 'epix'\]"):
+        convert(out, exp="mfxtest", run=7, timing=True, progress=False)
+    with pytest.raises(H5SourceError, match="beam_monitors .*no detector 'Nope'"):
+        convert(out, exp="mfxtest", run=7, beam_monitors=["Nope"], progress=False)
+    assert not out.exists()
+
+
+def test_unreachable_logbook_and_missing_files_exit_2(tmp_path, stand_in_psana, capsys):
+    stand_in_psana.DataSource.side_effect = ConnectionError("Failed to resolve 'pswww.slac.stanford.edu'")
+    with pytest.raises(H5SourceError, match="psana could not open the run .*ConnectionError.*is the logbook reachable"):
+        convert(tmp_path / "c.h5", exp="mfxtest", run=7, progress=False)
+    assert main(["convert", str(tmp_path / "c.h5"), "--exp", "mfxtest", "--run", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "calibsuite-h5 convert: error: psana could not open the run" in err
+    assert main(["convert", str(tmp_path / "c.h5"), "--files", str(tmp_path / "none.xtc2")]) == 2
+    assert capsys.readouterr().err == f"calibsuite-h5 convert: error: psana source files={tmp_path / 'none.xtc2'}: " \
+                                      "no such file\n"
+    assert main(["convert", str(tmp_path / "c.h5"), "--exp", "x", "--run", "1", "--dir", str(tmp_path / "d")]) == 2
+    assert "psana source dir=" in capsys.readouterr().err
+    assert not (tmp_path / "c.h5").exists()

@@ -197,6 +197,8 @@ def test_convert_with_a_stand_in_psana_refuses_unknown_detectors(tmp_path, mocke
     module = types.ModuleType("psana")
     module.DataSource = mocker.Mock(return_value=types.SimpleNamespace(runs=lambda: iter([run])))
     mocker.patch.dict(sys.modules, {"psana": module})
+    xtc2 = tmp_path / "run.xtc2"
+    xtc2.touch()  # convert checks that the file exists before psana opens it
     with pytest.raises(Exception, match=r"detectors \['jungfrau'\] are not in this psana run; it has \['epixquad'\]"):
-        convert(tmp_path / "x.h5", files="run.xtc2", detectors=["jungfrau"])
-    module.DataSource.assert_called_with(files="run.xtc2", skip_calib_load="all")
+        convert(tmp_path / "x.h5", files=str(xtc2), detectors=["jungfrau"])
+    module.DataSource.assert_called_with(files=str(xtc2), skip_calib_load="all")

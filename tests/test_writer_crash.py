@@ -1,15 +1,17 @@
 """A writer killed with SIGKILL mid-run leaves its finished steps readable, exactly."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource
+from calibsuite_h5source import DataSource, H5SourceError
 
 WRITER = textwrap.dedent("""
     import sys, time
@@ -44,3 +46,75 @@ def test_sigkill_mid_step_keeps_finished_steps(tmp_path):
     run = next(DataSource(files=str(path)).runs())
     assert [run.Detector("step_value")(s) for s in run.steps()] == [0.0, 1.0]
     assert np.all([run.Detector("wave8").raw.amp(e) == e._i for e in run.events()])
+
+
+# -- repeated kills at random moments ------------------------------------------------------------
+
+KILL_RUNS = int(os.environ.get("CALIBSUITE_KILL_RUNS", "20"))  # more by hand: CALIBSUITE_KILL_RUNS=200
+KILL_SEED = int(os.environ.get("CALIBSUITE_KILL_SEED", "20261126"))
+KILL_WINDOW_S = 0.4
+
+LOOPER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from calibsuite_h5source import RunWriter
+    compression = None if sys.argv[2] == 'none' else sys.argv[2]
+    print('start', flush=True)
+    with RunWriter(sys.argv[1], 'delayScan', flush_every=4, compression=compression) as w:
+        for k in range(100000):
+            with w.step(delay=float(k)) as s:
+                for i in range(3 + k % 7):
+                    s.event(epixM=np.full((2, 16, 16), (1000 * k + i) % 65536, np.uint16),
+                            wave8={'amp': float(k) + i / 100}, timestamp=(1 << 60) + 1000 * k + i)
+            print('closed', k, flush=True)    # the step is flushed: it must survive any kill from now on
+""")
+
+
+def _kill_once(path, delay, compression):
+    proc = subprocess.Popen([sys.executable, "-c", LOOPER, str(path), compression],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        confirmed = sum(line.startswith("closed") for line in proc.stdout)
+    finally:
+        proc.wait(timeout=30)
+    return proc.returncode, confirmed
+
+
+def _read_back(path):
+    """Every step the killed file yields, as ``[(delay, [(value, amp, ts), ...]), ...]``; or the H5SourceError."""
+    try:
+        run = next(DataSource(files=str(path)).runs())
+        det, wave8, delay = run.Detector("epixM"), run.Detector("wave8"), run.Detector("delay")
+        assert run.complete is False
+        return [(delay(step), [(det.raw.raw(e), wave8.raw.amp(e), e.timestamp) for e in step.events()])
+                for step in run.steps()]
+    except H5SourceError as exc:
+        return exc
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_repeated_random_kills_lose_no_flushed_step_and_serve_no_wrong_data(tmp_path):
+    rng = random.Random(KILL_SEED)
+    outcomes = {"steps read": 0, "unreadable before any step": 0}
+    for n in range(KILL_RUNS):
+        path = tmp_path / f"killed{n}.h5"
+        delay, compression = rng.uniform(0, KILL_WINDOW_S), rng.choice(["none", "gzip"])
+        code, confirmed = _kill_once(path, delay, compression)
+        where = f"kill {n} (seed {KILL_SEED}, {delay:.3f} s, {compression}): {confirmed} steps confirmed"
+        assert code == -signal.SIGKILL, where
+        steps = _read_back(path)
+        if isinstance(steps, H5SourceError):  # killed while creating the file: nothing was confirmed
+            assert confirmed == 0, f"{where}; file unreadable: {steps}"
+            outcomes["unreadable before any step"] += 1
+            continue
+        assert len(steps) >= confirmed, f"{where}; only {len(steps)} steps read back"
+        for k, (value, events) in enumerate(steps):
+            assert value == float(k) and len(events) == 3 + k % 7, f"{where}; step {k}"
+            for i, (frame, amp, ts) in enumerate(events):
+                assert frame.shape == (2, 16, 16) and np.all(frame == (1000 * k + i) % 65536), f"{where}; {k}/{i}"
+                assert amp == float(k) + i / 100 and ts == (1 << 60) + 1000 * k + i, f"{where}; {k}/{i}"
+        outcomes["steps read"] += len(steps)
+    print(f"{KILL_RUNS} kills: {outcomes}")

@@ -4,7 +4,13 @@ Each sub-command lives in its own module of this package and provides
 ``add_parser(subparsers)`` and ``run(args) -> int``.
 
 Exit codes: 0 success; 1 the command ran and found problems (``validate``);
-2 a file could not be read or the command line was wrong; 130 interrupted.
+2 a file could not be read or the command line was wrong; 130 interrupted;
+141 the reader of our output went away (``calibsuite-h5 info --json | head``).
+
+Errors are handled in one place, :func:`main`: a command raises (an
+:class:`~calibsuite_h5source.errors.H5SourceError`, :class:`UsageError`,
+an ``OSError``...) and ``main`` prints one line, never a traceback (``-vv``
+shows the traceback of an unexpected error).
 """
 
 from __future__ import annotations
@@ -12,10 +18,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .._version import __version__
 from ..errors import H5SourceError
+
+log = logging.getLogger(__name__)
+
+#: Exit codes.
+EXIT_OK, EXIT_PROBLEMS, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+
+
+class UsageError(H5SourceError):
+    """The command line is wrong in a way argparse cannot tell (exit 2, one line)."""
+
 
 #: Sub-commands in the order ``--help`` lists them.
 COMMANDS = ("demo", "info", "validate", "fake", "plot", "convert")
@@ -26,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calibsuite-h5",
         description="Write, inspect, check and convert calibration-suite HDF5 runs.",
-        epilog="Exit codes: 0 ok, 1 problems found, 2 unreadable input or bad usage, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 problems found, 2 unreadable input or bad usage, 130 interrupted, "
+               "141 output pipe closed.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
@@ -46,12 +64,45 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_ERROR
+    return run_command(args)
+
+
+def run_command(args) -> int:
+    """Run the parsed command; turn every failure into one line on stderr and an exit code."""
+    prog = f"calibsuite-h5 {args.command}"
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here at the latest
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except H5SourceError as exc:
-        print(f"calibsuite-h5 {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        error(prog, exc)
+    except (OSError, MemoryError) as exc:
+        error(prog, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the one place every other failure becomes a line
+        if args.verbose >= 2:
+            raise
+        log.debug("traceback", exc_info=True)
+        error(prog, f"unexpected {type(exc).__name__}: {exc} (please report it; -vv shows the traceback)")
+    return EXIT_ERROR
+
+
+def error(prog: str, message) -> None:
+    """Print ``prog: error: message`` on stderr, on one line."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing to flush at exit
+        pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from . import UsageError
 
 
 def add_parser(sub) -> None:
@@ -32,8 +32,9 @@ def run(args) -> int:
     from ..convert import convert
 
     if args.exp and args.run is None:
-        print("calibsuite-h5 convert: error: --exp needs --run", file=sys.stderr)
-        return 2
+        raise UsageError("--exp needs --run")
+    if args.run is not None and not args.exp:
+        raise UsageError("--run goes with --exp (with --files, psana reads the file's own run)")
     summary = convert(args.out, files=args.files, exp=args.exp, run=args.run, dir=args.dir, detectors=args.detectors,
                       max_events=args.max_events, script_type=args.script_type, compression=args.compression,
                       timing=args.timing, beam_monitors=args.beam_monitor, overwrite=args.overwrite)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import UsageError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -81,8 +83,11 @@ def run(args) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "demo_delayScan.h5"
-        synthetic = SyntheticRun("delayScan", detector=args.detector, events=args.events, steps=args.steps,
-                                 seed=args.seed, constants=False)  # calib = masked raw ADU, compared in ADU
+        try:
+            synthetic = SyntheticRun("delayScan", detector=args.detector, events=args.events, steps=args.steps,
+                                     seed=args.seed, constants=False)  # calib = masked raw ADU, compared in ADU
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         t = time.perf_counter()
         truth = synthetic.write(path, overwrite=True, location="demo", experiment="demo")
         t_write = time.perf_counter() - t

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import UsageError
+
 
 def _floats(text: str) -> list[float]:
     try:
@@ -78,8 +80,7 @@ def run(args) -> int:
             flux_monitor=None if args.flux_monitor.lower() == "none" else args.flux_monitor,
             flux_sign=args.flux_sign, constants=args.constants, gain=args.gain, noise=args.noise)
     except ValueError as exc:
-        print(f"calibsuite-h5 fake: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     bar = None
     try:
         from tqdm import tqdm

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from ..errors import H5SourceError
+from . import error
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def run(args) -> int:
         try:
             s = summarise(path)
         except H5SourceError as exc:
-            print(f"calibsuite-h5 info: error: {exc}", file=sys.stderr)
+            error("calibsuite-h5 info", exc)  # and go on with the next file
             status = 2
             continue
         if args.json:
