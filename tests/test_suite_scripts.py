@@ -287,3 +287,26 @@ def test_flux_pairs_survive_mpi(suite, workdir, epixm_linearity_mfx, ranks):
     # the signal follows the paired flux (the point of a linearity scan)
     slope = np.polyfit(flux, roi, 1)[0]
     assert slope == pytest.approx(truth.adu_per_flux, rel=0.05)
+
+
+# -- searchForNonSwitching (LinearityPlotsAutoranging): which pixels never / always switch ----------
+
+def test_search_for_non_switching(suite, workdir):
+    """Steady flux right at the gain switch: pixels with high pedestals always switch, low ones never."""
+    run = workdir / "linearity_switch_mfx.h5"
+    SyntheticRun("linearity", "epixM", events=6, steps=1, seed=5, scan_values=[1.0], flux_jitter=0.0,
+                 adu_per_flux=(1 << 15) - 1000.0, timing=True, flux_sign=-1.0).write(run)
+    out = workdir / "out_sfns"
+    (out / "scan").mkdir(parents=True)
+    cfg = mfx_config(workdir / "cfg_sfns.py")
+    proc = run_script(suite, "searchForNonSwitching.py",
+                      ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run), "--special", "testing"],
+                      out_root=out)
+    reported = dict(line.split(": ") for line in proc.stdout.splitlines() if line.endswith(" gain"))
+    with h5py.File(run) as f:   # the frame events' frames: the 10 x 10 corner of module 0
+        switched = np.concatenate([f[f"epixM/{k}"][()][f[f"epixM/present/{k}"][()].astype(bool), 0, :10, :10]
+                                   for k in range(1)]) > (1 << 15)
+    expect = {f"{x}x{y}": ("low gain" if switched[:, x, y].all() else "high/medium gain")
+              for x in range(10) for y in range(10) if switched[:, x, y].all() or not switched[:, x, y].any()}
+    assert "low gain" in expect.values() and "high/medium gain" in expect.values()
+    assert reported == expect
