@@ -97,7 +97,7 @@ class EventArray:
 
     @guarded(_ea_where)
     def _resolve(self) -> h5py.Dataset:
-        from .errors import InconsistentRunError
+        from .errors import EventCountError
 
         if self._n is None:  # counted with the other datasets of its step, which opens it
             self._count()
@@ -105,8 +105,8 @@ class EventArray:
         ds = self._open()
         file, where = self.where()
         if ds.shape is None or ds.shape[:1] != (self.n,):
-            raise InconsistentRunError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
-                                       file=file, h5path=where)
+            raise EventCountError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
+                                  file=file, h5path=where)
         return ds
 
     def read(self, i: int) -> np.ndarray:
