@@ -59,6 +59,11 @@ _NOT_FIELDS = {"present", "calib", "nEvents"}
 def resolve_max_retries(max_retries=None) -> float:
     """Seconds to wait for new data: ``max_retries``, else ``PS_R_MAX_RETRIES``, else 60.
 
+    As in psana, ``PS_R_MAX_RETRIES`` is read from the environment (note that
+    psana itself sets it to 0 in its process whenever it opens a non-live
+    DataSource, and so does not wait afterwards; pass ``max_retries=`` to be
+    independent of that).
+
     Raises
     ------
     H5SourceError

@@ -55,6 +55,12 @@ WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_retry_limit(monkeypatch):
+    """psana sets PS_R_MAX_RETRIES=0 in its process for every non-live DataSource (an earlier test's)."""
+    monkeypatch.delenv("PS_R_MAX_RETRIES", raising=False)
+
+
 def frame(v):
     return np.random.default_rng(v).integers(0, 2**16, (2, 3, 4), dtype=np.uint16)
 
