@@ -9,7 +9,8 @@ events; ``rms``: the pixel noise, each pixel's rms over the step's events,
 averaged over pixels; ``flux``: the mean of a beam monitor's ``peakAmplitude``
 (or ``flux``) over the events that have one, when the run has one.) The step
 being written shows as a progress line on stderr, refreshed every
-``--progress-every`` seconds.
+``--progress-every`` seconds. A run file that does not exist yet is waited
+for, as long as new data is (``--max-retries``).
 """
 
 from __future__ import annotations
@@ -103,8 +104,6 @@ def _scan_text(run, step) -> str:
 def run(args) -> int:
     from ..factory import DataSource
 
-    if not Path(args.file).exists():
-        raise NotHDF5Error("file does not exist", file=args.file)
     progress_tty = sys.stderr.isatty()
     try:
         ds = DataSource(files=args.file, live=True, max_retries=args.max_retries)
@@ -120,21 +119,22 @@ def run(args) -> int:
         n_steps = n_events = 0
         for step in the_run.steps():
             stats, last = StepStats(), time.monotonic()
-            scan = _scan_text(the_run, step)
             for evt in step.events():
                 stats.add(det.raw.raw(evt) if det is not None else None,
                           _flux(flux_det, flux_src[1], evt) if flux_det is not None else None)
                 if time.monotonic() - last >= args.progress_every:
                     last = time.monotonic()
-                    line = f"step {step.index}  {scan}  ... {stats.summary()} so far"
+                    line = f"step {step.index}  {_scan_text(the_run, step)}  ... {stats.summary()} so far"
                     print(f"\r{line}\033[K" if progress_tty else line, end="" if progress_tty else "\n",
                           file=sys.stderr, flush=True)
             if progress_tty:
                 print("\r\033[K", end="", file=sys.stderr, flush=True)
-            print(f"step {step.index}  {scan}  {stats.summary()}", flush=True)
+            print(f"step {step.index}  {_scan_text(the_run, step)}  {stats.summary()}", flush=True)
             n_steps += 1
             n_events += stats.events
     except WriterGoneError as exc:
+        if not Path(args.file).exists():  # nothing appeared to watch: bad input
+            raise NotHDF5Error(f"file does not exist ({exc.rule})", file=args.file) from exc
         print(f"calibsuite-h5 watch: the run is incomplete: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_WRITER_GONE
     print(f"run complete: {n_steps} steps, {n_events} events", flush=True)
