@@ -17,6 +17,9 @@ Run by hand::
    the time from the end of the writer's flush that made it durable to the
    moment ``step.events()`` yielded it and its frame was read. Median and
    worst are printed.
+3. **Consistency** (``--stress N``): a writer writes 3 steps of N small
+   frames as fast as it can, flushing every 100 events; the live reader
+   checks every event's data and counts the reads it had to retry.
 """
 
 from __future__ import annotations
@@ -124,18 +127,60 @@ def latency(directory: Path, n: int, rate: float, flush_every: int) -> None:
           f"95% {np.percentile(d, 95):.1f} ms, worst {d.max():.1f} ms")
 
 
+STRESS_WRITER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from calibsuite_h5source import RunWriter
+
+    path, steps, n, flush_every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    with RunWriter(path, 'dark', flush_every=flush_every) as w:
+        for k in range(steps):
+            with w.step() as s:
+                for i in range(n):
+                    v = k * n + i
+                    s.event(epixM=np.full((2, 16, 16), v % 65521, np.uint16), wave8={'amp': float(v)})
+""")
+
+
+def stress(directory: Path, steps: int, n: int, flush_every: int) -> None:
+    path = directory / "stress.h5"
+    path.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", STRESS_WRITER, str(path), str(steps), str(n), str(flush_every)])
+    wrong = checked = 0
+    try:
+        run = next(DataSource(files=str(path), live=True, max_retries=30).runs())
+        det, amp = run.Detector("epixM"), run.Detector("wave8")
+        for evt in run.events():
+            v = evt._step * n + evt._i
+            wrong += not (np.all(det.raw.raw(evt) == v % 65521) and amp.raw.amp(evt) == v)
+            checked += 1
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    retries = getattr(getattr(run, "_live", None), "follower", None)
+    print(f"\n3. consistency: {steps} steps of {n} small frames flushed every {flush_every} events, followed live:")
+    print(f"   {checked} events checked, {wrong} wrong, "
+          f"{retries.retries if retries else 0} reads retried after a failed allocation check or read")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=600, help="frames per write configuration")
     p.add_argument("--repeats", type=int, default=2, help="best of this many writes")
     p.add_argument("--rate", type=float, default=100.0, help="frames per second of the latency writer")
     p.add_argument("--latency-events", type=int, default=500)
+    p.add_argument("--stress", type=int, default=0, metavar="N",
+                   help="also follow 3 steps of N small frames written as fast as possible, checking every event")
     p.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         print(f"calibsuite_h5source live benchmark ({os.cpu_count()} cores, files in {d})")
         flush_cost(Path(d), args.events, args.repeats)
         latency(Path(d), args.latency_events, args.rate, 10)
+        if args.stress:
+            stress(Path(d), 3, args.stress, 100)
 
 
 if __name__ == "__main__":

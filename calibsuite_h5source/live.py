@@ -183,6 +183,8 @@ class Follower:
         self.file: h5py.File | None = None
         self.state: WriterState | None = None
         self._datasets: dict[str, h5py.Dataset] = {}
+        #: reads retried after a failed allocation check or read (caught mid-update)
+        self.retries = 0
 
     def reopen(self) -> WriterState:
         """Close and reopen the file; return the header's state. Transient failures are retried."""
@@ -246,6 +248,7 @@ class Follower:
                 raise
             except (_NotYetVisible, OSError, KeyError, RuntimeError, ValueError) as exc:
                 last = exc
+                self.retries += 1
                 log.debug("%s: %s; reopening (attempt %d)", self.path, exc, attempt + 1)
                 time.sleep(0.002 * (attempt + 1))
                 self.reopen()
@@ -402,7 +405,7 @@ class LiveIndex:
             raise WriterGoneError(f"the writer discarded step {len(self.counts) - 1} after an error inside it"
                                   f"{f' ({state.error})' if state.error else ''}; its events read so far are void",
                                   file=self.follower.path)
-        grew = counts != self.counts or state.complete != idx.complete
+        grew = counts != self.counts or state.steps_complete != self.finished or state.complete != idx.complete
         idx.complete = state.complete
         if not grew:
             return False

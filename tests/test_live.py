@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 #: The writer: ``python -c WRITER path steps events sleep flush_every mode``. Event ``i`` of step ``k``
 #: has value ``v = 1000 k + i`` everywhere (frame from a seeded rng, side data, header field, timestamp);
 #: every 5th event has no frame. ``mode``: ``end`` (complete), ``hang`` (after step 2's 10th event: flush,
-#: print 'ready', sleep), ``runs:N`` (write N runs path.0.h5 ... one after the other, no sleep).
+#: print 'ready', sleep), ``pause`` (after step 0: print 'ready', sleep), ``runs:N`` (write N runs path.0.h5 ... one after the other, no sleep).
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
@@ -29,7 +29,7 @@ WRITER = textwrap.dedent("""
     def frame(v):
         return np.random.default_rng(v).integers(0, 2**16, (2, 3, 4), dtype=np.uint16)
 
-    def write(path, steps, events, sleep, flush_every, hang=False):
+    def write(path, steps, events, sleep, flush_every, hang=None):
         with RunWriter(path, 'delayScan', flush_every=flush_every, flush_seconds=0.05) as w:
             for k in range(steps):
                 with w.step(delay=0.5 * k) as s:
@@ -39,10 +39,13 @@ WRITER = textwrap.dedent("""
                                 timestamp=(1 << 40) + v, headers={'epixM': {'frameNo': v}}, scan={'gain': k % 2})
                         if sleep:
                             time.sleep(sleep)
-                        if hang and k == 2 and i == 9:
+                        if hang == 'hang' and k == 2 and i == 9:
                             w.flush()
                             print('ready', flush=True)
                             time.sleep(120)
+                if hang == 'pause' and k == 0:  # between steps
+                    print('ready', flush=True)
+                    time.sleep(120)
 
     path, steps, events, sleep, flush_every, mode = sys.argv[1:7]
     steps, events, sleep, flush_every = int(steps), int(events), float(sleep), int(flush_every)
@@ -50,7 +53,7 @@ WRITER = textwrap.dedent("""
         for j in range(int(mode[5:])):
             write(f'{path}.{j}.h5', steps, events, 0, flush_every)
     else:
-        write(path, steps, events, sleep, flush_every, hang=mode == 'hang')
+        write(path, steps, events, sleep, flush_every, hang=mode)
         print('done', flush=True)
 """)
 
@@ -169,6 +172,24 @@ class _StepAt:
 
     def __init__(self, k):
         self._step = k
+
+
+def test_a_step_ends_when_the_writer_closes_it_not_when_the_next_begins(tmp_path):
+    path = tmp_path / "pause.h5"
+    proc = start_writer(path, steps=3, events=10, sleep=0, flush_every=5, mode="pause")
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        run = next(DataSource(files=str(path), live=True, max_retries=60).runs())
+        steps = run.steps()
+        step = next(steps)
+        t0 = time.monotonic()
+        assert len(list(step.events())) == 10
+        assert time.monotonic() - t0 < 30  # not the 60 s limit: the step's end is seen
+        os.kill(proc.pid, signal.SIGKILL)
+        with pytest.raises(WriterGoneError, match="read 10 events"):
+            next(steps)
+    finally:
+        stop(proc)
 
 
 def test_live_reader_gives_up_when_writer_goes_quiet(tmp_path):
