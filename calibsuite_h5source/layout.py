@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import h5py
@@ -86,8 +87,6 @@ def open_unlocked(path, attempts: int = 5) -> h5py.File:
     A flush of the writer can be caught half-done, so a failed open is
     retried a few times (``attempts``, 20 ms apart) before its error is raised.
     """
-    import time
-
     for attempt in range(attempts):
         try:
             return h5py.File(path, "r", locking=False)
