@@ -195,7 +195,7 @@ class RunIndex:
     script_type: str
     run_id: int
     complete: bool
-    counts: Sequence  # events per step: int64 ndarray, or layout.StepCounts (each step counted when first asked for)
+    n_events: Sequence  # events per step: int64 ndarray, or layout.StepCounts (each step counted when first asked for)
     timestamps: Sequence  # per step: uint64 ndarray (may load on first access)
     timestamps_synthesised: bool
     area: dict[str, AreaSource]
@@ -207,16 +207,11 @@ class RunIndex:
     @property
     def n_steps(self) -> int:
         """Number of (readable) steps."""
-        return len(self.counts)
-
-    @property
-    def n_events(self) -> np.ndarray:
-        """Events per step, int64 ``[n_steps]`` (for a run without the writer's index: every step counted now)."""
-        return np.asarray(self.counts)
+        return len(self.n_events)
 
     def step_events(self, k: int) -> int:
         """Events in step ``k`` (counting only that step when it was not yet counted)."""
-        return int(self.counts[k])
+        return int(self.n_events[k])
 
     def close(self) -> None:
         """Close the HDF5 file."""
