@@ -108,7 +108,7 @@ class StepWriter:
             h5path = f"/{HEADER}/{name}/{self.index}"
             v = values[name] = check_scan_value(name, v, file=w.path, h5path=h5path)
             first = self._scan[name][0] if self._scan.get(name) else block_scan.setdefault(name, v)
-            if first != v:
+            if first != v and not (first != first and v != v):  # NaN throughout a step is constant too
                 self._fail(h5path, f"a per-event scan value must not change inside a step; step {self.index} "
                            f"started with {first!r}, event {self.n_events + position} has {v!r}")
         return timestamp, checked, values, checked_headers

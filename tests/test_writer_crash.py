@@ -59,8 +59,8 @@ LOOPER = textwrap.dedent("""
     import numpy as np
     from calibsuite_h5source import RunWriter
     compression = None if sys.argv[2] == 'none' else sys.argv[2]
-    print('start', flush=True)
     with RunWriter(sys.argv[1], 'delayScan', flush_every=4, compression=compression) as w:
+        print('start', flush=True)        # the kill comes 0 to KILL_WINDOW_S after the file is created
         for k in range(100000):
             with w.step(delay=float(k)) as s:
                 for i in range(3 + k % 7):
@@ -106,7 +106,7 @@ def test_repeated_random_kills_lose_no_flushed_step_and_serve_no_wrong_data(tmp_
         where = f"kill {n} (seed {KILL_SEED}, {delay:.3f} s, {compression}): {confirmed} steps confirmed"
         assert code == -signal.SIGKILL, where
         steps = _read_back(path)
-        if isinstance(steps, H5SourceError):  # killed while creating the file: nothing was confirmed
+        if isinstance(steps, H5SourceError):  # killed before its first step: nothing was confirmed
             assert confirmed == 0, f"{where}; file unreadable: {steps}"
             outcomes["unreadable before any step"] += 1
             continue

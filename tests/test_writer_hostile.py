@@ -206,6 +206,16 @@ def test_bad_step_scan_value_is_refused_at_step(tmp_path, reference, case):
     same(read_run_dict(tmp_path / "run.h5"), reference)
 
 
+def test_nan_scan_value_is_a_value(tmp_path):
+    """NaN is a number: allowed per step, and constant when every event of a step gives it."""
+    with RunWriter(tmp_path / "r.h5", "dark") as w, w.step(delay=float("nan")) as s:
+        for i in range(2):
+            s.event(epixM=frame(i), scan={"gain": float("nan")})
+        with pytest.raises(WriterError, match="started with nan, event 2 has 1.0"):
+            s.event(epixM=frame(3), scan={"gain": 1.0})
+    assert np.isnan(read_run_dict(tmp_path / "r.h5")["ancillaryData"]["gain"][0]).tolist() == [True, True]
+
+
 def test_step_docstring_must_be_str_and_step_value_a_number(tmp_path):
     with RunWriter(tmp_path / "r.h5", "dark") as w:
         with pytest.raises(WriterError, match="step_docstring must be a str"):
