@@ -145,6 +145,7 @@ class StepWriter:
         return col
 
     def _check_open(self) -> None:
+        self.writer._check_open()
         if self._closed:
             raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
 
@@ -365,7 +366,9 @@ class RunWriter:
                                          "or register_script_type())", file=self.path)
         self._compression = compression_kwargs(compression, compression_opts)
         self.compression = compression
-        self.flush_every = max(1, int(flush_every))
+        if isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer)) or flush_every < 1:
+            raise WriterError(f"flush_every must be a positive int; found {flush_every!r}", file=self.path)
+        self.flush_every = int(flush_every)
         reserved = sorted({"complete", "stepsComplete", "error"} & set(header))
         if reserved:
             raise WriterError(f"header attributes {reserved} are set by the writer; do not pass them",
