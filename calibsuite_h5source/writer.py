@@ -47,6 +47,8 @@ from .write_rules import (
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.0"
+
+
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
