@@ -22,9 +22,16 @@ import math
 import numpy as np
 
 from .detector_types import detector_type
+from .guard import guarded
 from .index_types import AreaSource, EventArray, ScanVariable
 
 N_EVENTCODES = 288
+
+
+def _calib_where(self, *args, **kwargs):
+    """Where a calibration-constant read failed (for :func:`~calibsuite_h5source.guard.guarded`)."""
+    group = self._src.calib_group
+    return group.file.filename, group.name, "reading the calibration constants"
 
 
 def _located(evt):
@@ -112,6 +119,7 @@ class _AreaRaw:
         value = self._src.headers[field][evt._step].read(evt._i)
         return value.tolist() if isinstance(value, (np.ndarray, np.generic)) else value
 
+    @guarded(_calib_where)
     def _constant(self, method, **kwa):
         """The file's ``calib/<ctype>`` for psana's ``det.raw._<method>()``, shaped as :meth:`raw`; None when absent."""
         cache = self._stored_constants
@@ -139,6 +147,7 @@ class _AreaRaw:
         """``calib/pixel_status`` as uint64 (psana's status dtype), or None, as psana's."""
         return self._constant("_status", **kwa)
 
+    @guarded(_calib_where)
     def _calib_constants(self):
         if self._constants is None:
             group = self._src.calib_group
@@ -238,6 +247,7 @@ class AreaDetector:
         self._src = src
 
     @property
+    @guarded(_calib_where)
     def calibconst(self) -> dict:
         """``{ctype: (array, metadata)}`` from ``calib/``; ``{}`` when the file holds none."""
         group = self._src.calib_group

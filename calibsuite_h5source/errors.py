@@ -15,6 +15,12 @@ __all__ = [
     "FormatError",
     "MissingScriptTypeError",
     "InconsistentRunError",
+    "HeaderError",
+    "DataTypeError",
+    "TimestampError",
+    "EventCountError",
+    "LinkError",
+    "DamagedFileError",
     "UnknownDetectorError",
     "UnknownScriptTypeError",
     "WriterError",
@@ -58,6 +64,34 @@ class MissingScriptTypeError(FormatError):
 
 class InconsistentRunError(FormatError):
     """Detectors, timestamps or scan values disagree on steps or events."""
+
+
+class HeaderError(FormatError):
+    """A header or attribute value of the wrong type or out of range (``run = 'yesterday'``)."""
+
+
+class DataTypeError(FormatError):
+    """Data of a kind the rule does not allow: string or compound frames, a null dataspace."""
+
+
+class TimestampError(FormatError):
+    """Timestamps that are not unsigned, finite 64-bit integers (negative, NaN, compound...)."""
+
+
+class EventCountError(InconsistentRunError):
+    """An event count that is not a non-negative integer no larger than the data."""
+
+
+class LinkError(FormatError):
+    """An external link or virtual-dataset source that leaves the run's folder, is missing, or loops."""
+
+
+class DamagedFileError(NotHDF5Error):
+    """Reading an object of an open file failed: a damaged chunk, header or heap.
+
+    Raised by :mod:`calibsuite_h5source.guard`, which wraps every failure of
+    a read made after the file was opened.
+    """
 
 
 class UnknownDetectorError(H5SourceError, KeyError):

@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from .guard import guarded
+
+
+def _ea_where(self, *args, **kwargs):
+    """``(file, h5path, doing)`` of an EventArray, for :func:`~calibsuite_h5source.guard.guarded`."""
+    return self.where() + (f"reading {self!r}" + (f" event {args[0]}" if args else ""),)
+
+
+def _steps_where(self, k):
+    return self._file, self._h5path, f"loading step {k}"
+
 
 class EventArray:
     """The per-event values of one quantity in one step.
@@ -20,17 +31,32 @@ class EventArray:
     dataset per step and ``(step,)`` for padded ``[nSteps, maxEvents, ...]``.
 
     A lazy array (``group`` and ``name`` instead of ``dataset``) opens its
-    dataset on first use and checks it against what the index promised: ``n``
-    events and, when given, ``expect = (per-event shape, dtype)``.
+    dataset on first use (through :func:`calibsuite_h5source.links.open_member`,
+    so its link is checked against ``origin``) and checks it against what the
+    index promised: ``n`` events and, when given, ``expect = (per-event shape,
+    dtype)``.
+
+    Every read goes through :func:`calibsuite_h5source.guard.guarded`: a
+    failure is raised as an :class:`~calibsuite_h5source.errors.H5SourceError`
+    naming the file and dataset.
     """
 
-    __slots__ = ("_dataset", "prefix", "n", "_group", "_name", "_expect")
+    __slots__ = ("_dataset", "prefix", "n", "_group", "_name", "_expect", "_origin")
 
-    def __init__(self, dataset, prefix: tuple, n: int, *, group=None, name=None, expect=None):
+    def __init__(self, dataset, prefix: tuple, n: int, *, group=None, name=None, expect=None, origin=None):
         self._dataset = dataset
         self.prefix = prefix
         self.n = n
-        self._group, self._name, self._expect = group, name, expect
+        self._group, self._name, self._expect, self._origin = group, name, expect, origin
+
+    def where(self) -> tuple[str | None, str | None]:
+        """``(file, h5path)`` of the data (never raises)."""
+        try:
+            if self._dataset is not None:
+                return self._dataset.file.filename, self._dataset.name
+            return self._group.file.filename, f"{self._group.name.rstrip('/')}/{self._name}"
+        except Exception:
+            return None, self._name
 
     @property
     def dataset(self) -> h5py.Dataset:
@@ -39,42 +65,59 @@ class EventArray:
             ds = self._dataset = self._resolve()
         return ds
 
+    @guarded(_ea_where)
     def _resolve(self) -> h5py.Dataset:
         from .errors import FormatError, InconsistentRunError
+        from .links import open_member
 
         group, name = self._group, self._name
-        where = f"{group.name.rstrip('/')}/{name}"
-        ds = group.get(name)
+        file, where = self.where()
+        ds = open_member(group, name, self._origin) if self._origin is not None else group.get(name)
         if not isinstance(ds, h5py.Dataset):
-            raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=group.file.filename, h5path=where)
-        if ds.shape[:1] != (self.n,):
+            raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=file, h5path=where)
+        if ds.shape is None or ds.shape[:1] != (self.n,):
             raise InconsistentRunError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
-                                       file=group.file.filename, h5path=where)
+                                       file=file, h5path=where)
         if self._expect is not None and (ds.shape[1:], ds.dtype) != self._expect:
             raise FormatError(f"per-event shape/dtype must be the same in every step; step 0 has {self._expect[0]} "
-                              f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=group.file.filename, h5path=where)
+                              f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=file, h5path=where)
         return ds
 
+    @guarded(_ea_where)
     def read(self, i: int) -> np.ndarray:
         """Read event ``i`` (one HDF5 read of one event)."""
         return self.dataset[self.prefix + (i,)]
 
+    @guarded(_ea_where)
+    def read_range(self, start: int, stop: int) -> np.ndarray:
+        """Read events ``start:stop``."""
+        return self.dataset[self.prefix + (slice(start, stop),)]
+
     def read_all(self) -> np.ndarray:
         """Read every event of the step (for small side data only)."""
-        return self.dataset[self.prefix + (slice(0, self.n),)]
+        return self.read_range(0, self.n)
 
     def __repr__(self):
         return f"<EventArray {self._name or self._dataset} n={self.n}>"
 
 
 class LazySteps(Sequence):
-    """A per-step sequence whose items are loaded on first access and cached."""
+    """A per-step sequence whose items are loaded on first access and cached.
 
-    def __init__(self, n: int, load):
+    ``load(k)`` runs under :func:`calibsuite_h5source.guard.guarded`, with
+    ``file`` and ``h5path`` naming what it loads.
+    """
+
+    def __init__(self, n: int, load, file: str | None = None, h5path: str | None = None):
         self._n, self._load, self._cache = n, load, {}
+        self._file, self._h5path = file, h5path
 
     def __len__(self) -> int:
         return self._n
+
+    @guarded(_steps_where)
+    def _load_step(self, k):
+        return self._load(k)
 
     def __getitem__(self, k):
         if isinstance(k, slice):
@@ -85,7 +128,7 @@ class LazySteps(Sequence):
         try:
             return self._cache[k]
         except KeyError:
-            value = self._cache[k] = self._load(k)
+            value = self._cache[k] = self._load_step(k)
             return value
 
 

@@ -16,13 +16,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from . import rules
 from .detector_types import DETECTOR_TYPES
 from .errors import (
+    DataTypeError,
+    EventCountError,
     FormatError,
     InconsistentRunError,
     NotHDF5Error,
 )
+from .guard import guard
 from .index_types import EventArray
+from .links import Origin, items, open_member
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +50,11 @@ def step_number(name: str) -> int | None:
 
 def open_h5(path) -> h5py.File:
     """Open ``path`` read-only, turning every failure into a clear :class:`NotHDF5Error`."""
-    p = Path(path)
+    with guard(str(path), None, "opening the file"):
+        return _open_h5(Path(path))
+
+
+def _open_h5(p: Path) -> h5py.File:
     if not p.exists():
         raise NotHDF5Error("file does not exist", file=str(p))
     if p.is_dir():
@@ -62,6 +71,9 @@ def open_h5(path) -> h5py.File:
     try:
         return h5py.File(p, "r")
     except OSError as exc:
+        if "unable to lock file" in str(exc).lower():
+            raise NotHDF5Error(f"the file is being written: another process holds its lock ({exc}); "
+                               "read it when the writer has closed it", file=str(p)) from exc
         raise NotHDF5Error(f"HDF5 file is truncated or corrupted: {exc}", file=str(p)) from exc
 
 
@@ -78,35 +90,88 @@ def to_python(value):
     return value
 
 
-def read_header(f: h5py.File) -> dict:
-    """Return the header: ``/ancillaryData`` attributes and scalar datasets (legacy: root)."""
+def read_header(f: h5py.File, origin: Origin | None = None) -> dict:
+    """Return the header: ``/ancillaryData`` attributes and scalar datasets (legacy: root).
+
+    Values are decoded (:func:`calibsuite_h5source.rules.decode`) and every
+    documented one checked against its rule (:data:`calibsuite_h5source.rules.HEADER`).
+
+    Raises
+    ------
+    HeaderError
+        A documented header value of the wrong type or out of range.
+    """
+    origin = origin or Origin(f.filename)
     header = {}
-    group = f.get(HEADER)
+    group = open_member(f, HEADER, origin)
+    where = f"/{HEADER}"
     if isinstance(group, h5py.Group):
-        header.update({k: to_python(v) for k, v in group.attrs.items()})
-        for k, obj in group.items():
+        header.update({k: rules.decode(v) for k, v in group.attrs.items()})
+        for k, obj in items(group, origin):
             if isinstance(obj, h5py.Dataset) and obj.shape == () and k not in header:
-                header[k] = to_python(obj[()])
-    elif "scriptType" not in header:  # legacy files keep it at the root
+                header[k] = rules.decode(obj[()])
+    else:  # legacy files keep it at the root
+        where = "/"
         if "scriptType" in f.attrs:
-            header["scriptType"] = to_python(f.attrs["scriptType"])
-        elif isinstance(f.get("scriptType"), h5py.Dataset):
-            header["scriptType"] = to_python(f["scriptType"][()])
-    return header
+            header["scriptType"] = rules.decode(f.attrs["scriptType"])
+        else:
+            obj = open_member(f, "scriptType", origin)
+            if isinstance(obj, h5py.Dataset) and obj.shape is not None:
+                header["scriptType"] = rules.decode(obj[()])
+    return rules.apply(rules.HEADER, header, origin.file, where)
 
 
-def detect_layout(f: h5py.File) -> str:
+def detect_layout(f: h5py.File, origin: Origin | None = None) -> str:
     """Return ``'legacy'``, ``'stepgroups'``, ``'padded'`` or ``'canonical'``."""
-    if isinstance(f.get("frames"), h5py.Dataset):
+    origin = origin or Origin(f.filename)
+    if isinstance(open_member(f, "frames", origin), h5py.Dataset):
         return "legacy"
     names = list(f.keys())
     if any(name.startswith("step") and step_number(name) is not None for name in names):
         return "stepgroups"
-    if "nEvents" in names or isinstance(f.get("timestamp"), h5py.Dataset):
+    if "nEvents" in names or isinstance(open_member(f, "timestamp", origin), h5py.Dataset):
         return "padded"
-    if any(isinstance(f[n], h5py.Dataset) for n in names if n not in RESERVED_ROOT):
+    if any(isinstance(open_member(f, n, origin), h5py.Dataset) for n in names if n not in RESERVED_ROOT):
         return "padded"
     return "canonical"
+
+
+def event_counts(values, file: str, h5path: str, limit: int | None = None) -> np.ndarray:
+    """Return declared event counts as int64 after checking the rule; raise :class:`EventCountError`.
+
+    Counts must be non-negative integers (integral floats are accepted) and,
+    when ``limit`` is given, no larger than it (the events the data holds).
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise EventCountError(f"event counts must be a 1-D array of integers; found {values.dtype} shape {values.shape}",
+                              file=file, h5path=h5path)
+    bad = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
+    with np.errstate(invalid="ignore"):
+        bad |= values < 0
+        if values.dtype.kind == "f":
+            bad |= values != np.round(values)
+        if limit is not None:
+            bad |= values > limit
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        rule = "non-negative integers" + ("" if limit is None else f" no larger than the data ({limit} events)")
+        raise EventCountError(f"event counts must be {rule}; step {k} has {values[k].item()!r} "
+                              f"(counts {values.tolist()[:20]})", file=file, h5path=h5path)
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        raise EventCountError(f"event counts must fit in int64; found {values.max()}", file=file, h5path=h5path)
+    return values.astype(np.int64)
+
+
+def events_in(ds: h5py.Dataset, file: str) -> int:
+    """Return the length of ``ds``'s event axis; raise :class:`DataTypeError` when it has none."""
+    if ds.shape is None:
+        raise DataTypeError("per-event data must be an array with an event axis; found a null dataspace (no data)",
+                            file=file, h5path=ds.name)
+    if ds.ndim == 0:
+        raise DataTypeError("per-event data must be an array with an event axis; found a scalar",
+                            file=file, h5path=ds.name)
+    return ds.shape[0]
 
 
 class LayoutMembers:
@@ -115,17 +180,18 @@ class LayoutMembers:
     ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path, headers}}``
     (``headers``: ``{field: {k: EventArray}}``, the per-event header fields
     ``/<name>/<field>/<step>`` of the canonical layout);
-    ``side``: ``{name: {field: {k: EventArray}}}``; ``timestamps``: ``{k: array or name}``.
+    ``side``: ``{name: {field: {k: EventArray}}}``; ``timestamps``: ``{k: EventArray}``.
     :mod:`calibsuite_h5source.run_index` checks and normalises them; the
     validator runs its own checks on them.
     """
 
-    def __init__(self, f: h5py.File, path: str):
+    def __init__(self, f: h5py.File, path: str, origin: Origin | None = None):
         self.f = f
         self.path = path
+        self.origin = origin or Origin(path)
         self.area: dict[str, dict] = {}  # name -> {steps: {k: EventArray}, present: {k: arr}, ...}
         self.side: dict[str, dict[str, dict[int, EventArray]]] = {}
-        self.timestamps: dict[int, np.ndarray] = {}
+        self.timestamps: dict[int, EventArray] = {}
         self.ts_path = "/timestamp"
         self.ts_group = None
         self.indexed = False
@@ -134,9 +200,21 @@ class LayoutMembers:
         return cls(message, file=self.path, h5path=h5path)
 
     # -- collection, one method per layout ---------------------------------------
+    def member(self, group: h5py.Group, name: str):
+        """``group[name]`` with its link checked (:func:`calibsuite_h5source.links.open_member`); None if absent."""
+        return open_member(group, name, self.origin)
+
+    def items(self, group: h5py.Group):
+        """``(name, object)`` of every member of ``group``, links checked."""
+        return items(group, self.origin)
+
+    def event_array(self, ds: h5py.Dataset) -> EventArray:
+        """One dataset per step: ``[nEvents, ...]``."""
+        return EventArray(ds, (), events_in(ds, self.path))
+
     def steps_of(self, group: h5py.Group) -> dict[int, h5py.Dataset]:
         out = {}
-        for name, obj in group.items():
+        for name, obj in self.items(group):
             k = step_number(name)
             if k is not None and isinstance(obj, h5py.Dataset):
                 if k in out:
@@ -148,41 +226,40 @@ class LayoutMembers:
         self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path,
                                headers=headers or {})
 
-    @staticmethod
-    def header_groups(group: h5py.Group) -> dict[str, h5py.Group]:
+    def header_groups(self, group: h5py.Group) -> dict[str, h5py.Group]:
         """An area detector's header-field sub-groups: those holding step members, but not ``present``/``calib``."""
-        return {name: sub for name, sub in group.items()
+        return {name: sub for name, sub in self.items(group)
                 if name not in RESERVED_DETECTOR and step_number(name) is None and isinstance(sub, h5py.Group)
                 and any(step_number(m) is not None for m in sub)}
 
     def collect_canonical(self):
-        for name, obj in self.f.items():
+        for name, obj in self.items(self.f):
             if name in (HEADER,) or not isinstance(obj, h5py.Group):
                 continue
             if name == "timestamp":
-                self.timestamps = {k: ds[()] for k, ds in self.steps_of(obj).items()}
+                self.timestamps = {k: self.event_array(ds) for k, ds in self.steps_of(obj).items()}
                 continue
             steps = self.steps_of(obj)
             if steps:
-                present = obj.get("present")
+                present = self.member(obj, "present")
+                calib = self.member(obj, "calib")
                 self.add_area(
                     name, obj.name,
-                    {k: EventArray(ds, (), ds.shape[0] if ds.ndim else 0) for k, ds in steps.items()},
+                    {k: self.event_array(ds) for k, ds in steps.items()},
                     dict(obj.attrs),
-                    present={k: ds[()].astype(bool) for k, ds in self.steps_of(present).items()}
+                    present={k: self.event_array(ds).read_all().astype(bool) for k, ds in self.steps_of(present).items()}
                     if isinstance(present, h5py.Group) else None,
-                    calib=obj.get("calib") if isinstance(obj.get("calib"), h5py.Group) else None,
-                    headers={field: {k: EventArray(ds, (), ds.shape[0] if ds.ndim else 0)
-                                     for k, ds in self.steps_of(sub).items()}
+                    calib=calib if isinstance(calib, h5py.Group) else None,
+                    headers={field: {k: self.event_array(ds) for k, ds in self.steps_of(sub).items()}
                              for field, sub in self.header_groups(obj).items()},
                 )
                 continue
             fields = {}
-            for field_name, sub in obj.items():
+            for field_name, sub in self.items(obj):
                 if isinstance(sub, h5py.Group):
                     fsteps = self.steps_of(sub)
                     if fsteps:
-                        fields[field_name] = {k: EventArray(ds, (), ds.shape[0] if ds.ndim else 0) for k, ds in fsteps.items()}
+                        fields[field_name] = {k: self.event_array(ds) for k, ds in fsteps.items()}
             if fields:
                 self.side[name] = fields
             else:
@@ -210,23 +287,30 @@ class LayoutMembers:
             return {k: steps[k] for k in range(n)}
 
         def lazy(group, names, with_expect=True):
-            first = group[names[0]]
+            if not names:
+                return {}
+            first = self.member(group, names[0])
+            if not isinstance(first, h5py.Dataset):
+                raise self.error(FormatError, f"{group.name}/{names[0]}", f"expected a dataset; found {type(first).__name__}")
+            events_in(first, self.path)
             expect = (first.shape[1:], first.dtype) if with_expect else None
-            return {k: EventArray(first if k == 0 else None, (), int(counts[k]), group=group, name=m, expect=expect)
-                    for k, m in names.items()}
+            steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin)
+                     for k, m in names.items()}
+            steps[0]._dataset = steps[0]._resolve()
+            return steps
 
-        for name, obj in self.f.items():
+        for name, obj in self.items(self.f):
             if name == HEADER or not isinstance(obj, h5py.Group):
                 continue
             if name == "timestamp":
-                self.timestamps = named_steps(obj, obj.name)
+                self.timestamps = lazy(obj, named_steps(obj, obj.name), with_expect=False)
                 self.ts_group = obj
                 continue
             step_members = [m for m in obj if step_number(m) is not None]
             if step_members:
                 names = named_steps(obj, obj.name)
-                present = obj.get("present")
-                calib = obj.get("calib")
+                present = self.member(obj, "present")
+                calib = self.member(obj, "calib")
                 self.add_area(name, obj.name, lazy(obj, names), dict(obj.attrs),
                               present={"group": present} if isinstance(present, h5py.Group) else None,
                               calib=calib if isinstance(calib, h5py.Group) else None,
@@ -234,70 +318,76 @@ class LayoutMembers:
                                        for field, sub in self.header_groups(obj).items()})
                 continue
             fields = {}
-            for field_name in obj:
-                sub = obj[field_name]
+            for field_name, sub in self.items(obj):
                 if isinstance(sub, h5py.Group):
                     fields[field_name] = lazy(sub, named_steps(sub, sub.name))
             if fields:
                 self.side[name] = fields
 
     def collect_padded(self):
-        n_events = self.f.get("nEvents")
+        def read_counts(ds):
+            if not isinstance(ds, h5py.Dataset) or ds.shape is None:
+                raise self.error(EventCountError, getattr(ds, "name", "/nEvents"),
+                                 f"nEvents must be a 1-D integer dataset; found {type(ds).__name__}")
+            return event_counts(ds[()], self.path, ds.name)
+
+        n_events = self.member(self.f, "nEvents")
         if n_events is None:  # a detector group's own nEvents then holds for the whole run
-            n_events = next((g["nEvents"] for g in self.f.values()
-                             if isinstance(g, h5py.Group) and isinstance(g.get("nEvents"), h5py.Dataset)), None)
-        root_n = None if n_events is None else np.asarray(n_events[()], dtype=np.int64)
+            n_events = next((sub for _, g in self.items(self.f) if isinstance(g, h5py.Group)
+                             for sub in [self.member(g, "nEvents")] if isinstance(sub, h5py.Dataset)), None)
+        root_n = None if n_events is None else read_counts(n_events)
 
         def padded(ds, n):
-            if ds.ndim < 2:
+            if ds.shape is None or ds.ndim < 2:
                 raise self.error(FormatError, ds.name, f"padded data must be [nSteps, maxEvents, ...]; found shape {ds.shape}")
             counts = np.full(ds.shape[0], ds.shape[1], dtype=np.int64) if n is None else n
             if len(counts) != ds.shape[0]:
                 raise self.error(InconsistentRunError, ds.name,
                                  f"nEvents has {len(counts)} entries but the data has {ds.shape[0]} steps")
             if np.any(counts > ds.shape[1]) or np.any(counts < 0):
-                raise self.error(InconsistentRunError, ds.name,
+                raise self.error(EventCountError, ds.name,
                                  f"nEvents {counts.tolist()} exceeds the padded event axis ({ds.shape[1]})")
             return {k: EventArray(ds, (k,), int(counts[k])) for k in range(ds.shape[0])}
 
-        for name, obj in self.f.items():
+        for name, obj in self.items(self.f):
             if name in (HEADER, "nEvents"):
                 continue
             if name == "timestamp":
-                self.timestamps = {k: ea.read_all() for k, ea in padded(obj, root_n).items()}
+                self.timestamps = padded(obj, root_n)
                 continue
             if isinstance(obj, h5py.Dataset):
                 self.add_area(name, obj.name, padded(obj, root_n), dict(obj.attrs))
             elif isinstance(obj, h5py.Group):
-                local_n = np.asarray(obj["nEvents"][()], dtype=np.int64) if "nEvents" in obj else root_n
-                data = [ds for k, ds in obj.items() if isinstance(ds, h5py.Dataset) and k != "nEvents"]
-                if len(data) == 1 and data[0].ndim == 5 and "nEvents" in obj:
+                members = dict(self.items(obj))
+                local_n = read_counts(members["nEvents"]) if "nEvents" in members else root_n
+                data = [ds for k, ds in members.items() if isinstance(ds, h5py.Dataset) and k != "nEvents"]
+                if len(data) == 1 and data[0].ndim == 5 and "nEvents" in members:
                     self.add_area(name, obj.name, padded(data[0], local_n), dict(obj.attrs))
                 else:
-                    self.side[name] = {k: padded(ds, local_n) for k, ds in obj.items()
+                    self.side[name] = {k: padded(ds, local_n) for k, ds in members.items()
                                        if isinstance(ds, h5py.Dataset) and k != "nEvents"}
 
     def collect_stepgroups(self):
-        for gname, group in self.f.items():
+        for gname, group in self.items(self.f):
             k = step_number(gname)
             if k is None or not gname.startswith("step") or not isinstance(group, h5py.Group):
                 continue
-            for name, obj in group.items():
+            for name, obj in self.items(group):
                 if name == "timestamp" and isinstance(obj, h5py.Dataset):
-                    self.timestamps[k] = obj[()]
+                    self.timestamps[k] = self.event_array(obj)
                 elif isinstance(obj, h5py.Dataset):
                     entry = self.area.setdefault(name, dict(steps={}, attrs=dict(obj.attrs), present={}, calib=None,
                                                             h5path=f"/step<k>/{name}"))
-                    entry["steps"][k] = EventArray(obj, (), obj.shape[0] if obj.ndim else 0)
+                    entry["steps"][k] = self.event_array(obj)
                 elif isinstance(obj, h5py.Group):
-                    for field_name, ds in obj.items():
+                    for field_name, ds in self.items(obj):
                         if isinstance(ds, h5py.Dataset):
-                            self.side.setdefault(name, {}).setdefault(field_name, {})[k] = EventArray(ds, (), ds.shape[0])
+                            self.side.setdefault(name, {}).setdefault(field_name, {})[k] = self.event_array(ds)
         self.ts_path = "/step<k>/timestamp"
 
     def collect_legacy(self):
-        frames = self.f["frames"]
-        if frames.ndim != 5:
+        frames = self.member(self.f, "frames")
+        if frames.shape is None or frames.ndim != 5:
             raise self.error(FormatError, frames.name,
                              f"legacy frames must be [step, event, module, row, col]; found shape {frames.shape}")
         name = to_python(frames.attrs.get("detector", "")) or _legacy_detector_name(frames.shape[2:])

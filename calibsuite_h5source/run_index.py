@@ -16,24 +16,27 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
+from . import rules
 from . import timestamps as _ts
 from .errors import (
+    DataTypeError,
     FormatError,
-    H5SourceError,
     InconsistentRunError,
     MissingScriptTypeError,
-    NotHDF5Error,
 )
+from .guard import guard
 from .index_types import AreaSource, EventArray, LazySteps, RunIndex, ScanVariable
 from .layout import (
     HEADER,
     LayoutMembers,
     detect_layout,
+    event_counts,
     open_h5,
     read_header,
     step_number,
     to_python,
 )
+from .links import Origin
 from .script_types import is_known_script_type
 
 log = logging.getLogger(__name__)
@@ -48,25 +51,44 @@ def _present_masks(b: LayoutMembers, entry: dict, steps: list) -> Sequence:
         names = {step_number(m): m for m in group}
         if k not in names:
             return None
-        mask = group[names[k]][()].astype(bool)
-        if mask.shape != (steps[k].n,):
-            raise b.error(InconsistentRunError, f"{group.name}/{names[k]}",
-                          f"present mask must have nEvents={steps[k].n} entries; found {mask.shape}")
-        return mask
+        ds = b.member(group, names[k])
+        where = f"{group.name}/{names[k]}"
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (steps[k].n,):
+            raise b.error(InconsistentRunError, where, f"present mask must have nEvents={steps[k].n} entries; "
+                          f"found {getattr(ds, 'shape', type(ds).__name__)}")
+        if ds.dtype.kind not in "biu":
+            raise b.error(DataTypeError, where, f"present mask must be bool; found {ds.dtype}")
+        return ds[()].astype(bool)
 
-    return LazySteps(len(steps), load)
+    return LazySteps(len(steps), load, b.path, group.name)
 
 
-def _step_timestamps(b: LayoutMembers, k: int, n: int) -> np.ndarray:
-    name = b.timestamps[k]
-    ts = b.ts_group[name][()]
-    if ts.shape != (n,):
-        raise b.error(InconsistentRunError, f"{b.ts_group.name}/{name}",
-                      f"timestamps of step {k} must be [nEvents={n}]; found shape {ts.shape}")
-    return ts.astype(np.uint64)
+def _timestamp_steps(b: LayoutMembers, arrays: list[EventArray], n_events: np.ndarray, where) -> list:
+    """Stored timestamps as lazy per-step sequences; opened steps have their shape and dtype checked now."""
+    out = []
+    for k, ea in enumerate(arrays):
+        n = int(n_events[k])
+
+        def read(start, stop, ea=ea, k=k, n=n):
+            _check_timestamp_dataset(b, ea, k, n, where(k))
+            return ea.read_range(start, stop)
+
+        if ea._dataset is not None:
+            _check_timestamp_dataset(b, ea, k, n, where(k))
+        out.append(_ts.StoredTimestamps(read, n, b.path, where(k)))
+    return out
+
+
+def _check_timestamp_dataset(b: LayoutMembers, ea: EventArray, k: int, n: int, where: str) -> None:
+    ds = ea.dataset
+    shape = None if ds.shape is None else ds.shape[len(ea.prefix):]
+    if shape is None or len(shape) != 1 or shape[0] < n:
+        raise b.error(InconsistentRunError, where, f"timestamps of step {k} must be [nEvents={n}]; found shape {shape}")
+    _ts.check_dtype(ds.dtype, b.path, where)
 
 
 def _check_area(b: LayoutMembers, name: str, steps: list[EventArray], h5path: str):
+    """Return ``(frame shape, dtype)`` after checking every opened step: numeric ``[module, row, col]`` alike."""
     first = None
     for k, ea in enumerate(steps):
         if ea._dataset is None:  # lazy: checked against step 0 when first used
@@ -77,12 +99,45 @@ def _check_area(b: LayoutMembers, name: str, steps: list[EventArray], h5path: st
         if len(shape) != 4:
             raise b.error(FormatError, where, f"{name} step {k} has shape {shape}: per-event data must be "
                           "[module, row, col] (a single module still has the module axis)")
+        if ds.dtype.kind not in "biuf":
+            raise b.error(DataTypeError, where, f"frames must be numeric (integer, float or bool); found "
+                          f"{'compound' if ds.dtype.names else 'string' if ds.dtype.kind in 'SUO' else ds.dtype.kind} "
+                          f"dtype {ds.dtype}")
         if first is None:
             first = (shape[1:], ds.dtype)
         elif (shape[1:], ds.dtype) != first:
             raise b.error(FormatError, where, f"per-event shape/dtype must be the same in every step; step 0 has "
                           f"{first[0]} {first[1]}, step {k} has {shape[1:]} {ds.dtype}")
     return first
+
+
+#: calibration constants whose shape must be the frame's or ``[gain, *frame]``.
+SHAPED_CONSTANTS = ("pedestals", "pixel_gain", "pixel_rms", "pixel_status")
+
+
+def _check_calib(b: LayoutMembers, calib: h5py.Group | None, frame_shape: tuple) -> None:
+    """Every member of ``calib/`` is a numeric dataset; the known constants have the frame's shape."""
+    if calib is None:
+        return
+    for ctype, ds in b.items(calib):
+        where = f"{calib.name}/{ctype}"
+        if not isinstance(ds, h5py.Dataset) or ds.shape is None:
+            raise b.error(DataTypeError, where, f"a calibration constant must be an array; found {type(ds).__name__}")
+        if ctype in SHAPED_CONSTANTS:
+            if ds.dtype.kind not in "biuf":
+                raise b.error(DataTypeError, where, f"{ctype} must be numeric; found dtype {ds.dtype}")
+            if frame_shape and ds.shape not in (frame_shape, ds.shape[:1] + frame_shape) or len(ds.shape) not in (3, 4):
+                raise b.error(FormatError, where, f"{ctype} must be [module, row, col] = {list(frame_shape)} or "
+                              f"[gain, module, row, col]; found shape {ds.shape}")
+
+
+def _detector_attrs(b: LayoutMembers, attrs: dict, dtype, h5path: str) -> dict:
+    """Decoded group attributes with the documented ones checked (:data:`calibsuite_h5source.rules.DETECTOR`)."""
+    values = rules.apply(rules.DETECTOR, {k: rules.decode(v) for k, v in attrs.items()}, b.path, h5path)
+    if "gainBitsMask" in values:
+        values["gainBitsMask"] = rules.check("gainBitsMask", lambda v: rules.gain_bits_mask(v, dtype),
+                                             values["gainBitsMask"], b.path, h5path)
+    return values
 
 
 def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tuple[dict, np.ndarray | None, list | None]:
@@ -165,24 +220,18 @@ def open_run_index(path) -> RunIndex:
     path = str(path)
     f = open_h5(path)
     try:
-        return _build(f, path)
-    except H5SourceError:
-        f.close()
-        raise
-    except (OSError, KeyError, RuntimeError) as exc:  # h5py errors on damaged objects
-        f.close()
-        raise NotHDF5Error(f"HDF5 file is damaged: {exc}", file=path) from exc
+        with guard(path, None, "opening the run"):
+            return _build(f, path)
     except BaseException:
         f.close()
         raise
 
 
 def _build(f: h5py.File, path: str) -> RunIndex:
-    b = LayoutMembers(f, path)
-    try:
-        header = read_header(f)
-    except OSError as exc:
-        raise NotHDF5Error(f"cannot read the header: HDF5 file is damaged ({exc})", file=path, h5path=f"/{HEADER}") from exc
+    origin = Origin(path)
+    b = LayoutMembers(f, path, origin)
+    with guard(path, f"/{HEADER}", "reading the header"):
+        header = read_header(f, origin)
     script_type = header.get("scriptType")
     if not script_type:
         found = sorted(header) or "nothing"
@@ -192,23 +241,21 @@ def _build(f: h5py.File, path: str) -> RunIndex:
     if not is_known_script_type(script_type):
         log.warning("%s: scriptType %r is not a recognised type (see calibsuite_h5source.known_script_types())",
                     path, script_type)
-    layout = detect_layout(f)
-    complete = bool(header.get("complete", True))
+    layout = detect_layout(f, origin)
+    complete = header.get("complete", True)
     n_keep = None
     if not complete:
-        n_keep = int(header.get("stepsComplete", 0))
+        n_keep = header.get("stepsComplete", 0)
         log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
                     path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
     b.complete = complete
-    index = f.get(f"{HEADER}/nEvents") if layout == "canonical" else None
-    try:
-        if isinstance(index, h5py.Dataset) and index.ndim == 1:
-            counts = np.asarray(index[()], dtype=np.int64)
-            b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
-        else:
-            getattr(b, f"collect_{layout}")()
-    except OSError as exc:
-        raise NotHDF5Error(f"HDF5 file is damaged while reading the {layout} layout: {exc}", file=path) from exc
+    group = b.member(f, HEADER) if layout == "canonical" else None
+    index = b.member(group, "nEvents") if isinstance(group, h5py.Group) else None
+    if isinstance(index, h5py.Dataset) and index.ndim == 1:
+        counts = event_counts(index[()], path, index.name)
+        b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
+    else:
+        getattr(b, f"collect_{layout}")()
 
     # every source as a list of per-step EventArrays; all must agree on steps and events
     sources: list[tuple[str, list[EventArray]]] = []
@@ -217,14 +264,16 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         steps = b.contiguous(entry["steps"], entry["h5path"], n_keep)
         frame = _check_area(b, name, steps, entry["h5path"])
         present = _present_masks(b, entry, steps)
+        frame_shape, dtype = (tuple(frame[0]), frame[1]) if frame else ((), None)
+        attrs = _detector_attrs(b, entry["attrs"], dtype, entry["h5path"])
+        _check_calib(b, entry["calib"], frame_shape)
         sources.append((entry["h5path"], steps))
         headers = {}
         for field_name, fsteps in entry.get("headers", {}).items():  # per-event header fields
             hpath = f"{entry['h5path']}/{field_name}"
             headers[field_name] = b.contiguous(fsteps, hpath, n_keep)
             sources.append((hpath, headers[field_name]))
-        area[name] = AreaSource(name, steps, tuple(frame[0]) if frame else (), frame[1] if frame else None,
-                                present, entry["attrs"], entry["calib"], entry["h5path"], headers)
+        area[name] = AreaSource(name, steps, frame_shape, dtype, present, attrs, entry["calib"], entry["h5path"], headers)
     side = {}
     for name, fields in b.side.items():
         side[name] = {}
@@ -256,28 +305,22 @@ def _build(f: h5py.File, path: str) -> RunIndex:
     if len(n_events) == 0:
         raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
 
-    run_id = int(header.get("run", 0) or 0)
-    if b.timestamps and b.indexed:
-        timestamps = LazySteps(len(n_events), lambda k: _step_timestamps(b, k, n_events[k]))
-        synthesised = False
-    elif b.timestamps:
+    run_id = header.get("run", 0)
+    if b.timestamps:
         ts_list = b.contiguous(b.timestamps, b.ts_path, n_keep)
         if len(ts_list) != len(n_events):
             raise b.error(InconsistentRunError, b.ts_path,
                           f"timestamps must exist for every step; found {len(ts_list)} of {len(n_events)} steps")
-        timestamps = []
-        for k, ts in enumerate(ts_list):
-            ts = np.asarray(ts)
-            if ts.shape[:1] != (n_events[k],) or ts.ndim != 1:
-                raise b.error(InconsistentRunError, b.ts_path.replace("<k>", str(k)) + ("" if "<k>" in b.ts_path else f"/{k}"),
-                              f"timestamps of step {k} must be [nEvents={n_events[k]}]; found shape {ts.shape}")
-            timestamps.append(ts.astype(np.uint64))
-        flat = np.concatenate(timestamps) if timestamps else np.zeros(0, np.uint64)
-        if len(flat) > 1 and np.any(flat[1:] <= flat[:-1]):
-            log.warning("%s: timestamps are not strictly increasing (validate reports where)", path)
+        for k, ea in enumerate(ts_list):
+            if ea._dataset is not None and ea.n != n_events[k]:
+                raise b.error(InconsistentRunError, _ts_where(b, k, ea),
+                              f"timestamps of step {k} must be [nEvents={n_events[k]}]; found shape {ea.dataset.shape}")
+        timestamps = _timestamp_steps(b, ts_list, n_events, lambda k: _ts_where(b, k, ts_list[k]))
+        if not b.indexed:  # small runs: every rule checked now; large ones block by block when read
+            _check_first_blocks(path, timestamps)
         synthesised = False
     else:
-        timestamps = _ts.synthesise(run_id, n_events)
+        timestamps = _ts.synthetic_steps(run_id, n_events)
         synthesised = True
 
     scan, step_value, step_doc = _scan_variables(b, header, n_events)
@@ -286,3 +329,24 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         complete=complete, n_events=n_events, timestamps=timestamps, timestamps_synthesised=synthesised,
         area=area, side=side, scan=scan, step_value=step_value, step_docstring=step_doc,
     )
+
+
+def _ts_where(b: LayoutMembers, k: int, ea: EventArray) -> str:
+    if "<k>" in b.ts_path:
+        return b.ts_path.replace("<k>", str(k))
+    file, h5path = ea.where()
+    return h5path if not ea.prefix else f"{h5path}[{k}]"
+
+
+def _check_first_blocks(path: str, timestamps: list) -> None:
+    """Load (and so check) the first block of every step; warn when those do not strictly increase."""
+    last = None
+    for ts in timestamps:
+        if not len(ts):
+            continue
+        block = ts.block(0, min(len(ts), _ts.BLOCK))
+        ts.at(0)  # keep the block cached for the first reads
+        if (len(block) > 1 and np.any(block[1:] <= block[:-1])) or (last is not None and block[0] <= last):
+            log.warning("%s: timestamps are not strictly increasing (validate reports where)", path)
+            return
+        last = block[-1] if len(block) == len(ts) else None

@@ -167,7 +167,7 @@ def read_run_dict(path) -> dict:
         for name, fields in idx.side.items():
             out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in fields.items()}
         if not idx.timestamps_synthesised:
-            out["timestamp"] = dict(enumerate(idx.timestamps))
+            out["timestamp"] = {k: np.asarray(ts) for k, ts in enumerate(idx.timestamps)}
         return out
     finally:
         idx.close()

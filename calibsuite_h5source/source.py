@@ -17,6 +17,7 @@ from . import partition as _partition
 from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
 from .detector_types import detector_type
 from .errors import UnknownDetectorError
+from .guard import guard
 from .index_types import RunIndex, ScanVariable
 from .run_index import open_run_index
 from .timestamps import to_datetime
@@ -155,9 +156,10 @@ class Run:
         scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
-    def _select(self, max_events, timestamps, partition) -> list[np.ndarray]:
+    def _select(self, max_events, timestamps, partition) -> list:
+        """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``."""
         idx = self._index
-        selected = [np.arange(n, dtype=np.int64) for n in idx.n_events]
+        selected = [range(int(n)) for n in idx.n_events]
         if timestamps is not None:  # the index's timestamps only: frames are read when asked for
             wanted = np.unique(np.asarray(timestamps, dtype=np.uint64).ravel())
             found, steps, events = self._time_index().locate(wanted)
@@ -368,9 +370,10 @@ class H5DataSource:
         for path in self.files:
             index = open_run_index(path)
             try:
-                run = Run(index, max_events=self.max_events, detectors=self.detectors,
-                          timestamps=self.timestamps, partition=self._partition,
-                          keep_module_axis=self.keep_module_axis)
+                with guard(path, None, "selecting the run's events"):
+                    run = Run(index, max_events=self.max_events, detectors=self.detectors,
+                              timestamps=self.timestamps, partition=self._partition,
+                              keep_module_axis=self.keep_module_axis)
             except BaseException:
                 index.close()
                 raise

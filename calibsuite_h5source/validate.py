@@ -20,7 +20,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import H5SourceError, NotHDF5Error
+from . import timestamps as _ts
+from .errors import H5SourceError, LinkError, NotHDF5Error
 from .layout import HEADER, LayoutMembers, detect_layout, open_h5, read_header
 from .run_index import open_run_index
 from .script_types import is_known_script_type
@@ -191,8 +192,13 @@ def _timestamps(ctx: Context):
     ref = next(iter(sources.values()), {})
     last = None
     for k in sorted(m.timestamps):
-        ts = np.asarray(m.timestamps[k]).astype(np.int64)
+        ea = m.timestamps[k]
         where = m.ts_path.replace("<k>", str(k)) if "<k>" in m.ts_path else f"{m.ts_path}/{k}"
+        try:
+            ts = _ts.checked(ea.read_all(), ctx.path, where).astype(np.int64)
+        except H5SourceError as exc:
+            yield ctx.problem("timestamp-value", ERROR, exc.rule, exc.h5path or where)
+            continue
         if k in ref and ts.shape != (ref[k].n,):
             yield ctx.problem("timestamp-length", ERROR, f"step {k} needs one timestamp per event", where,
                               found=list(ts.shape), expected=[ref[k].n])
@@ -299,7 +305,8 @@ def validate(path) -> list[Problem]:
             members = LayoutMembers(f, path)
             getattr(members, f"collect_{layout}")()
         except H5SourceError as exc:
-            return [Problem("layout", ERROR, exc.rule, path, exc.h5path or "/")]
+            code = "external-link" if isinstance(exc, LinkError) else "layout"
+            return [Problem(code, ERROR, exc.rule, path, exc.h5path or "/")]
         except OSError as exc:
             return [Problem(UNREADABLE, ERROR, f"HDF5 file is damaged: {exc}", path, "/")]
         ctx = Context(path, f, layout, header, members)

@@ -45,7 +45,8 @@ def make_synthetic_run(path, steps=(3, 2, 4), detector="epixM", shape=None, layo
         ``timing=True`` (MFX event codes and beam-monitor events),
         ``flux_monitor``, ``flux_sign``, ``flux``, ``scan_values``,
         ``occupancy``, ``photon_energy``, ``clusters``, ``constants``...
-        Calibration constants are written in the canonical layout only.
+        Calibration constants are written in the canonical layout only, and
+        ``timing=True`` runs (monitor events without a frame) need it.
 
     Examples
     --------
@@ -58,6 +59,9 @@ def make_synthetic_run(path, steps=(3, 2, 4), detector="epixM", shape=None, layo
     if layout == "canonical":
         return run.write(path, compression=compression, overwrite=True)
     decl = run.declaration()
+    if "present" in decl:  # only the canonical layout can mark the monitor events that hold no frame
+        raise ValueError(f"the {layout!r} layout cannot mark events without a frame (timing=True runs); "
+                         "use layout='canonical'")
     if layout == "legacy":
         decl.pop("timestamps")
         decl.pop("side")
