@@ -14,10 +14,22 @@
   axis 0 and ``<...var_x>_len`` holds each row's length (0 when missing);
 * ``save_summary`` datasets at their (nested) paths.
 
-Rows are buffered and appended in blocks of ``batch_size``. Under MPI every
-rank buffers its rows in a part file; ``done()`` merges them into ONE file,
-sorted by timestamp (psana leaves them in server order), and reductions land
-on rank 0, where ``summary`` is True.
+Rows are buffered and appended in blocks of ``batch_size``.
+
+Under MPI every rank is a worker (psana's smalldata "client"; psana also has
+smd0, event-builder and server ranks, which do not exist here), so, as
+psana's clients do:
+
+* ``smd.summary`` is True on every rank (and in serial mode): scripts write
+  ``if smd.summary: total = smd.sum(part)`` and every rank must enter;
+* ``sum``/``max``/``min`` are collectives over all ranks: the result is on
+  the first rank (rank 0), None elsewhere; a rank passing None (it saw no
+  events) contributes nothing; python scalars come back as shape ``(1,)``
+  arrays, as psana's do;
+* ``save_summary`` stores on the first rank only;
+* each rank buffers its rows in ``<filename>.part<rank>``; ``done()`` joins
+  them into ONE file sorted by timestamp (psana keeps server order and
+  leaves the part files behind a virtual dataset) and removes the parts.
 """
 
 from __future__ import annotations
@@ -28,6 +40,8 @@ from collections.abc import Mapping
 
 import h5py
 import numpy as np
+
+from .errors import H5SourceError
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +169,47 @@ class _RowFile:
         self.file.close()
 
 
+class SmallDataError(H5SourceError, ValueError):
+    """A smalldata call got data it cannot reduce or store (names the key and the value's type)."""
+
+
+def summary_value(key: str, value):
+    """Return ``value`` in a form ``h5file[key] = value`` stores, or raise :class:`SmallDataError`.
+
+    Numbers, bools, numpy scalars and numeric arrays or lists are stored as
+    they are (h5py's ``f[name] = value``, as psana does); a ``str`` becomes a
+    UTF-8 HDF5 string, ``bytes`` a byte string, and a list or array of ``str``
+    an array of variable-length UTF-8 strings (h5py cannot store numpy's
+    ``<U`` dtype, which is where psana's own ``save_summary`` fails).
+    """
+    if isinstance(value, (str, bytes, bool, int, float, complex, np.generic)):
+        if isinstance(value, np.generic) and value.dtype.kind not in "biufcSU":
+            raise SmallDataError(f"save_summary: {key!r}: cannot store a {value.dtype} scalar")
+        return value.item() if isinstance(value, np.str_) else value
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as err:  # ragged lists
+        raise SmallDataError(f"save_summary: {key!r}: cannot store {type(value).__name__}: {err}") from None
+    if arr.dtype.kind in "biufcS":
+        return arr
+    if arr.dtype.kind == "U" or (arr.dtype.kind == "O" and arr.size and all(isinstance(v, str) for v in arr.flat)):
+        return arr.astype(h5py.string_dtype())
+    raise SmallDataError(f"save_summary: {key!r}: cannot store {type(value).__name__} "
+                         f"(numbers, strings, or arrays/lists of either)")
+
+
+def _as_array(value):
+    """A reduction operand as an ndarray (scalars become shape ``(1,)``, as psana's), or None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, int, float, complex, np.generic)):
+        return np.array([value])
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biufc":
+        raise SmallDataError(f"smalldata reduction: values must be numbers or numeric arrays; got {type(value).__name__}")
+    return arr
+
+
 class SmallData:
     """psana's smalldata interface for an h5 DataSource.
 
@@ -166,6 +221,12 @@ class SmallData:
         Output file; None keeps the API working without writing anything.
     batch_size : int
         Rows buffered before a block is written.
+
+    Notes
+    -----
+    Under MPI every rank is a worker (psana's "client"): :attr:`summary` is
+    True everywhere, reductions are collectives that every rank must call,
+    and the first rank (rank 0) holds their results and writes the summary.
     """
 
     def __init__(self, ds=None, filename=None, batch_size: int = 1000, **kwargs):
@@ -216,76 +277,131 @@ class SmallData:
     # -- reductions --------------------------------------------------------------
     @property
     def summary(self) -> bool:
-        """True where reduced values are valid and summaries are saved (rank 0)."""
-        return self.rank == 0
+        """True: every rank here is a worker (psana: True in serial mode and on every worker rank).
 
-    def _reduce(self, value, op):
+        Scripts write ``if smd.summary: total = smd.sum(part)``; the reduction
+        is a collective, so every worker rank must enter that block.
+        """
+        return True
+
+    def _reduce(self, value, op: str, inplace: bool = False):
         if self._comm is None:
             return value
         from mpi4py import MPI
 
-        arr = None if value is None else np.asarray(value)
-        infos = self._comm.allgather(None if arr is None else (arr.shape, arr.dtype.str))
-        known = [i for i in infos if i is not None]
+        arr = _as_array(value)
+        want_range = op in ("max", "min") and arr is not None and arr.size
+        info = None if arr is None else (arr.shape, arr.dtype.str,
+                                         arr.min() if want_range else None, arr.max() if want_range else None)
+        known = [i for i in self._comm.allgather(info) if i is not None]  # every rank sees the same list
         if not known:
-            raise ValueError("smalldata reduction: no rank has a value")
-        shape, dtype = known[0][0], np.dtype(known[0][1])
-        if any(i != known[0] for i in known):
-            raise ValueError(f"smalldata reduction: ranks hold incompatible shapes/dtypes {sorted(set(known))}")
-        if arr is None:  # a rank that saw no data contributes the identity
-            ident = {"sum": 0}.get(op)
-            if ident is None:
-                big = np.finfo(dtype).max if dtype.kind == "f" else np.iinfo(dtype).max
-                ident = -big if op == "max" else big
-            arr = np.full(shape, ident, dtype=dtype)
-        send = np.ascontiguousarray(arr.reshape(shape) if shape else arr.reshape(1))
-        recv = np.empty_like(send) if self.rank == 0 else None
-        self._comm.Reduce(send, recv, op={"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op], root=0)
-        if self.rank != 0:
+            log.warning("smalldata %s: no rank has a value; returning None", op)
             return None
-        if not shape:
-            return recv[0].item() if isinstance(value, (int, float)) else recv[0]
+        shape, dtype = known[0][0], np.dtype(known[0][1])
+        if any(i[:2] != known[0][:2] for i in known):
+            raise SmallDataError(f"smalldata {op}: ranks hold incompatible shapes/dtypes "
+                                 f"{sorted({(i[0], i[1]) for i in known})}")
+        if arr is None:  # a rank that saw no data contributes a value that cannot change the result
+            if op == "sum":
+                arr = np.zeros(shape, dtype)
+            else:  # psana's trick: the global max for min, the global min for max
+                ranged = [i for i in known if i[2] is not None]
+                fill = (max(i[3] for i in ranged) if op == "min" else min(i[2] for i in ranged)) if ranged else 0
+                arr = np.full(shape, fill, dtype)
+        mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
+        if inplace and isinstance(value, np.ndarray) and value.flags.c_contiguous:
+            if self.rank == 0:
+                self._comm.Reduce(MPI.IN_PLACE, value, op=mpi_op, root=0)
+            else:
+                self._comm.Reduce(value, None, op=mpi_op, root=0)
+            return value
+        send = np.ascontiguousarray(arr)
+        recv = np.empty_like(send) if self.rank == 0 else None
+        self._comm.Reduce(send, recv, op=mpi_op, root=0)
         return recv
 
-    def sum(self, value):
-        """Sum over ranks; serial: ``value``; MPI: the sum on rank 0, None elsewhere."""
-        return self._reduce(value, "sum")
+    def sum(self, value, inplace: bool = False):
+        """Sum ``value`` over the ranks.
 
-    def max(self, value):
-        """Maximum over ranks (see :meth:`sum`)."""
-        return self._reduce(value, "max")
+        Parameters
+        ----------
+        value : number, array, list of numbers, or None
+            This rank's part; None when this rank has nothing (it then adds nothing).
+        inplace : bool
+            Reduce into ``value`` itself (an ndarray) on the first rank, as psana's.
 
-    def min(self, value):
-        """Minimum over ranks (see :meth:`sum`)."""
-        return self._reduce(value, "min")
+        Returns
+        -------
+        Serial: ``value`` unchanged. MPI: on the first rank the sum, an
+        ndarray (a scalar becomes shape ``(1,)``, as in psana); None on the
+        other ranks. Every rank must call it.
+        """
+        return self._reduce(value, "sum", inplace)
+
+    def max(self, value, inplace: bool = False):
+        """Element-wise maximum over the ranks (see :meth:`sum`)."""
+        return self._reduce(value, "max", inplace)
+
+    def min(self, value, inplace: bool = False):
+        """Element-wise minimum over the ranks (see :meth:`sum`)."""
+        return self._reduce(value, "min", inplace)
 
     # -- summary and closing -----------------------------------------------------
     def save_summary(self, *dicts, **kwargs) -> None:
-        """Save non-per-event data; nested dicts become groups (``means/1000``)."""
-        if not self.summary:
+        """Save non-per-event data, written at :meth:`done`.
+
+        Nested dicts become groups (``{'means': {'1000': m}}`` -> ``means/1000``).
+        Only the first rank stores anything (a no-op elsewhere, as in psana);
+        a value of None is skipped with a warning; see :func:`summary_value`
+        for what can be stored. Bad values raise :class:`SmallDataError` here.
+        """
+        if self.rank != 0:
             return
         data = dict(kwargs)
         for d in dicts:
             data.update(d)
-        self._summary.update(flatten(data))
+        for key, value in flatten(data).items():
+            if value is None:
+                log.warning("smalldata: save_summary dataset %r was passed None; ignoring that dataset", key)
+                continue
+            self._summary[key] = summary_value(key, value)
+        if self.filename is None:
+            log.warning("smalldata: no filename given: the summary is not saved")
 
     def done(self) -> None:
-        """Write what is buffered, merge ranks' rows sorted by timestamp, close."""
+        """Write what is buffered, merge the ranks' rows into one file sorted by timestamp, close.
+
+        Every rank must call it. Leaves exactly one file, ``filename`` (no
+        part files), even when some or all ranks saw no events.
+        """
         self._flush()
         if self._file is not None:
             self._file.close()
+            self._file = None
         if self._comm is not None:
             self._comm.Barrier()
-            if self.rank == 0 and self.filename is not None:
-                _merge_sorted([self._part_name(r) for r in range(self.size)], self.filename)
-        if self.rank == 0 and self.filename is not None and self._summary:
-            with h5py.File(self.filename, "a") as f:
-                for key, value in self._summary.items():
-                    if key in f:
-                        del f[key]
-                    f.create_dataset(key, data=np.asarray(value))
+        error = None
+        if self.rank == 0 and self.filename is not None:
+            try:
+                if self._comm is not None:
+                    _merge_sorted([self._part_name(r) for r in range(self.size)], self.filename)
+                if self._summary:
+                    _write_summary(self.filename, self._summary)
+            except Exception as err:  # raise after the barrier, so the other ranks are not left waiting
+                error = err
         if self._comm is not None:
             self._comm.Barrier()
+        if error is not None:
+            raise error
+
+
+def _write_summary(path: str, summary: dict) -> None:
+    with h5py.File(path, "a") as f:
+        for key, value in summary.items():
+            if key in f:
+                log.warning("smalldata: save_summary %r replaces the dataset of that name", key)
+                del f[key]
+            f[key] = value
 
 
 def _merge_sorted(parts: list[str], out: str) -> None:
@@ -302,24 +418,28 @@ def _merge_sorted(parts: list[str], out: str) -> None:
                 columns.setdefault(name, [None] * len(parts))[len(lengths) - 1] = f[name][()]
                 dtypes[name], shapes[name] = f[name].dtype, f[name].shape[1:]
     with h5py.File(out, "w") as f:
-        if not columns:
-            return
-        ts = np.concatenate([c if c is not None else np.zeros(0, np.int64) for c in columns["timestamp"]])
-        order = np.argsort(ts, kind="stable")
-        for name, per_part in columns.items():
-            lk = len_key(name)
-            if lk is not None and not name.endswith(LEN_SUFFIX):
-                # ragged values: reorder per row using the lengths
-                rows = []
-                for p, data in enumerate(per_part):
-                    lens = columns[lk][p] if columns[lk][p] is not None else np.zeros(lengths[p], np.int64)
-                    data = data if data is not None else np.zeros((0, *shapes[name]), dtypes[name])
-                    rows += np.split(data, np.cumsum(lens)[:-1]) if len(lens) else []
-                f.create_dataset(name, data=np.concatenate([rows[i] for i in order]) if rows else data)
-                continue
-            fill = 0 if name.endswith(LEN_SUFFIX) else missing_value(dtypes[name])
-            full = [d if d is not None else np.full((lengths[p], *shapes[name]), fill, dtypes[name])
-                    for p, d in enumerate(per_part)]
-            f.create_dataset(name, data=np.concatenate(full)[order])
+        if columns:
+            _write_merged(f, columns, lengths, dtypes, shapes)
     for path in parts:
         os.remove(path)
+
+
+def _write_merged(f, columns: dict, lengths: list, dtypes: dict, shapes: dict) -> None:
+    """Write the concatenated columns of all parts, rows ordered by timestamp (ragged keys row by row)."""
+    ts = np.concatenate([c if c is not None else np.zeros(0, np.int64) for c in columns["timestamp"]])
+    order = np.argsort(ts, kind="stable")
+    for name, per_part in columns.items():
+        lk = len_key(name)
+        if lk is not None and not name.endswith(LEN_SUFFIX):
+            # ragged values: reorder per row using the lengths
+            rows = []
+            for p, data in enumerate(per_part):
+                lens = columns[lk][p] if columns[lk][p] is not None else np.zeros(lengths[p], np.int64)
+                data = data if data is not None else np.zeros((0, *shapes[name]), dtypes[name])
+                rows += np.split(data, np.cumsum(lens)[:-1]) if len(lens) else []
+            f.create_dataset(name, data=np.concatenate([rows[i] for i in order]) if rows else data)
+            continue
+        fill = 0 if name.endswith(LEN_SUFFIX) else missing_value(dtypes[name])
+        full = [d if d is not None else np.full((lengths[p], *shapes[name]), fill, dtypes[name])
+                for p, d in enumerate(per_part)]
+        f.create_dataset(name, data=np.concatenate(full)[order])

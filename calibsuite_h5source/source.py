@@ -26,10 +26,12 @@ log = logging.getLogger(__name__)
 
 #: psana keywords that mean nothing for an h5 file: accepted and ignored.
 IGNORED_KWARGS = {
-    "exp", "run", "dir", "batch_size", "intg_det", "skip_calib_load", "live", "log_level",
+    "exp", "run", "dir", "skip_calib_load", "live", "log_level",
     "smalldata_kwargs", "xdetectors", "monitor", "small_xtc", "shmem", "mpi_ts", "dbsuffix",
-    "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache", "parallel",
+    "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache",
 }
+#: psana keywords that decide which events an MPI rank reads (:mod:`.partition`).
+PARTITION_KWARGS = {"batch_size", "intg_det", "parallel"}
 L1ACCEPT = 12
 
 
@@ -103,7 +105,7 @@ class Run:
     """One run file, with psana2's Run interface."""
 
     def __init__(self, index: RunIndex, *, max_events=None, detectors=None, timestamps=None,
-                 partition=None, keep_module_axis: bool = False):
+                 partition=None, keep_module_axis: bool = False, intg_det=None):
         self._index = index
         self.keep_module_axis = bool(keep_module_axis)
         h = index.header
@@ -117,7 +119,7 @@ class Run:
             self._keep_detectors(detectors)
         self._times = None
         self._scan = self._scan_detectors()
-        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
+        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition(), intg_det)
         self._cursor_step = 0
         self._cursor_pos = 0
         k = next((k for k, s in enumerate(self._selected) if len(s)), None)
@@ -156,8 +158,25 @@ class Run:
         scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
-    def _select(self, max_events, timestamps, partition) -> list:
-        """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``."""
+    def _integrating(self, intg_det):
+        """Per step, the bool mask of events holding ``intg_det`` (None: no integrating detector)."""
+        if not intg_det:
+            return None
+        kind, real = self._resolve(intg_det, {"area": self._index.area, "side": self._index.side})
+        if kind is None:
+            log.warning("intg_det=%r: this run holds no such detector (available: %s); events are dealt "
+                        "in plain batches, as psana does", intg_det, sorted([*self._index.area, *self._index.side]))
+            return None
+        n = self._index.n_events
+        if kind == "side":  # side data is in every event
+            return [np.ones(k, dtype=bool) for k in n]
+        present = self._index.area[real].present
+        return [np.ones(k, dtype=bool) if present[s] is None else np.asarray(present[s], dtype=bool)
+                for s, k in enumerate(n)]
+
+    def _select(self, max_events, timestamps, partition, intg_det=None) -> list:
+        """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``,
+        then this rank's share (:mod:`.partition`)."""
         idx = self._index
         selected = [range(int(n)) for n in idx.n_events]
         if timestamps is not None:  # the index's timestamps only: frames are read when asked for
@@ -176,7 +195,10 @@ class Run:
                 cut.append(sel[:left])
                 left -= len(cut[-1])
             selected = cut
-        return [partition.select(k, sel) for k, sel in enumerate(selected)]
+        if not partition.is_mpi():
+            return selected
+        ends = self._integrating(intg_det)
+        return [partition.select(k, sel, None if ends is None else ends[k][sel]) for k, sel in enumerate(selected)]
 
     # -- random access (psana1's indexed mode) -------------------------------------
     def _time_index(self):
@@ -336,14 +358,17 @@ class H5DataSource:
         Keep only these detectors; an unknown name raises.
     timestamps : array of int, optional
         Read only the events with these timestamps.
+    batch_size, intg_det : optional
+        Under MPI, how events are dealt to ranks, as psana deals them
+        (:mod:`calibsuite_h5source.partition`); no effect in serial runs.
     keep_module_axis : bool
         False (default): a single-module detector gives ``[row, col]`` frames
         from ``det.raw.raw/calib/image``, as psana does for one segment.
         True: ``[1, row, col]``, as stored. ``run.Detector(name,
         keep_module_axis=...)`` overrides it per detector.
     **kwargs
-        Other psana keywords (``exp``, ``run``, ``dir``, ``batch_size``,
-        ``skip_calib_load``...) are accepted and ignored.
+        Other psana keywords (``exp``, ``run``, ``dir``, ``skip_calib_load``...)
+        are accepted and ignored.
     """
 
     def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, keep_module_axis=False,
@@ -355,7 +380,7 @@ class H5DataSource:
         self.detectors = detectors
         self.timestamps = timestamps
         self.keep_module_axis = bool(keep_module_axis)
-        unknown = set(kwargs) - IGNORED_KWARGS
+        unknown = set(kwargs) - IGNORED_KWARGS - PARTITION_KWARGS
         if unknown:
             log.info("H5DataSource: ignoring unknown keywords %s", sorted(unknown))
         for key in sorted(set(kwargs) & IGNORED_KWARGS):
@@ -373,7 +398,8 @@ class H5DataSource:
                 with guard(path, None, "selecting the run's events"):
                     run = Run(index, max_events=self.max_events, detectors=self.detectors,
                               timestamps=self.timestamps, partition=self._partition,
-                              keep_module_axis=self.keep_module_axis)
+                              keep_module_axis=self.keep_module_axis,
+                              intg_det=self._kwargs.get("intg_det"))
             except BaseException:
                 index.close()
                 raise

@@ -1,11 +1,14 @@
 """smalldata writes psana's layout: fill values, ragged var_ keys, nested summaries."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
+from mpi_scripts.launch import launch, needs_mpi
 
 from calibsuite_h5source import DataSource
-from calibsuite_h5source.smalldata import SmallData
+from calibsuite_h5source.smalldata import SmallData, SmallDataError
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 
@@ -82,3 +85,85 @@ def test_non_numeric_values_are_refused(tmp_path):
     smd.event(1, name="abc")
     with pytest.raises(TypeError, match="numbers or numeric arrays"):
         smd.done()
+
+
+# -- summaries: strings, nested dicts, None --------------------------------------------------
+
+def test_save_summary_stores_strings_bools_lists_and_skips_none(tmp_path, caplog):
+    smd = SmallData(filename=tmp_path / "sd.h5")
+    smd.event(1, x=1)
+    smd.save_summary({"config": {"hash": "a1b2c3d", "names": ["ped", "noise"], "flag": True,
+                                 "gain": np.float32(2.5), "steps": [10, 20.5], "raw": b"xy",
+                                 "tuple_names": ("a", "bc")}, "skipped": None},
+                     count=np.int64(3), arr=np.array(["u", "vw"]))
+    smd.done()
+    with h5py.File(tmp_path / "sd.h5") as f:
+        assert f["config/hash"].asstr()[()] == "a1b2c3d"
+        assert list(f["config/names"].asstr()[()]) == ["ped", "noise"]
+        assert list(f["config/tuple_names"].asstr()[()]) == ["a", "bc"]
+        assert list(f["arr"].asstr()[()]) == ["u", "vw"]
+        assert f["config/flag"].dtype == np.bool_ and f["config/flag"][()]
+        assert f["config/gain"].dtype == np.float32 and f["config/gain"][()] == 2.5
+        assert f["config/steps"][()].tolist() == [10.0, 20.5] and f["count"][()] == 3
+        assert f["config/raw"][()] == b"xy"
+        assert "skipped" not in f and f["x"][()].tolist() == [1]
+    assert "'skipped' was passed None" in caplog.text
+
+
+@pytest.mark.parametrize("value", [{1, 2}, [1, "a", None], object()])
+def test_save_summary_refuses_what_hdf5_cannot_hold_at_the_call(tmp_path, value):
+    smd = SmallData(filename=tmp_path / "sd.h5")
+    with pytest.raises(SmallDataError, match="'bad'"):
+        smd.save_summary(bad=value)
+
+
+def test_summary_is_true_and_reductions_pass_through_in_serial():
+    smd = SmallData()
+    arr = np.arange(3)
+    assert smd.summary is True and smd.sum(arr) is arr and smd.sum(None) is None and smd.max(4) == 4
+
+
+# -- under MPI: every rank a worker ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mpi_run(tmp_path_factory):
+    return write_layout(tmp_path_factory.mktemp("smdmpi") / "run.h5", declare_run(steps=(4, 3), shape=(2, 4, 4)))
+
+
+def frames_of(path):
+    with h5py.File(path) as f:
+        return np.concatenate([f["epixM"][k][()].astype(np.float64) for k in sorted(f["epixM"], key=int)])
+
+
+@needs_mpi
+@pytest.mark.parametrize("n_ranks", [2, 3])
+def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, mpi_run, n_ranks):
+    # 7 events in 2 steps of < 1000 (psana's batch): each step is one batch, so with 3 ranks one rank reads nothing
+    launch("suite_summary.py", n_ranks, mpi_run, tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n_ranks)]
+    assert all(r["summary"] for r in ranks)
+    assert [r["has_total"] for r in ranks] == [True] + [False] * (n_ranks - 1)
+    assert ranks[0]["count"] == [7] and sum(r["n"] for r in ranks) == 7
+    if n_ranks == 3:
+        assert sorted(r["n"] for r in ranks) == [0, 3, 4]
+    frames = frames_of(mpi_run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"rank{r}.json" for r in range(n_ranks)] + ["smd.h5"]
+    with h5py.File(tmp_path / "smd.h5") as f:
+        np.testing.assert_array_equal(f["sums/total"][()], frames.sum(axis=0))
+        np.testing.assert_array_equal(f["high"][()], frames.max(axis=0))
+        np.testing.assert_array_equal(f["low"][()], frames.min(axis=0))
+        assert f["sums/count"][()].tolist() == [7]
+        assert f["config/hash"].asstr()[()] == "a1b2c3d"
+        assert list(f["config/names"].asstr()[()]) == ["ped", "noise"]
+        assert f["config/flag"][()] and f["config/nested/1000"][()].tolist() == [0, 1, 2]
+        assert f["timestamp"].shape == (7,) and np.all(np.diff(f["timestamp"][()]) > 0)
+
+
+@needs_mpi
+def test_no_rank_reads_an_event(tmp_path, mpi_run):
+    launch("suite_summary.py", 3, mpi_run, tmp_path, "none")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
+    assert [r["n"] for r in ranks] == [0, 0, 0] and ranks[0]["count"] == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json", "rank2.json", "smd.h5"]
+    with h5py.File(tmp_path / "smd.h5") as f:  # reductions of nothing are None: skipped
+        assert sorted(f) == ["config", "sums"] and list(f["sums"]) == ["count"]

@@ -1,0 +1,48 @@
+"""Run a script of this directory under ``mpiexec -n N`` (for tests/test_mpi.py and test_smalldata.py)."""
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calibsuite_h5source import partition
+
+HERE = Path(__file__).parent
+#: Seconds a launched script may take: a deadlock fails the test instead of hanging it.
+TIMEOUT = 120
+
+
+def mpiexec() -> str | None:
+    """The launcher matching mpi4py's MPI library: next to python first (pip's mpich), else PATH."""
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else shutil.which("mpiexec")
+
+
+needs_mpi = pytest.mark.skipif(
+    importlib.util.find_spec("mpi4py") is None or mpiexec() is None,
+    reason="needs mpi4py and an mpiexec (pip install 'calibsuite_h5source[mpi]')",
+)
+
+
+def launch(script: str, n_ranks: int, *args, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    """Run ``mpi_scripts/<script>`` on ``n_ranks`` ranks (0: plain python); fail on error or timeout."""
+    cmd = [sys.executable, str(HERE / script), *map(str, args)]
+    if n_ranks:
+        cmd = [mpiexec(), "-n", str(n_ranks), *cmd]
+    env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV and k != "PS_PARALLEL"}
+    # own process group, so that a hung run's ranks (not just mpiexec) can be killed
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail(f"{script} on {n_ranks} ranks did not finish in {timeout} s (deadlock?)")
+    assert proc.returncode == 0, err
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
