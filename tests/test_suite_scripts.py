@@ -102,7 +102,7 @@ def test_calc_noise_and_mean_epix100(suite, workdir):
 REGION = (slice(2, 4), slice(0, 32), slice(0, 64))
 
 
-@pytest.mark.parametrize("ranks", [0])  # -n 2, -n 3 once smalldata.summary is fixed
+@pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
     run, _ = epixm_dark
     out = workdir / f"out_esp{ranks}"
@@ -169,3 +169,144 @@ def test_find_min_switch_value(suite, workdir, epixm_switching):
     assert switched.any() and not switched.all()
     expect = np.where(switched, frames, 0xFFFF).min(0).astype(int) & EPIXM_MASK
     np.testing.assert_array_equal(min_raw, expect)
+
+
+# -- SimpleClustersParallelSlice and simplePhotonCounter on fe55 with constants --------------
+
+def mfx_config(path, **extra):
+    """An epixM at MFX: event codes checked, flux from MfxDg1BmMon (as the suite's epixMSuiteConfig)."""
+    h = {"detectorType": "epixm", "detectorVersion": 1, "exp": "h5test", "location": "MfxEndstation",
+         "analyzedModules": [2, 3], "fluxSource": "MfxDg1BmMon", "fluxChannels": [15], "fluxSign": -1,
+         "singlePixels": EPIXM_PIXELS, "regionSlice": "np.s_[0:4, 0:192, 0:384]"}
+    h.update(extra)
+    return write_config(path, h)
+
+
+@pytest.fixture(scope="module")
+def epixm_fe55(workdir):
+    """Fe-55 photons (5.9 keV, one pixel each) on an epixM at MFX, with its constants.
+
+    Low noise (about 0.1 keV) keeps false seeds out (the suite's seed cut is 2 keV) and
+    most neighbours below its 0.25 keV neighbour cut.
+    """
+    path = workdir / "fe55_epixm.h5"
+    truth = SyntheticRun("fe55", "epixM", events=12, steps=1, seed=7, occupancy=2e-4, noise=1.0,
+                         timing=True, flux_sign=-1.0).write(path)
+    return path, truth
+
+
+def isolated_photons(truth, modules, shape):
+    """Truth photons on ``modules``, away from the border and from other photons (one cluster each)."""
+    p = truth.photons[0]
+    keep = []
+    for k in range(len(p)):
+        same = (p["event"] == p["event"][k]) & (p["module"] == p["module"][k])
+        near = same & (abs(p["row"] - p["row"][k]) <= 2) & (abs(p["col"] - p["col"][k]) <= 2)
+        inside = 0 < p["row"][k] < shape[1] - 1 and 0 < p["col"][k] < shape[2] - 1
+        if near.sum() == 1 and inside and p["module"][k] in modules:
+            keep.append(k)
+    return p[keep]
+
+
+@pytest.mark.parametrize("ranks", [0, 2, 3])
+def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
+    run, truth = epixm_fe55
+    out = workdir / f"out_sc{ranks}"
+    (out / "lowFlux").mkdir(parents=True)
+    cfg = mfx_config(workdir / f"cfg_sc{ranks}.py")
+    run_script(suite, "SimpleClustersParallelSlice.py",
+               ["-cf", str(cfg), "-r", "1", "-p", "/lowFlux/", "-F", str(run)], out_root=out, n_ranks=ranks)
+    with h5py.File(out / "lowFlux" / "SimpleClusters__c0_r1_n666.h5") as f:
+        ts, clusters = f["timestamp"][()], f["clusterData"][()]
+        hist = f["energyHistogram"][()]
+        assert f["analysis"][()].decode() == "cluster"          # the config hash, strings included
+    frame_ts = truth.timestamps[0][truth.frame[0]]
+    np.testing.assert_array_equal(ts, frame_ts.astype(np.int64))  # one row per frame event, beam only
+    found = {}
+    for row, t in zip(clusters, ts, strict=True):
+        for energy, module, r, c, n_pixels, _ in row[row[:, 0] != 0]:
+            found[(int(t), int(module), int(r), int(c))] = (energy, n_pixels)
+    photons = isolated_photons(truth, [2, 3], truth.model.shape)
+    assert len(photons) > 50
+    for ph in photons:
+        key = (int(truth.timestamps[0][ph["event"]]), int(ph["module"]), int(ph["row"]), int(ph["col"]))
+        assert key in found, f"photon {key} not found as a cluster"
+        assert found[key][0] == pytest.approx(truth.photon_energy, abs=1.0)
+    # the spectrum's peak is the Fe-55 line (pixel noise spreads single clusters by a few 0.1 keV)
+    assert np.median([found[k][0] for k in found]) == pytest.approx(truth.photon_energy, abs=0.1)
+    # and nothing else: every cluster sits on an injected photon
+    all_p = truth.photons[0]
+    at = {(int(truth.timestamps[0][e]), int(m), int(r), int(c)) for e, m, r, c in
+          zip(all_p["event"], all_p["module"], all_p["row"], all_p["col"], strict=True)}
+    assert set(found) <= at
+    assert hist.sum() == len(frame_ts) * np.prod(truth.model.shape)
+
+
+def test_simple_photon_counter(suite, workdir, epixm_fe55):
+    run, truth = epixm_fe55
+    out = workdir / "out_spc"
+    (out / "lowFlux").mkdir(parents=True)
+    cfg = mfx_config(workdir / "cfg_spc.py")
+    run_script(suite, "simplePhotonCounter.py", ["-cf", str(cfg), "-r", "1", "-p", "/lowFlux/", "-F", str(run),
+               "-t", "3.0"], out_root=out)
+    frac = np.load(out / "lowFlux" / "SimplePhotonCounter__r1_c0_h5test.npy")
+    n_frames = int(truth.frame[0].sum())
+    expect = np.zeros(truth.model.shape)
+    p = truth.photons[0]
+    np.add.at(expect, (p["module"], p["row"], p["col"]), 1.0)
+    np.testing.assert_array_equal(frac, expect / n_frames)
+
+
+# -- frame / beam-monitor pairing (LinearityPlotsParallelSlice-style, the suite's matchedDetEvt) ---
+
+DRIVERS = __import__("pathlib").Path(__file__).parent / "suite_drivers"
+
+
+@pytest.fixture(scope="module")
+def epixm_linearity_mfx(workdir):
+    path = workdir / "linearity_mfx.h5"
+    truth = SyntheticRun("linearity", "epixM", events=9, steps=3, seed=11, timing=True, flux_sign=-1.0,
+                         adu_per_flux=300.0).write(path)
+    return path, truth
+
+
+@pytest.mark.parametrize("ranks", [0, 2, 3])
+def test_flux_pairs_survive_mpi(suite, workdir, epixm_linearity_mfx, ranks):
+    run, truth = epixm_linearity_mfx
+    out = workdir / f"out_pairs{ranks}"
+    (out / "scan").mkdir(parents=True)
+    cfg = mfx_config(workdir / f"cfg_pairs{ranks}.py")
+    run_script(suite, str(DRIVERS / "linearity_pairs.py"), ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run)],
+               out_root=out, n_ranks=ranks)
+    with h5py.File(out / "scan" / "pairs.h5") as f:
+        ts, flux, step, roi = (f[k][()] for k in ("timestamp", "flux", "step", "roi"))
+    frames = [truth.frame[k] for k in range(3)]
+    np.testing.assert_array_equal(ts, np.concatenate([truth.timestamps[k][frames[k]] for k in range(3)]).astype(np.int64))
+    np.testing.assert_allclose(flux, np.concatenate([truth.flux[k][frames[k]] for k in range(3)]), rtol=1e-5)
+    np.testing.assert_array_equal(step, np.repeat(truth.scan_values, [f.sum() for f in frames]))
+    # the signal follows the paired flux (the point of a linearity scan)
+    slope = np.polyfit(flux, roi, 1)[0]
+    assert slope == pytest.approx(truth.adu_per_flux, rel=0.05)
+
+
+# -- searchForNonSwitching (LinearityPlotsAutoranging): which pixels never / always switch ----------
+
+def test_search_for_non_switching(suite, workdir):
+    """Steady flux right at the gain switch: pixels with high pedestals always switch, low ones never."""
+    run = workdir / "linearity_switch_mfx.h5"
+    SyntheticRun("linearity", "epixM", events=6, steps=1, seed=5, scan_values=[1.0], flux_jitter=0.0,
+                 adu_per_flux=(1 << 15) - 1000.0, timing=True, flux_sign=-1.0).write(run)
+    out = workdir / "out_sfns"
+    (out / "scan").mkdir(parents=True)
+    cfg = mfx_config(workdir / "cfg_sfns.py")
+    proc = run_script(suite, "searchForNonSwitching.py",
+                      ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run), "--special", "testing"],
+                      out_root=out)
+    reported = dict(line.split(": ") for line in proc.stdout.splitlines() if line.endswith(" gain"))
+    with h5py.File(run) as f:   # the frame events' frames: the 10 x 10 corner of module 0
+        switched = np.concatenate([f[f"epixM/{k}"][()][f[f"epixM/present/{k}"][()].astype(bool), 0, :10, :10]
+                                   for k in range(1)]) > (1 << 15)
+    expect = {f"{x}x{y}": ("low gain" if switched[:, x, y].all() else "high/medium gain")
+              for x in range(10) for y in range(10) if switched[:, x, y].all() or not switched[:, x, y].any()}
+    assert "low gain" in expect.values() and "high/medium gain" in expect.values()
+    assert reported == expect
