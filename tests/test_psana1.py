@@ -222,3 +222,23 @@ def test_evr_absent_without_timing_and_detector_needs_a_datasource(tmp_path, mon
     monkeypatch.setitem(psana.datasource._current, "ds", None)
     with pytest.raises(RuntimeError, match="create a DataSource before a Detector"):
         psana.Detector("epixM")
+
+
+def test_area_methods_equal_the_package_and_break_after(run_dir):
+    path = str(run_dir / "xpptut15-r0054.h5")
+    ds = psana.MPIDataSource(files=path)
+    det = psana.Detector("epix10k", ds.env())
+    ref = next(__import__("calibsuite_h5source").DataSource(files=path).runs()).Detector("epix10k")
+    ds.break_after(3)
+    seen = []
+    for evt in ds.events():
+        seen.append(ds.event_number())
+        pevt = evt._evt
+        np.testing.assert_array_equal(det.raw(evt), ref.raw.raw(pevt))
+        np.testing.assert_array_equal(det.calib(evt), ref.raw.calib(pevt))
+        np.testing.assert_array_equal(det.image(evt), ref.raw.image(pevt))
+    assert seen == [0, 1, 2]
+    np.testing.assert_array_equal(det.pedestals(), ref.calibconst["pedestals"][0])
+    assert det.gain() is None and det.shape() == SHAPE and det.size() == int(np.prod(SHAPE))
+    assert det.raw(None) is None and psana.Detector("MfxDg1BmMon").get(None) is None
+    assert psana.Detector("delay")() == 10.0  # a scan variable by name (EPICS-like), current step

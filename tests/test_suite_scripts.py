@@ -11,7 +11,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from suite_support import needs_suite, run_script, switched_suite, write_config
+from suite_support import needs_suite, run_on, switched_suite, write_config
 
 from calibsuite_h5source.fake import SyntheticRun
 
@@ -58,13 +58,10 @@ def epixm_dark(workdir):
 
 def test_calc_noise_and_mean_epixm(suite, workdir, epixm_dark):
     run, truth = epixm_dark
-    out = workdir / "out_cnm"
-    (out / "dark").mkdir(parents=True)
     cfg = epixm_config(workdir / "cfg_cnm.py")
-    run_script(suite, "CalcNoiseAndMean.py", ["-cf", str(cfg), "-r", "1", "-p", "/dark/", "-F", str(run)],
-               out_root=out)
-    means = np.load(out / "dark" / "CalcNoiseAndMean_mean__r1_step0.npy")
-    rms = np.load(out / "dark" / "CalcNoiseAndMean__rms_r1_step0.npy")
+    out, _ = run_on(suite, "CalcNoiseAndMean.py", run, cfg, workdir / "out_cnm", "dark")
+    means = np.load(out / "CalcNoiseAndMean_mean__r1_step0.npy")
+    rms = np.load(out / "CalcNoiseAndMean__rms_r1_step0.npy")
     frames = stored_frames(run).astype(np.float64)
     # the suite's numbers are the stored frames' statistics...
     np.testing.assert_allclose(means, frames.mean(0), rtol=1e-9)
@@ -81,16 +78,13 @@ def test_calc_noise_and_mean_epix100(suite, workdir):
     """A one-module detector: psana gives [row, col] frames and the suite's pixel lists are 2-D."""
     run = workdir / "dark_epix100.h5"
     truth = SyntheticRun("dark", "epix100", events=30, steps=1, seed=4).write(run)
-    out = workdir / "out_cnm100"
-    (out / "dark").mkdir(parents=True)
     cfg = write_config(workdir / "cfg_cnm100.py", {
         "detectorType": "Epix100a", "exp": "h5test", "location": "DetLab", "ignoreEventCodeCheck": True,
         "analyzedModules": [0], "singlePixels": [[10, 10], [10, 100], [100, 10], [150, 150]],
         "regionSlice": "np.s_[0:1, 0:704, 0:768]"})
-    run_script(suite, "CalcNoiseAndMean.py", ["-cf", str(cfg), "-r", "1", "-p", "/dark/", "-F", str(run)],
-               out_root=out)
-    means = np.load(out / "dark" / "CalcNoiseAndMean_mean__r1_step0.npy")
-    rms = np.load(out / "dark" / "CalcNoiseAndMean__rms_r1_step0.npy")
+    out, _ = run_on(suite, "CalcNoiseAndMean.py", run, cfg, workdir / "out_cnm100", "dark")
+    means = np.load(out / "CalcNoiseAndMean_mean__r1_step0.npy")
+    rms = np.load(out / "CalcNoiseAndMean__rms_r1_step0.npy")
     frames = stored_frames(run, "epix100")[:, 0].astype(np.float64)
     assert means.shape == rms.shape == (704, 768)
     np.testing.assert_allclose(means, frames.mean(0), rtol=1e-9)
@@ -105,20 +99,17 @@ REGION = (slice(2, 4), slice(0, 32), slice(0, 64))
 @pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
     run, _ = epixm_dark
-    out = workdir / f"out_esp{ranks}"
-    (out / "misc").mkdir(parents=True)
     roi = np.zeros((4, 192, 384), bool)
     roi[2, 10:20, 30:50] = True
     np.save(workdir / "roi.npy", roi)
     cfg = epixm_config(workdir / f"cfg_esp{ranks}.py", ROIs=[str(workdir / "roi.npy")],
                        regionSlice="np.s_[2:4, 0:32, 0:64]")
-    run_script(suite, "EventScanParallelSlice.py", ["-cf", str(cfg), "-r", "1", "-p", "/misc/", "-F", str(run)],
-               out_root=out, n_ranks=ranks)
-    assert not list((out / "misc").glob("*.part*")), "smalldata left part files"
+    out, _ = run_on(suite, "EventScanParallelSlice.py", run, cfg, workdir / f"out_esp{ranks}", "misc", n_ranks=ranks)
+    assert not list(out.glob("*.part*")), "smalldata left part files"
     frames = stored_frames(run)
     with h5py.File(run) as f:
         stamps = f["timestamp/0"][()]
-    with h5py.File(out / "misc" / "EventScanParallel_c0_r1__n666.h5") as f:
+    with h5py.File(out / "EventScanParallel_c0_r1__n666.h5") as f:
         ts = f["timestamp"][()]
         pixels, rois, bits = f["pixels"][()], f["rois"][()], f["summedBitSlice"][()]
     # one row per event, each once, in time order
@@ -137,12 +128,9 @@ def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
 
 def test_roi_from_threshold(suite, workdir, epixm_dark):
     run, _ = epixm_dark
-    out = workdir / "out_rft"
-    (out / "scan").mkdir(parents=True)
     cfg = epixm_config(workdir / "cfg_rft.py")
-    run_script(suite, "roiFromThreshold.py",
-               ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-t", "1100", "-F", str(run)], out_root=out)
-    roi = np.load(out / "scan" / "roiFromAboveThreshold_r1_c0_raw.npy")
+    out, _ = run_on(suite, "roiFromThreshold.py", run, cfg, workdir / "out_rft", "scan", "-t", "1100")
+    roi = np.load(out / "roiFromAboveThreshold_r1_c0_raw.npy")
     expect = ((stored_frames(run) & EPIXM_MASK) >= 1100).any(0)
     assert expect.any() and not expect.all()
     np.testing.assert_array_equal(roi, expect)
@@ -158,12 +146,9 @@ def epixm_switching(workdir):
 
 def test_find_min_switch_value(suite, workdir, epixm_switching):
     run, _ = epixm_switching
-    out = workdir / "out_fmsv"
-    (out / "scan").mkdir(parents=True)
     cfg = epixm_config(workdir / "cfg_fmsv.py")
-    run_script(suite, "findMinSwitchValue.py", ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run)],
-               out_root=out)
-    min_raw = np.load(out / "scan" / "minRaw_e1_rh5test.npy")
+    out, _ = run_on(suite, "findMinSwitchValue.py", run, cfg, workdir / "out_fmsv", "scan")
+    min_raw = np.load(out / "minRaw_e1_rh5test.npy")
     frames = stored_frames(run)
     switched = frames >= (1 << 15)
     assert switched.any() and not switched.all()
@@ -211,12 +196,9 @@ def isolated_photons(truth, modules, shape):
 @pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
     run, truth = epixm_fe55
-    out = workdir / f"out_sc{ranks}"
-    (out / "lowFlux").mkdir(parents=True)
     cfg = mfx_config(workdir / f"cfg_sc{ranks}.py")
-    run_script(suite, "SimpleClustersParallelSlice.py",
-               ["-cf", str(cfg), "-r", "1", "-p", "/lowFlux/", "-F", str(run)], out_root=out, n_ranks=ranks)
-    with h5py.File(out / "lowFlux" / "SimpleClusters__c0_r1_n666.h5") as f:
+    out, _ = run_on(suite, "SimpleClustersParallelSlice.py", run, cfg, workdir / f"out_sc{ranks}", "lowFlux", n_ranks=ranks)
+    with h5py.File(out / "SimpleClusters__c0_r1_n666.h5") as f:
         ts, clusters = f["timestamp"][()], f["clusterData"][()]
         hist = f["energyHistogram"][()]
         assert f["analysis"][()].decode() == "cluster"          # the config hash, strings included
@@ -244,12 +226,9 @@ def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
 
 def test_simple_photon_counter(suite, workdir, epixm_fe55):
     run, truth = epixm_fe55
-    out = workdir / "out_spc"
-    (out / "lowFlux").mkdir(parents=True)
     cfg = mfx_config(workdir / "cfg_spc.py")
-    run_script(suite, "simplePhotonCounter.py", ["-cf", str(cfg), "-r", "1", "-p", "/lowFlux/", "-F", str(run),
-               "-t", "3.0"], out_root=out)
-    frac = np.load(out / "lowFlux" / "SimplePhotonCounter__r1_c0_h5test.npy")
+    out, _ = run_on(suite, "simplePhotonCounter.py", run, cfg, workdir / "out_spc", "lowFlux", "-t", "3.0")
+    frac = np.load(out / "SimplePhotonCounter__r1_c0_h5test.npy")
     n_frames = int(truth.frame[0].sum())
     expect = np.zeros(truth.model.shape)
     p = truth.photons[0]
@@ -273,12 +252,9 @@ def epixm_linearity_mfx(workdir):
 @pytest.mark.parametrize("ranks", [0, 2, 3])
 def test_flux_pairs_survive_mpi(suite, workdir, epixm_linearity_mfx, ranks):
     run, truth = epixm_linearity_mfx
-    out = workdir / f"out_pairs{ranks}"
-    (out / "scan").mkdir(parents=True)
     cfg = mfx_config(workdir / f"cfg_pairs{ranks}.py")
-    run_script(suite, str(DRIVERS / "linearity_pairs.py"), ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run)],
-               out_root=out, n_ranks=ranks)
-    with h5py.File(out / "scan" / "pairs.h5") as f:
+    out, _ = run_on(suite, str(DRIVERS / "linearity_pairs.py"), run, cfg, workdir / f"out_pairs{ranks}", "scan", n_ranks=ranks)
+    with h5py.File(out / "pairs.h5") as f:
         ts, flux, step, roi = (f[k][()] for k in ("timestamp", "flux", "step", "roi"))
     frames = [truth.frame[k] for k in range(3)]
     np.testing.assert_array_equal(ts, np.concatenate([truth.timestamps[k][frames[k]] for k in range(3)]).astype(np.int64))
@@ -296,12 +272,8 @@ def test_search_for_non_switching(suite, workdir):
     run = workdir / "linearity_switch_mfx.h5"
     SyntheticRun("linearity", "epixM", events=6, steps=1, seed=5, scan_values=[1.0], flux_jitter=0.0,
                  adu_per_flux=(1 << 15) - 1000.0, timing=True, flux_sign=-1.0).write(run)
-    out = workdir / "out_sfns"
-    (out / "scan").mkdir(parents=True)
     cfg = mfx_config(workdir / "cfg_sfns.py")
-    proc = run_script(suite, "searchForNonSwitching.py",
-                      ["-cf", str(cfg), "-r", "1", "-p", "/scan/", "-F", str(run), "--special", "testing"],
-                      out_root=out)
+    out, proc = run_on(suite, "searchForNonSwitching.py", run, cfg, workdir / "out_sfns", "scan", "--special", "testing")
     reported = dict(line.split(": ") for line in proc.stdout.splitlines() if line.endswith(" gain"))
     with h5py.File(run) as f:   # the frame events' frames: the 10 x 10 corner of module 0
         switched = np.concatenate([f[f"epixM/{k}"][()][f[f"epixM/present/{k}"][()].astype(bool), 0, :10, :10]

@@ -221,10 +221,10 @@ class Run:
 
     def times(self) -> list[EventTime]:
         """Every event's time, in run order, from the index (psana1's indexed mode)."""
-        from .detectors import fiducials_of
+        from .detectors import run_fiducials
 
-        return [EventTime.from_psana2(int(t), fiducials_of(self._run, k))
-                for k, t in enumerate(self._run.times())]
+        return [EventTime.from_psana2(int(t), int(fid))
+                for t, fid in zip(self._run.times(), run_fiducials(self._run), strict=True)]
 
     def event(self, time) -> Event | None:
         """The event at ``time`` (an :class:`EventTime` or a psana2 timestamp int), or None."""

@@ -2,8 +2,9 @@
 
 Name matching (:func:`resolve`), first rule that matches wins:
 
-1. ``ControlData`` (scan values), and EVR names (``evr0``, ``...:Evr.N``) when
-   the run stores ``timing/eventcodes``;
+1. ``ControlData`` (scan values); a scan variable's exact name (an EPICS-like
+   detector: ``det()`` is the current step's value); EVR names (``evr0``,
+   ``...:Evr.N``) when the run stores ``timing/eventcodes``;
 2. a detector group whose ``alias`` attribute equals the name, or its
    source part (case-insensitive);
 3. a group named as the name (case-insensitive): ``'epix10k2M'``, ``'wave8'``;
@@ -210,14 +211,13 @@ def fiducial(evt) -> int:
     return int(starts[evt._step] + evt._i) & FIDUCIAL_MASK
 
 
-def fiducials_of(run, k: int) -> int:
-    """The fiducial of run-wide event ``k`` (see :func:`fiducial`)."""
-    starts = np.concatenate([[0], np.cumsum(run._index.n_events)])
-    step = int(np.searchsorted(starts, k, side="right") - 1)
+def run_fiducials(run) -> np.ndarray:
+    """The fiducials of every stored event in run order (see :func:`fiducial`), one read per step."""
     pulse = _timing_fields(run).get("pulseId")
-    if pulse is not None:
-        return int(pulse[step].read(k - int(starts[step]))) & FIDUCIAL_MASK
-    return k & FIDUCIAL_MASK
+    if pulse is None:
+        return np.arange(int(run._index.n_events.sum()), dtype=np.int64) & FIDUCIAL_MASK
+    parts = [np.asarray(ea.read_all(), dtype=np.int64) for ea in pulse]
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)) & FIDUCIAL_MASK
 
 
 class EventId:
@@ -414,6 +414,21 @@ class ControlDataDetector:
         return ControlConfig(pvs, int(run._index.n_events[step]))
 
 
+class EpicsDetector:
+    """A scan variable asked for by its name (psana1's EPICS ``Detector('PV:NAME')``): ``det()`` or ``det(evt)``."""
+
+    def __init__(self, name: str, env):
+        self.name = name
+        self._env = env
+
+    def __call__(self, evt=None):
+        if isinstance(evt, Event):
+            run, step = evt._evt._run, evt._evt._step
+        else:
+            run, step = self._env._ds._current_step or (self._env._run(), 0)
+        return None if run is None else float(run._scan[self.name]._var.per_step[step])
+
+
 # -- the factory --------------------------------------------------------------------------------------
 
 def Detector(source, env=None, accept_missing=False):  # noqa: N802 - psana1's name
@@ -432,6 +447,8 @@ def Detector(source, env=None, accept_missing=False):  # noqa: N802 - psana1's n
     if (name.lower().startswith("evr") or device.lower() == "evr") and run is not None \
             and "eventcodes" in _timing_fields(run):
         return EvrDetector(name, env)
+    if run is not None and name in run._scan and name != "step_docstring":
+        return EpicsDetector(name, env)
     try:
         probe = _PerRun(name, env)
     except UnknownDetectorError:
