@@ -629,6 +629,11 @@ class RunWriter:
                 g.attrs["ancillaryDataType"] = declared[0] if len(declared) == 1 else declared
         if "nEvents" not in g:  # the index that lets the reader open a run without touching every step
             g.create_dataset("nEvents", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        # Two flushes: HDF5 writes the metadata of one flush in its own order, so a kill during a flush
+        # can leave any part of it unwritten. Flushing the step's objects first and counting the step
+        # (nEvents, stepsComplete) only in the next flush means the index on disk never counts a step
+        # that is not wholly on disk.
+        f.flush()
         g["nEvents"].resize(step.index + 1, axis=0)
         g["nEvents"][step.index] = step.n_events
         self.n_steps += 1
