@@ -138,10 +138,13 @@ def test_repeated_random_kills_serve_no_wrong_data_and_keep_flushed_steps(tmp_pa
 # strace injects SIGKILL when the writer enters its Nth pwrite64, so the file holds exactly the
 # first N-1 writes: every state a kill between two system calls can leave. A 4-step run makes
 # about 110 writes; CI tries every KILL_EVERY-th of them (CALIBSUITE_KILL_EVERY=1: all).
+# CALIBSUITE_KILL_STEPS=12 shows HDF5's own limit: from the 9th step on, adding a step's link
+# splits or regrows a group's symbol table (B-tree node, local heap) across several writes, and
+# a kill between them loses earlier steps on disk (docs/format.rst, "Incomplete runs").
 
 KILL_EVERY = int(os.environ.get("CALIBSUITE_KILL_EVERY", "4"))
+ENUM_STEPS = int(os.environ.get("CALIBSUITE_KILL_STEPS", "4"))
 STRACE = shutil.which("strace")
-ENUM_STEPS = 4
 
 
 def _kill_before_write(path, n):
@@ -199,7 +202,7 @@ needs_strace = pytest.mark.skipif(STRACE is None or not sys.platform.startswith(
 
 @needs_strace
 def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(kills_before_writes):
-    assert len(kills_before_writes) >= 100 // KILL_EVERY
+    assert len(kills_before_writes) >= 25 * ENUM_STEPS // KILL_EVERY
     assert [(n, confirmed, p) for n, confirmed, p, _ in kills_before_writes if p is not None] == []
     for n, confirmed, _, steps in kills_before_writes:
         where = f"kill before write {n}: {confirmed} steps confirmed"
