@@ -93,3 +93,15 @@ def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_r
     proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
     assert proc.returncode == 0, f"{script} (ranks={n_ranks}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
+
+
+def run_on(suite: Path, script: str, run, config, out: Path, analysis: str, *extra: str,
+           n_ranks: int = 0) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run a suite script on the h5 ``run`` (run number 1) with ``config``, writing under ``out``.
+
+    Returns the script's output folder (``out/<analysis>``) and the finished process.
+    """
+    outdir = Path(out) / analysis
+    outdir.mkdir(parents=True)
+    args = ["-cf", str(config), "-r", "1", "-p", f"/{analysis}/", "-F", str(run), *extra]
+    return outdir, run_script(suite, script, args, out_root=Path(out), n_ranks=n_ranks)
