@@ -67,7 +67,7 @@ class EventArray:
 
     @guarded(_ea_where)
     def _resolve(self) -> h5py.Dataset:
-        from .errors import FormatError, InconsistentRunError
+        from .errors import EventCountError, FormatError
         from .links import open_member
 
         group, name = self._group, self._name
@@ -76,8 +76,8 @@ class EventArray:
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=file, h5path=where)
         if ds.shape is None or ds.shape[:1] != (self.n,):
-            raise InconsistentRunError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
-                                       file=file, h5path=where)
+            raise EventCountError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
+                                  file=file, h5path=where)
         if self._expect is not None and (ds.shape[1:], ds.dtype) != self._expect:
             raise FormatError(f"per-event shape/dtype must be the same in every step; step 0 has {self._expect[0]} "
                               f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=file, h5path=where)

@@ -90,7 +90,7 @@ def to_python(value):
     return value
 
 
-def read_header(f: h5py.File, origin: Origin | None = None) -> dict:
+def read_header(f: h5py.File, origin: Origin | None = None, *, check: bool = True) -> dict:
     """Return the header: ``/ancillaryData`` attributes and scalar datasets (legacy: root).
 
     Values are decoded (:func:`calibsuite_h5source.rules.decode`) and every
@@ -99,7 +99,8 @@ def read_header(f: h5py.File, origin: Origin | None = None) -> dict:
     Raises
     ------
     HeaderError
-        A documented header value of the wrong type or out of range.
+        A documented header value of the wrong type or out of range
+        (unless ``check`` is False: the validator checks each value itself).
     """
     origin = origin or Origin(f.filename)
     header = {}
@@ -118,7 +119,7 @@ def read_header(f: h5py.File, origin: Origin | None = None) -> dict:
             obj = open_member(f, "scriptType", origin)
             if isinstance(obj, h5py.Dataset) and obj.shape is not None:
                 header["scriptType"] = rules.decode(obj[()])
-    return rules.apply(rules.HEADER, header, origin.file, where)
+    return rules.apply(rules.HEADER, header, origin.file, where) if check else header
 
 
 def detect_layout(f: h5py.File, origin: Origin | None = None) -> str:

@@ -7,22 +7,35 @@ checked); it yields :class:`Problem` records. Problems of one kind are folded
 into one record with a ``count``. Last, the reader itself opens the file: if
 it refuses it for a reason no check reported, that is reported too, so a
 file that validates clean always reads.
+
+Checks run in three phases: ``file`` (every attribute readable, links,
+header values: no layout needed), ``run`` (the layout's members, collected
+as the reader collects them) and ``data`` (every stored chunk decoded).
+
+``validate`` never raises and always ends: the checks run in a child process
+(:mod:`calibsuite_h5source.isolate`) that is killed after ``timeout`` seconds
+without progress; a hang or a crash is reported as ``unreadable``, naming the
+upstream fault when it is a known one (``docs/upstream-faults.rst``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import h5py
 import numpy as np
 
+from . import rules
 from . import timestamps as _ts
-from .errors import H5SourceError, LinkError, NotHDF5Error
+from .errors import H5SourceError, HeaderError, LinkError, NotHDF5Error
+from .guard import translate
+from .isolate import no_progress, run_isolated
 from .layout import HEADER, LayoutMembers, detect_layout, open_h5, read_header
+from .links import Origin, check_virtual, open_member
 from .run_index import open_run_index
 from .script_types import is_known_script_type
 from .timestamps import LCLS_EPOCH_OFFSET
@@ -32,6 +45,18 @@ log = logging.getLogger(__name__)
 ERROR, WARNING = "error", "warning"
 UNREADABLE = "unreadable"
 FOLD_AFTER = 3  # more problems of one code than this are folded into one with a count
+#: Seconds a check may run without progress before the file is declared unreadable.
+TIMEOUT = 60.0
+#: Bytes decoded per read when a dataset is not chunked.
+DECODE_BLOCK = 16 << 20
+#: HDF5 filter id of bitshuffle (hdf5plugin).
+BITSHUFFLE = 32008
+
+#: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
+GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
+                    "corrupted (docs/upstream-faults.rst, 'global heap loop')")
+BITSHUFFLE_CRASH = ("the hdf5plugin bitshuffle filter crashes on a chunk whose header is corrupted "
+                    "(docs/upstream-faults.rst, 'bitshuffle crash')")
 
 
 @dataclass
@@ -61,7 +86,7 @@ class Problem:
 
 @dataclass
 class Context:
-    """What a check sees."""
+    """What a check sees (``members`` is None in the ``file`` phase, or when collection failed)."""
 
     path: str
     file: h5py.File
@@ -69,6 +94,8 @@ class Context:
     header: dict
     members: LayoutMembers | None
     problems: list = field(default_factory=list)
+    origin: Origin | None = None
+    progress: Callable = no_progress
 
     def problem(self, code, severity, message, h5path="/", found=None, expected=None) -> Problem:
         return Problem(code, severity, message, self.path, h5path, found, expected)
@@ -76,6 +103,8 @@ class Context:
     def sources(self) -> dict:
         """``{h5path: {step: EventArray}}`` of every detector and side-data field."""
         m = self.members
+        if m is None:
+            return {}
         out = {e["h5path"]: e["steps"] for e in m.area.values()}
         out.update({f"/{n}/{f}": steps for n, fields in m.side.items() for f, steps in fields.items()})
         return out
@@ -86,25 +115,73 @@ class Check:
     code: str
     description: str
     func: Callable[[Context], Iterator[Problem]]
+    phase: str = "run"
 
 
 CHECKS: list[Check] = []
+PHASES = ("file", "run", "data")
 
 
-def check(code: str, description: str):
-    """Register a check function ``func(ctx) -> iterable of Problem``."""
+def check(code: str, description: str, phase: str = "run"):
+    """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc)."""
+    assert phase in PHASES, phase
+
     def register(func):
-        CHECKS.append(Check(code, description, func))
+        CHECKS.append(Check(code, description, func, phase))
         return func
     return register
 
 
 def list_checks() -> list[tuple[str, str]]:
-    """``[(code, description)]`` of every registered check."""
-    return [(c.code, c.description) for c in CHECKS]
+    """``[(code, description)]`` of every registered check, in the order they run."""
+    return [(c.code, c.description) for phase in PHASES for c in CHECKS if c.phase == phase]
 
 
 # -- the checks ---------------------------------------------------------------------
+
+@check("attributes", "every attribute of every object can be read", phase="file")
+def _attributes(ctx: Context):
+    for _, obj in [("/", ctx.file), *_objects(ctx.file)]:
+        ctx.progress(obj.name, "reading the attributes of")
+        try:
+            for key in obj.attrs:
+                obj.attrs[key]
+        except Exception as exc:
+            yield ctx.problem("attributes", ERROR, f"an attribute cannot be read: {type(exc).__name__}: {exc}",
+                              obj.name)
+
+
+@check("links", "links resolve; external links and virtual-dataset sources stay inside the file's folder",
+       phase="file")
+def _links(ctx: Context):
+    found = []
+    ctx.file.visititems_links(lambda name, link: found.append(name)
+                              if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)) else None)
+    for name in found:
+        parent, _, member = f"/{name}".rpartition("/")
+        ctx.progress(f"/{name}", "following the link")
+        try:
+            open_member(ctx.file[parent or "/"], member, ctx.origin)
+        except LinkError as exc:
+            yield ctx.problem("link", ERROR, exc.rule, exc.h5path or f"/{name}")
+    for _, obj in _objects(ctx.file):
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            try:
+                check_virtual(obj, ctx.origin)
+            except LinkError as exc:
+                yield ctx.problem("link", ERROR, exc.rule, exc.h5path or obj.name)
+
+
+@check("header-values", "every documented header value has its type and range")
+def _header_values(ctx: Context):
+    where = f"/{HEADER}" if ctx.layout != "legacy" else "/"
+    for name, rule in rules.HEADER.items():
+        if name in ctx.header:
+            try:
+                rules.check(name, rule, ctx.header[name], ctx.path, where)
+            except HeaderError as exc:
+                yield ctx.problem("header-value", ERROR, exc.rule, where, found=repr(ctx.header[name]))
+
 
 @check("header", "the /ancillaryData header exists and has a recognised scriptType")
 def _header(ctx: Context):
@@ -114,7 +191,7 @@ def _header(ctx: Context):
     if not st:
         yield ctx.problem("header", ERROR, "no scriptType in the header (required)", f"/{HEADER}",
                           found=sorted(ctx.header), expected="scriptType")
-    elif not is_known_script_type(st):
+    elif isinstance(st, str) and not is_known_script_type(st):
         yield ctx.problem("script-type", WARNING, f"scriptType {st!r} is not a recognised type", f"/{HEADER}",
                           found=st)
 
@@ -124,17 +201,22 @@ def _run_id(ctx: Context):
     run = ctx.header.get("run")
     if run is None:
         if ctx.layout != "legacy":
-            yield ctx.problem("run-id", WARNING, "no run id: timestamps will be synthesised from 1990-01-01",
+            stored = ctx.members is not None and bool(ctx.members.timestamps)
+            consequence = "run.timestamp comes from the first event" if stored else \
+                "timestamps will be synthesised from 1990-01-01"
+            yield ctx.problem("run-id", WARNING, f"no run id: {consequence}",
                               f"/{HEADER}", expected="run = Unix seconds of the run start")
         return
     now = time.time() + 86400
-    if not isinstance(run, int) or not LCLS_EPOCH_OFFSET <= run <= now:
+    if isinstance(run, int) and not isinstance(run, bool) and not LCLS_EPOCH_OFFSET <= run <= now:
         yield ctx.problem("run-id", ERROR, "run must be an int of Unix seconds between 1990 and now",
                           f"/{HEADER}", found=run, expected=f"{LCLS_EPOCH_OFFSET}..{int(now)}")
 
 
 @check("steps", "at least one step; steps numbered 0, 1, ...; every detector has the same steps and events")
 def _steps(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
     sources = ctx.sources()
     if not sources:
         yield ctx.problem("steps", ERROR, "no detector or side data: a run needs at least one step", "/")
@@ -167,6 +249,8 @@ def _steps(ctx: Context):
 
 @check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step")
 def _frames(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
     for entry in ctx.members.area.values():
         first = None
         for k, ea in sorted(entry["steps"].items()):
@@ -176,6 +260,9 @@ def _frames(ctx: Context):
                 yield ctx.problem("frame-shape", ERROR, f"step {k}: per-event data must be [module, row, col]",
                                   where, found=shape[1:], expected="[module, row, col]")
                 continue
+            if ea.dataset.dtype.kind not in "biuf":
+                yield ctx.problem("frame-dtype", ERROR, f"step {k}: frames must be numeric", where,
+                                  found=str(ea.dataset.dtype), expected="an integer, float or bool dtype")
             if first is None:
                 first = (shape[1:], str(ea.dataset.dtype))
             elif (shape[1:], str(ea.dataset.dtype)) != first:
@@ -185,32 +272,40 @@ def _frames(ctx: Context):
 
 @check("timestamps", "timestamps have nEvents entries per step and strictly increase")
 def _timestamps(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
     m = ctx.members
     if not m.timestamps:
         return
     sources = ctx.sources()
     ref = next(iter(sources.values()), {})
-    last = None
+    last = prev_last = None
     for k in sorted(m.timestamps):
         ea = m.timestamps[k]
         where = m.ts_path.replace("<k>", str(k)) if "<k>" in m.ts_path else f"{m.ts_path}/{k}"
+        ctx.progress(where, "checking the timestamps of")
+        if k in ref and ea.n != ref[k].n:
+            yield ctx.problem("timestamp-length", ERROR, f"step {k} needs one timestamp per event", where,
+                              found=[ea.n], expected=[ref[k].n])
+            continue
+        bad, first = 0, None
         try:
-            ts = _ts.checked(ea.read_all(), ctx.path, where).astype(np.int64)
+            for start in range(0, ea.n, _ts.BLOCK):  # block by block: a declared extent is not allocated
+                ts = _ts.checked(ea.read_range(start, min(start + _ts.BLOCK, ea.n)), ctx.path, where, first=start)
+                first = ts[0] if first is None else first
+                bad += int(np.sum(ts[1:] <= ts[:-1])) + int(last is not None and start > 0 and ts[0] <= last)
+                last = ts[-1]
+                if bad:  # one block is enough to report the step
+                    break
         except H5SourceError as exc:
             yield ctx.problem("timestamp-value", ERROR, exc.rule, exc.h5path or where)
             continue
-        if k in ref and ts.shape != (ref[k].n,):
-            yield ctx.problem("timestamp-length", ERROR, f"step {k} needs one timestamp per event", where,
-                              found=list(ts.shape), expected=[ref[k].n])
-            continue
-        bad = int(np.sum(np.diff(ts) <= 0))
         if bad:
-            yield ctx.problem("timestamp-order", ERROR, f"step {k}: {bad} timestamps do not increase", where,
+            yield ctx.problem("timestamp-order", ERROR, f"step {k}: timestamps do not increase", where,
                               found=bad, expected=0)
-        if last is not None and len(ts) and ts[0] <= last:
+        elif first is not None and k > 0 and prev_last is not None and first <= prev_last:
             yield ctx.problem("timestamp-order", ERROR, f"step {k} starts before step {k - 1} ends", where)
-        if len(ts):
-            last = ts[-1]
+        prev_last = last
     if ref and sorted(m.timestamps) != sorted(ref):
         yield ctx.problem("timestamp-length", ERROR, "timestamps must exist for every step", m.ts_path,
                           found=sorted(m.timestamps), expected=sorted(ref))
@@ -218,6 +313,8 @@ def _timestamps(ctx: Context):
 
 @check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step")
 def _scan(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
     g = ctx.file.get(HEADER) if ctx.layout != "legacy" else ctx.file
     ref = next(iter(ctx.sources().values()), {})
     n_steps = len(ref)
@@ -247,30 +344,65 @@ def _complete(ctx: Context):
                           f"steps were finished{f' ({error})' if error else ''}", f"/{HEADER}")
 
 
-@check("links", "no external links or virtual datasets leaving the file's folder")
-def _links(ctx: Context):
-    folder = Path(ctx.path).resolve().parent
-    found = []
+@check("data", "every stored chunk decodes; no declared data left unwritten", phase="data")
+def _data(ctx: Context):
+    for _, ds in _objects(ctx.file):
+        if not isinstance(ds, h5py.Dataset) or ds.shape is None or ds.is_virtual:
+            continue
+        filters = _filters(ds)
+        strings = ds.dtype.kind == "O" or h5py.check_vlen_dtype(ds.dtype) is not None
+        activity = "reading the variable-length strings of" if strings else "decoding"
+        ctx.progress(ds.name, activity, filters)
+        try:
+            regions, written, declared = _stored_regions(ds)
+            for region in regions:
+                ds[region]
+                ctx.progress(ds.name, activity, filters)
+        except Exception as exc:
+            err = translate(exc, ctx.path, ds.name, "decoding the stored data")
+            yield ctx.problem("damaged-data", ERROR, err.rule, ds.name)
+            continue
+        if written < declared:
+            yield ctx.problem("unwritten", WARNING, f"{declared - written} of {declared} chunks were never written: "
+                              "their elements read as the fill value", ds.name, found=written, expected=declared)
 
-    def visit(name, link):
-        if isinstance(link, h5py.ExternalLink):
-            found.append((f"/{name}", link.filename))
 
-    ctx.file.visititems_links(visit)
-    for name, obj in _datasets(ctx.file):
-        if obj.is_virtual:
-            found += [(f"/{name}", s.file_name) for s in obj.virtual_sources() if s.file_name != "."]
-    for where, target in found:
-        resolved = (folder / target).resolve()
-        if folder not in resolved.parents and resolved.parent != folder:
-            yield ctx.problem("external-link", ERROR, "data lives outside the file's folder", where,
-                              found=str(target), expected=f"a file in {folder}")
-
-
-def _datasets(f: h5py.File):
+def _objects(f: h5py.File) -> list[tuple[str, object]]:
+    """Every object reachable by hard links (each once)."""
     out = []
-    f.visititems(lambda n, o: out.append((n, o)) if isinstance(o, h5py.Dataset) else None)
+    f.visititems(lambda n, o: out.append((n, o)))
     return out
+
+
+def _filters(ds: h5py.Dataset) -> str:
+    plist = ds.id.get_create_plist()
+    names = []
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        names.append("bitshuffle" if code == BITSHUFFLE else name.decode("ascii", "replace") or str(code))
+    return ",".join(names)
+
+
+def _stored_regions(ds: h5py.Dataset):
+    """``(regions, written, declared)``: selections covering the stored data, and chunks written / declared.
+
+    Chunked data: one region per stored chunk (nothing read for a declared but
+    unwritten extent). Contiguous data: blocks of :data:`DECODE_BLOCK` bytes
+    along the first axis (none when no storage was allocated).
+    """
+    if ds.shape == ():
+        return [()], 1, 1
+    if ds.chunks is None:
+        if ds.size == 0 or ds.id.get_storage_size() == 0:
+            return [], 0, 0
+        rows = max(1, DECODE_BLOCK // max(1, ds.dtype.itemsize * math.prod(ds.shape[1:])))
+        return [slice(a, min(a + rows, ds.shape[0])) for a in range(0, ds.shape[0], rows)], 0, 0
+    offsets = []
+    ds.id.chunk_iter(lambda info: offsets.append(info.chunk_offset))
+    regions = [tuple(slice(o, min(o + c, n)) for o, c, n in zip(off, ds.chunks, ds.shape, strict=True))
+               for off in offsets if all(o < n for o, n in zip(off, ds.shape, strict=True))]
+    declared = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True))
+    return regions, len(offsets), declared
 
 
 # -- running them ---------------------------------------------------------------------
@@ -291,35 +423,95 @@ def _fold(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def validate(path) -> list[Problem]:
-    """Check ``path`` and return its problems (an empty list for a clean file)."""
+def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Problem]:
+    """Check ``path`` and return its problems (an empty list for a clean file). Never raises; always ends.
+
+    Parameters
+    ----------
+    path : str or path
+        The run file.
+    timeout : float
+        Seconds the checks may go without progress before the file is
+        reported ``unreadable`` (a libhdf5 hang).
+    isolate : bool
+        Run the checks in a child process (default), so that a hang or a
+        crash of an underlying library is reported instead of suffered.
+    """
     path = str(path)
+    if not isolate:
+        return _fold(check_here(path))
+    out = run_isolated(check_here, (path,), timeout)
+    if out.status == "done":
+        return _fold(out.result)
+    h5path, activity, detail = out.at
+    where = f"while {activity} {h5path}" + (f" (filters: {detail})" if detail else "")
+    if out.status == "timeout":
+        fault = GLOBAL_HEAP_LOOP if "attributes" in activity or "strings" in activity or activity == "starting" \
+            else "an upstream fault of libhdf5 or a filter"
+        message = f"no progress for {timeout:g} s {where}: {fault}"
+    elif out.status == "crashed":
+        fault = BITSHUFFLE_CRASH if activity == "decoding" and "bitshuffle" in detail \
+            else "an upstream fault of libhdf5, h5py or a filter"
+        message = f"the HDF5 library crashed ({out.signal_name}) {where}: {fault}"
+    else:
+        message = f"the checks failed {where}: {out.result}"
+    return [Problem(UNREADABLE, ERROR, message, path, h5path)]
+
+
+def check_here(path: str, progress: Callable = no_progress) -> list[Problem]:
+    """Run every check on ``path`` in this process (what :func:`validate` runs in its child). Never raises."""
+    try:
+        return _check_here(str(path), progress)
+    except H5SourceError as exc:
+        code = UNREADABLE if isinstance(exc, NotHDF5Error) else "link" if isinstance(exc, LinkError) else "layout"
+        return [Problem(code, ERROR, exc.rule, str(path), exc.h5path or "/")]
+    except Exception as exc:  # never a traceback: say what failed
+        log.debug("validate %s", path, exc_info=True)
+        err = translate(exc, str(path), "/", "checking the file")
+        return [Problem(UNREADABLE, ERROR, err.rule, str(path), "/")]
+
+
+def _run_phase(ctx: Context, phase: str) -> list[Problem]:
+    problems = []
+    for c in CHECKS:
+        if c.phase != phase:
+            continue
+        try:
+            problems.extend(c.func(ctx))
+        except Exception as exc:  # a check must never hide the others
+            log.debug("check %s failed", c.code, exc_info=True)
+            problems.append(Problem(c.code, ERROR, f"could not be checked: {type(exc).__name__}: {exc}", ctx.path, "/"))
+    return problems
+
+
+def _check_here(path: str, progress: Callable) -> list[Problem]:
+    progress("/", "opening")
     try:
         f = open_h5(path)
     except NotHDF5Error as exc:
         return [Problem(UNREADABLE, ERROR, exc.rule, path, "/")]
     with f:
+        origin = Origin(path)
+        ctx = Context(path, f, "canonical", {}, None, origin=origin, progress=progress)
+        problems = _run_phase(ctx, "file")
+        if any(p.code in ("attributes", "link") for p in problems):
+            return problems  # the layout cannot be read safely
+        progress(f"/{HEADER}", "reading the attributes of")
+        ctx.header = read_header(f, origin, check=False)
+        ctx.layout = detect_layout(f, origin)
+        members = LayoutMembers(f, path, origin)
         try:
-            header = read_header(f)
-            layout = detect_layout(f)
-            members = LayoutMembers(f, path)
-            getattr(members, f"collect_{layout}")()
+            getattr(members, f"collect_{ctx.layout}")()
         except H5SourceError as exc:
-            code = "external-link" if isinstance(exc, LinkError) else "layout"
-            return [Problem(code, ERROR, exc.rule, path, exc.h5path or "/")]
-        except OSError as exc:
-            return [Problem(UNREADABLE, ERROR, f"HDF5 file is damaged: {exc}", path, "/")]
-        ctx = Context(path, f, layout, header, members)
-        problems = []
-        for c in CHECKS:
-            try:
-                problems.extend(c.func(ctx))
-            except Exception as exc:  # a check must never hide the others
-                log.debug("check %s failed", c.code, exc_info=True)
-                problems.append(Problem(c.code, ERROR, f"could not be checked: {exc}", path, "/"))
+            problems.append(Problem("layout", ERROR, exc.rule, path, exc.h5path or "/"))
+        else:
+            ctx.members = members
+        problems += _run_phase(ctx, "run")
+        problems += _run_phase(ctx, "data")
     if not any(p.severity == ERROR for p in problems):
+        progress("/", "opening with the reader")
         try:
             open_run_index(path).close()
         except H5SourceError as exc:
             problems.append(Problem("reader", ERROR, f"the reader refuses the file: {exc.rule}", path, exc.h5path or "/"))
-    return _fold(problems)
+    return problems

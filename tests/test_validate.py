@@ -76,7 +76,7 @@ def test_external_link_out_of_the_folder(tmp_path, valid):
     with h5py.File(other, "w") as f:
         f["data"] = np.zeros(3)
     p = only(corrupt(valid, lambda f: f["wave8"].__setitem__("extra", h5py.ExternalLink(str(other), "/data"))))
-    assert (p.code, p.h5path) == ("external-link", "/wave8/extra")
+    assert (p.code, p.h5path) == ("link", "/wave8/extra")
     assert str(other) in p.message and "only inside the run file's folder" in p.message
 
 
@@ -98,4 +98,60 @@ def test_unreadable_files(tmp_path):
 
 def test_every_check_is_listed():
     codes = [c for c, _ in list_checks()]
-    assert codes == ["header", "run-id", "steps", "frame-shape", "timestamps", "scan", "complete", "links"]
+    assert codes == ["attributes", "links", "header-values", "header", "run-id", "steps", "frame-shape", "timestamps",
+                     "scan", "complete", "data"]
+
+
+def test_no_run_id_with_stored_timestamps_does_not_say_they_will_be_synthesised(valid):
+    p = only(corrupt(valid, lambda f: f["ancillaryData"].attrs.__delitem__("run")))
+    assert (p.code, p.severity) == ("run-id", WARNING)
+    assert "synthesised" not in p.message and "first event" in p.message
+
+
+def test_no_run_id_without_timestamps_says_they_will_be_synthesised(tmp_path):
+    path = write_layout(tmp_path / "r.h5", declare_run(steps=(2,), timestamps=False, run=None))
+    assert "timestamps will be synthesised" in only(validate(path)).message
+
+
+def test_header_values_of_the_wrong_type(valid):
+    p = only(corrupt(valid, lambda f: f["ancillaryData"].attrs.__setitem__("run", "yesterday")))
+    assert (p.code, p.severity, p.h5path) == ("header-value", ERROR, "/ancillaryData")
+    assert p.message == "attribute 'run' must be a non-negative integer; found str 'yesterday'"
+
+
+def test_a_damaged_chunk_is_reported(tmp_path):
+    decl = declare_run(steps=(2, 2))
+    path = write_layout(tmp_path / "r.h5", decl)
+    with h5py.File(path, "a") as f:
+        del f["epixM/1"]
+        f.create_dataset("epixM/1", data=decl["detectors"]["epixM"][1], chunks=(1, 2, 8, 16), compression="gzip")
+    with h5py.File(path, "r") as f:
+        info = f["epixM/1"].id.get_chunk_info(1)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\0\1" * (info.size // 2))
+    p = only(validate(path))
+    assert (p.code, p.severity, p.h5path) == ("damaged-data", ERROR, "/epixM/1")
+    assert "filter returned failure" in p.message
+
+
+def test_missing_virtual_dataset_source_is_an_error(tmp_path, valid):
+    def make_virtual(f):
+        layout = h5py.VirtualLayout(shape=(3, 4), dtype="f4")
+        layout[...] = h5py.VirtualSource("gone.h5", "/x", shape=(3, 4))
+        del f["wave8/peakAmplitude/0"]
+        f["wave8/peakAmplitude"].create_virtual_dataset("0", layout)
+    p = only(corrupt(valid, make_virtual))
+    assert (p.code, p.severity, p.h5path) == ("link", ERROR, "/wave8/peakAmplitude/0")
+    assert "names 'gone.h5', which does not exist" in p.message
+
+
+def test_a_failing_check_is_reported_not_raised(valid, mocker):
+    mocker.patch("calibsuite_h5source.validate._filters", side_effect=RuntimeError("boom"))
+    problems = validate(valid, isolate=False)
+    assert [(p.code, p.message) for p in problems] == [("data", "could not be checked: RuntimeError: boom")]
+
+
+def test_in_process_and_isolated_agree(tmp_path, valid):
+    corrupt(valid, lambda f: f["timestamp/2"].__setitem__(3, 1))
+    assert validate(valid, isolate=False) == validate(valid)

@@ -10,11 +10,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser("validate", help="check run files against docs/format.rst",
                        description="Check run files against the format (docs/format.rst); print every problem.",
                        epilog="Exit codes: 0 no problems (warnings allowed unless --strict), 1 problems found, "
-                              "2 a file could not be read, 130 interrupted (what was found so far is printed).")
+                              "2 a file could not be read (including a library hang or crash on it, "
+                              "reported by name), 130 interrupted (what was found so far is printed).")
     p.add_argument("files", nargs="*", metavar="FILE")
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--json", action="store_true", help="print problems as a JSON list")
     p.add_argument("--list-checks", action="store_true", help="list the checks and exit")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="report a file as unreadable after this long without progress (a library hang); "
+                        "default 60")
     p.set_defaults(func=run)
 
 
@@ -29,7 +33,7 @@ def _progress(files):
 
 
 def run(args) -> int:
-    from ..validate import ERROR, UNREADABLE, list_checks, validate
+    from ..validate import ERROR, TIMEOUT, UNREADABLE, list_checks, validate
 
     if args.list_checks:
         for code, description in list_checks():
@@ -41,7 +45,7 @@ def run(args) -> int:
     problems, checked, interrupted = [], 0, False
     try:
         for path in _progress(args.files):
-            found = validate(path)
+            found = validate(path, timeout=args.timeout or TIMEOUT)
             problems += found
             checked += 1
             if not args.json:
