@@ -26,6 +26,7 @@ __all__ = [
     "WriterError",
     "MissingDependencyError",
     "ArrayTooLargeError",
+    "WriterGoneError",
 ]
 
 
@@ -115,3 +116,10 @@ class MissingDependencyError(H5SourceError, ImportError):
 
 class ArrayTooLargeError(H5SourceError, MemoryError):
     """A whole-array read (``det.raw.frames``) would exceed its memory limit; nothing was read."""
+
+
+class WriterGoneError(H5SourceError):
+    """A run followed live (``live=True``) ends incomplete: its writer died, closed it after an error, or went quiet.
+
+    The message says why and what was read.
+    """

@@ -40,7 +40,7 @@ class H5Backend:
 
         files = _files(args, kwargs)
         for f in files:
-            if not Path(f).is_file():
+            if not Path(f).is_file() and not (kwargs.get("live") and not Path(f).exists()):  # live: may appear
                 raise NotHDF5Error("file does not exist", file=f)
         kwargs = {k: v for k, v in kwargs.items() if k != "files"}
         return H5DataSource(files=files, **kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 import h5py
@@ -71,10 +72,37 @@ def _open_h5(p: Path) -> h5py.File:
     try:
         return h5py.File(p, "r")
     except OSError as exc:
-        if "unable to lock file" in str(exc).lower():
-            raise NotHDF5Error(f"the file is being written: another process holds its lock ({exc}); "
-                               "read it when the writer has closed it", file=str(p)) from exc
-        raise NotHDF5Error(f"HDF5 file is truncated or corrupted: {exc}", file=str(p)) from exc
+        if "unable to lock file" not in str(exc).lower():
+            raise NotHDF5Error(f"HDF5 file is truncated or corrupted: {exc}", file=str(p)) from exc
+        try:  # a writer holds it: read what it has made durable (docs/format.rst, "What a live file looks like")
+            return open_unlocked(p)
+        except OSError as exc2:
+            raise NotHDF5Error(f"the file is being written and could not be read without its lock: {exc2}",
+                               file=str(p)) from exc2
+
+
+def open_unlocked(path, attempts: int = 5) -> h5py.File:
+    """Open a file that a writer holds, read-only and without HDF5's file lock.
+
+    A flush of the writer can be caught half-done, so a failed open is
+    retried a few times (``attempts``, 20 ms apart) before its error is raised.
+    """
+    for attempt in range(attempts):
+        try:
+            return h5py.File(path, "r", locking=False)
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.02)
+    raise AssertionError("unreachable")
+
+
+def is_unlocked(f: h5py.File) -> bool:
+    """True when ``f`` was opened without HDF5's file lock (:func:`open_unlocked`: a writer holds it)."""
+    try:
+        return not f.id.get_access_plist().get_file_locking()[0]
+    except (AttributeError, OSError):
+        return False
 
 
 def to_python(value):

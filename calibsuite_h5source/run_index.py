@@ -23,6 +23,7 @@ from .errors import (
     FormatError,
     InconsistentRunError,
     MissingScriptTypeError,
+    NotHDF5Error,
 )
 from .guard import guard
 from .index_types import AreaSource, EventArray, LazySteps, RunIndex, ScanVariable
@@ -31,6 +32,7 @@ from .layout import (
     LayoutMembers,
     detect_layout,
     event_counts,
+    is_unlocked,
     open_h5,
     read_header,
     step_number,
@@ -218,13 +220,20 @@ def open_run_index(path) -> RunIndex:
         Any other broken rule of ``docs/format.rst``.
     """
     path = str(path)
-    f = open_h5(path)
-    try:
-        with guard(path, None, "opening the run"):
-            return _build(f, path)
-    except BaseException:
-        f.close()
-        raise
+    for attempt in range(3):
+        f = open_h5(path)
+        unlocked = is_unlocked(f)
+        try:
+            with guard(path, None, "opening the run"):
+                return _build(f, path)
+        except NotHDF5Error:  # includes DamagedFileError: retried when a writer's flush may be half-done
+            f.close()
+            if attempt == 2 or not unlocked:
+                raise
+        except BaseException:
+            f.close()
+            raise
+    raise AssertionError("unreachable")
 
 
 def _build(f: h5py.File, path: str) -> RunIndex:
@@ -246,8 +255,12 @@ def _build(f: h5py.File, path: str) -> RunIndex:
     n_keep = None
     if not complete:
         n_keep = header.get("stepsComplete", 0)
-        log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
-                    path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
+        if is_unlocked(f) and not header.get("error"):
+            log.warning("%s: the run is being written; reading its %d finished steps "
+                        "(DataSource(files=..., live=True) follows it as it grows)", path, n_keep)
+        else:
+            log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
+                        path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
     b.complete = complete
     group = b.member(f, HEADER) if layout == "canonical" else None
     index = b.member(group, "nEvents") if isinstance(group, h5py.Group) else None

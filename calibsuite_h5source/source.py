@@ -16,7 +16,7 @@ import numpy as np
 from . import partition as _partition
 from .detector import AreaDetector, MissingDetector, ScanDetector, SideDetector, step_docstrings
 from .detector_types import detector_type
-from .errors import UnknownDetectorError
+from .errors import H5SourceError, UnknownDetectorError
 from .guard import guard
 from .index_types import RunIndex, ScanVariable
 from .run_index import open_run_index
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 #: psana keywords that mean nothing for an h5 file: accepted and ignored.
 IGNORED_KWARGS = {
-    "exp", "run", "dir", "skip_calib_load", "live", "log_level",
+    "exp", "run", "dir", "skip_calib_load", "log_level",
     "smalldata_kwargs", "xdetectors", "monitor", "small_xtc", "shmem", "mpi_ts", "dbsuffix",
     "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache",
 }
@@ -366,13 +366,20 @@ class H5DataSource:
         from ``det.raw.raw/calib/image``, as psana does for one segment.
         True: ``[1, row, col]``, as stored. ``run.Detector(name,
         keep_module_axis=...)`` overrides it per detector.
+    live : bool
+        Follow runs that are still being written (:mod:`calibsuite_h5source.live`):
+        events come as the writer makes them durable, and the run ends when
+        the writer completes it (or raises ``WriterGoneError`` when it died).
+    max_retries : float, optional
+        With ``live``: seconds to wait for new data before giving up; default
+        ``PS_R_MAX_RETRIES``, else 60 (psana's).
     **kwargs
         Other psana keywords (``exp``, ``run``, ``dir``, ``skip_calib_load``...)
         are accepted and ignored.
     """
 
     def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, keep_module_axis=False,
-                 **kwargs):
+                 live=False, max_retries=None, **kwargs):
         if files is None:
             raise TypeError("H5DataSource needs files= (a path or a list of paths)")
         self.files = [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
@@ -387,12 +394,29 @@ class H5DataSource:
             log.debug("H5DataSource: keyword %s=%r has no meaning for h5 files; ignored", key, kwargs[key])
         self._kwargs = kwargs
         self._partition = _partition.choose(max_events=max_events, **kwargs)
+        self.live, self.max_retries = bool(live), max_retries
+        if self.live:
+            from .live import resolve_max_retries
+
+            resolve_max_retries(max_retries)  # a bad value fails here, not at the first wait
+            if self._partition.is_mpi():
+                raise H5SourceError("live=True reads a run in order on one process; run the script without MPI")
         self.exp = kwargs.get("exp")
         self.runnum = kwargs.get("run")
 
     def runs(self):
         """Yield one :class:`Run` per file."""
         for path in self.files:
+            if self.live:
+                from .live import open_live_run
+
+                run = open_live_run(path, max_retries=self.max_retries, max_events=self.max_events,
+                                    detectors=self.detectors, timestamps=self.timestamps,
+                                    keep_module_axis=self.keep_module_axis)
+                self.exp = self.exp or run.expt
+                self.runnum = self.runnum or run.runnum
+                yield run
+                continue
             index = open_run_index(path)
             try:
                 with guard(path, None, "selecting the run's events"):

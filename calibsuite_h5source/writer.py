@@ -11,9 +11,12 @@
 
 Events are checked at the call, before anything is written, buffered, and
 appended in blocks (one resize and one write per block and dataset). The file
-is flushed at the end of every step and every ``flush_every`` events; the
-header says ``complete = False`` until a clean close, and ``stepsComplete``
-counts the finished steps, so a crash loses at most the unfinished step.
+is flushed at the end of every step, every ``flush_every`` events and every
+``flush_seconds``; the header says ``complete = False`` until a clean close,
+``stepsComplete`` counts the finished steps and ``openStepEvents`` the durable
+events of the step being written (each set only after the data it counts was
+flushed), so a crash loses at most the events since the last flush, and a live
+reader (:mod:`calibsuite_h5source.live`) follows the run as it grows.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import datetime as _dt
 import logging
 import os
 import shlex
+import socket
 import sys
 import time
 
@@ -32,7 +36,7 @@ from ._version import __version__
 from .errors import UnknownScriptTypeError, WriterError
 from .layout import HEADER
 from .script_types import canonical_script_type, known_script_types
-from .storage import Column, compression_kwargs, create_file
+from .storage import Column, compression_kwargs, create_file, lock_state
 from .write_rules import (
     check_field_name,
     check_header,
@@ -47,6 +51,18 @@ from .write_rules import (
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1.0"
+#: header attributes the writer keeps for live readers (``docs/format.rst``, "What a live file looks like")
+LIVE_ATTRS = ("openStepEvents", "stepsDiscarded", "writerHost", "writerPid", "writerLock")
+
+
+def writer_identity(path: str) -> dict:
+    """The ``writerHost``/``writerPid``/``writerLock`` header attributes of the process writing ``path``.
+
+    ``writerLock`` is True when HDF5's write lock on the file is in effect
+    (not disabled by ``HDF5_USE_FILE_LOCKING=FALSE`` or the filesystem): a
+    reader that then finds the lock free knows the writer has gone.
+    """
+    return {"writerHost": socket.gethostname(), "writerPid": os.getpid(), "writerLock": lock_state(path) == "written"}
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
@@ -56,9 +72,7 @@ class StepWriter:
         self.scan_values = scan_values
         self.n_events = 0
         self._columns: dict[tuple, Column] = {}
-        self._present: dict[str, list[bool]] = {}
-        self._timestamps: list[int] = []
-        self._scan: dict[str, list] = {}
+        self._scan: dict[str, list] = {}  # first per-event scan value of this step (the constancy rule)
         self._closed = False
 
     # -- checks (nothing is buffered or written until every check of a call passed) --------
@@ -259,8 +273,12 @@ class StepWriter:
             if name in schema["area"]:
                 shape, dtype = schema["area"][name]
                 col = self._column(("area", name), f"/{name}/{self.index}", shape, dtype, True)
-                present = self._present.setdefault(name, [True] * self.n_events)
-                present.append(frame is not None)
+                present = self._columns.get(("present", name))
+                if present is None and frame is None:  # the first event without data: mask from here on
+                    present = self._column(("present", name), f"/{name}/present/{self.index}", (), np.dtype(bool))
+                    present.write_block(np.ones(self.n_events, bool))
+                if present is not None:
+                    present.append(frame is not None)
                 col.append(0 if frame is None else frame)
             else:
                 for field, value in frame.items():
@@ -271,14 +289,15 @@ class StepWriter:
                 shape, dtype = schema["headers"][name][field]
                 self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
         if timestamp is not None:
-            self._timestamps.append(timestamp)
+            self._column(("timestamp",), f"/timestamp/{self.index}", (), np.dtype(np.uint64)).append(timestamp)
         for name, v in scan.items():
-            self._scan.setdefault(name, []).append(v)
+            self._scan.setdefault(name, [v])
+            self._column(("scan", name), f"/{HEADER}/{name}/{self.index}", (), np.asarray(v).dtype).append(v)
         self.n_events += 1
         self.writer._event_written()
 
     def close(self) -> None:
-        """Finish the step: write its buffers, masks, timestamps and scan values; flush."""
+        """Finish the step: write its buffers (frames, masks, timestamps, scan values); flush."""
         if self._closed:
             return
         w = self.writer
@@ -294,16 +313,13 @@ class StepWriter:
         for name, fields in schema["headers"].items():
             for field, (shape, dtype) in fields.items():
                 self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
-        f = w._file
-        for name, mask in self._present.items():
-            if not all(mask):
-                f.create_dataset(f"{name}/present/{self.index}", data=np.asarray(mask, dtype=bool))
+        for key, col in self._columns.items():
+            if key[0] == "present":
+                col.flush()
         if schema["timestamps"]:
-            f.create_dataset(f"timestamp/{self.index}", data=np.asarray(self._timestamps, dtype=np.uint64))
-        for name, values in self._scan.items():
-            f.create_dataset(f"ancillaryData/{name}/{self.index}", data=np.asarray(values))
-        for name in schema["scan"] - set(self._scan):  # an empty step still gets its (empty) dataset
-            f.create_dataset(f"ancillaryData/{name}/{self.index}", data=np.zeros(0))
+            self._column(("timestamp",), f"/timestamp/{self.index}", (), np.dtype(np.uint64)).flush()
+        for name in schema["scan"]:  # an empty step still gets its (empty) dataset
+            self._column(("scan", name), f"/{HEADER}/{name}/{self.index}", (), np.dtype(np.float64)).flush()
         w._finish_step(self)
         self._closed = True
 
@@ -324,7 +340,7 @@ class StepWriter:
             if col.ds is not None and col.h5path in f:
                 del f[col.h5path]
         self._closed = True
-        self.writer._open_step = None
+        self.writer._discard_step(self)
 
 
 class RunWriter:
@@ -342,7 +358,11 @@ class RunWriter:
     compression_opts : optional
         gzip level, or keywords of the hdf5plugin filter.
     flush_every : int
-        Flush the file every this many events (and at each step end).
+        Make the events durable (flushed, and counted in ``openStepEvents``
+        for live readers) every this many events; default 100.
+    flush_seconds : float
+        ... and whenever this many seconds have passed since the last flush
+        (checked at each event); default 2.0. Steps end with a flush too.
     overwrite : bool
         Replace an existing file; otherwise an existing file is an error.
     **header
@@ -352,8 +372,8 @@ class RunWriter:
     """
 
     def __init__(self, path, scriptType, *, compression=None, compression_opts=None,  # noqa: N803
-                 flush_every: int = 100, allow_unknown_script_type: bool = False, overwrite: bool = False,
-                 **header):
+                 flush_every: int = 100, flush_seconds: float = 2.0, allow_unknown_script_type: bool = False,
+                 overwrite: bool = False, **header):
         self.path = str(path)
         if not isinstance(scriptType, str):
             raise WriterError(f"scriptType must be a str; found {type(scriptType).__name__} {scriptType!r}",
@@ -366,7 +386,8 @@ class RunWriter:
         self._compression = compression_kwargs(compression, compression_opts)
         self.compression = compression
         self.flush_every = max(1, int(flush_every))
-        reserved = sorted({"complete", "stepsComplete", "error"} & set(header))
+        self.flush_seconds = float(flush_seconds)
+        reserved = sorted({"complete", "stepsComplete", "error", *LIVE_ATTRS} & set(header))
         if reserved:
             raise WriterError(f"header attributes {reserved} are set by the writer; do not pass them",
                               file=self.path, h5path=f"/{HEADER}")
@@ -389,12 +410,15 @@ class RunWriter:
             g.attrs[key] = value
         g.attrs["complete"] = False
         g.attrs["stepsComplete"] = 0
+        g.attrs.update(writer_identity(self.path))
+        g.attrs["openStepEvents"] = -1
         self._detectors: dict[str, dict] = {}
         self._schema = None
         self._scan_names: list[str] | None = None
         self._open_step: StepWriter | None = None
         self.n_steps = 0
         self._since_flush = 0
+        self._last_flush = time.monotonic()
         self._closed = False
         f.flush()
 
@@ -591,7 +615,22 @@ class RunWriter:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
         self._open_step = StepWriter(self, self.n_steps, values)
+        self._write_step_values(self.n_steps, values)
+        g = self._file[HEADER]
+        g.attrs["openStepEvents"] = 0  # a live reader sees the step (and its scan values) from now on
+        self._file.flush()
         return self._open_step
+
+    def _write_step_values(self, index: int, values: dict) -> None:
+        """Write a step's per-step scan values at its opening (a live reader needs them then)."""
+        g = self._file[HEADER]
+        for name, value in values.items():
+            if name not in g:
+                kind = h5py.string_dtype() if isinstance(value, str) else np.float64
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=kind, chunks=(256,))
+            ds = g[name]
+            ds.resize(index + 1, axis=0)
+            ds[index] = value
 
     def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None, **scan_values) -> None:
         """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}`` (see ``add_events``)."""
@@ -600,22 +639,41 @@ class RunWriter:
 
     def _event_written(self) -> None:
         self._since_flush += 1
-        if self._since_flush >= self.flush_every:
-            for col in self._open_step._columns.values():
+        if self._since_flush >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Flush the open step's events now and count them in ``openStepEvents`` (see ``docs/format.rst``).
+
+        The data is flushed first and the counter after, in a second flush, so
+        a reader that sees the counter finds everything it counts on disk.
+        """
+        self._check_open()
+        step = self._open_step
+        if step is not None:
+            for col in step._columns.values():
                 col.flush()
+        self._file.flush()
+        if step is not None:
+            self._file[HEADER].attrs["openStepEvents"] = step.n_events
             self._file.flush()
-            self._since_flush = 0
+        self._since_flush = 0
+        self._last_flush = time.monotonic()
+
+    def _discard_step(self, step: StepWriter) -> None:
+        """Forget a discarded step: its per-step scan values go, a live reader no longer sees it."""
+        g = self._file[HEADER]
+        for name in step.scan_values:
+            if name in g:
+                g[name].resize(self.n_steps, axis=0)
+        g.attrs["openStepEvents"] = -1
+        g.attrs["stepsDiscarded"] = int(g.attrs.get("stepsDiscarded", 0)) + 1
+        self._open_step = None
 
     def _finish_step(self, step: StepWriter) -> None:
         f = self._file
         g = f["ancillaryData"]
-        for name, value in step.scan_values.items():
-            if name not in g:
-                kind = h5py.string_dtype() if isinstance(value, str) else np.float64
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=kind, chunks=(256,))
-            ds = g[name]
-            ds.resize(step.index + 1, axis=0)
-            ds[step.index] = value
+        f.flush()  # the step's data first; the header that counts it after (a live reader trusts the header)
         if self._scan_names is None:
             self._scan_names = sorted(step.scan_values)
             declared = [n for n in self._scan_names if n not in ("step_value", "step_docstring")]
@@ -629,8 +687,10 @@ class RunWriter:
         self.n_steps += 1
         self._open_step = None
         g.attrs["stepsComplete"] = self.n_steps
+        g.attrs["openStepEvents"] = -1
         f.flush()
         self._since_flush = 0
+        self._last_flush = time.monotonic()
 
     # -- closing ----------------------------------------------------------------
     def _check_open(self):

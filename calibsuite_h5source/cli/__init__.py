@@ -35,7 +35,7 @@ class UsageError(H5SourceError):
 
 
 #: Sub-commands in the order ``--help`` lists them.
-COMMANDS = ("demo", "info", "validate", "fake", "plot", "convert")
+COMMANDS = ("demo", "info", "validate", "fake", "plot", "convert", "watch")
 
 
 def build_parser() -> argparse.ArgumentParser:
