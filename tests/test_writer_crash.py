@@ -214,8 +214,5 @@ def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(ki
 
 
 @needs_strace
-@pytest.mark.xfail(strict=True, reason="the reader opens every member of every group (layout.header_groups, "
-                   "links.items), including the datasets of the step being written, whose object headers "
-                   "are not on disk yet, and refuses the whole run")
 def test_kill_before_any_write_reader_reads_every_confirmed_step(kills_before_writes):
     assert [(n, confirmed, str(r)) for n, confirmed, _, r in kills_before_writes if isinstance(r, H5SourceError)] == []
