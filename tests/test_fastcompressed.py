@@ -92,10 +92,10 @@ def test_without_the_package_h5py_reads(tmp_path, mocker, package, name):
 
 
 def test_sequential_reads_prefetch_a_bounded_few_and_random_reads_drop_them(tmp_path, monkeypatch, mocker):
-    pytest.importorskip("bitshuffle")
+    pytest.importorskip("zstandard")
     monkeypatch.setattr(fastcompressed, "PREFETCH", 3)
     data = noisy(20)
-    path = write(tmp_path / "r.h5", data, **filters()["bitshuffle"][0])
+    path = write(tmp_path / "r.h5", data, **filters()["zstd"][0])
     index = open_run_index(path)
     try:
         ea = index.area["epixM"].steps[0]
@@ -115,6 +115,16 @@ def test_sequential_reads_prefetch_a_bounded_few_and_random_reads_drop_them(tmp_
         assert np.array_equal(ea.read(3), data[3])
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("name", ["bitshuffle", "blosc-lz4"])
+def test_decompressors_holding_the_gil_use_no_thread_pool(tmp_path, mocker, name):
+    kwargs, package = filters()[name]
+    pytest.importorskip(package)
+    executor = mocker.spy(fastcompressed, "_executor")
+    plan, got, want = read_all(write(tmp_path / "r.h5", noisy(6), **kwargs))
+    assert isinstance(plan, fastcompressed.CompressedPlan) and executor.call_count == 0
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
 
 
 def test_no_prefetch_means_no_thread_pool(tmp_path, monkeypatch, mocker):
