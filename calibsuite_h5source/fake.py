@@ -46,12 +46,12 @@ from .fake_truth import record as _record
 __all__ = ["SyntheticRun", "Truth", "DetectorModel", "BeamTiming", "RUN_TYPES", "FE55_KEV", "PHOTON_DTYPE"]
 
 FE55_KEV = 5.9
-#: run type -> (scriptType, default photon energy keV or None, default occupancy)
+#: run type -> the scriptType written to the file
 RUN_TYPES = {
     "dark": "dark", "pedestal": "pedestal", "fe55": "fe55", "lowFlux": "lowFlux", "linearity": "linearity",
     "intensityScan": "intensityScan", "delayScan": "delayScan", "misc": "misc",
 }
-_PHOTONS = {"fe55": (FE55_KEV, 0.002), "lowFlux": (8.0, 0.01)}  # energy keV, occupancy
+_PHOTONS = {"fe55": (FE55_KEV, 0.002), "lowFlux": (8.0, 0.01)}  # default photon energy (keV), occupancy
 _FLUX_SCANS = ("linearity", "intensityScan")
 _FLUX_SIGNAL = (*_FLUX_SCANS, "misc")
 AUTO = "auto"

@@ -257,9 +257,9 @@ class LayoutMembers:
 
     def header_groups(self, group: h5py.Group) -> dict[str, h5py.Group]:
         """An area detector's header-field sub-groups: those holding step members, but not ``present``/``calib``."""
-        return {name: sub for name, sub in self.items(group)
-                if name not in RESERVED_DETECTOR and step_number(name) is None and isinstance(sub, h5py.Group)
-                and any(step_number(m) is not None for m in sub)}
+        return {name: sub for name in group if name not in RESERVED_DETECTOR and step_number(name) is None
+                for sub in [self.member(group, name)]  # opened only when not a step: steps are many
+                if isinstance(sub, h5py.Group) and any(step_number(m) is not None for m in sub)}
 
     def collect_canonical(self):
         for name, obj in self.items(self.f):

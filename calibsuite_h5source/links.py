@@ -77,10 +77,17 @@ def open_member(group: h5py.Group, name: str, origin: Origin):
         folder or whose file or object is missing; a virtual dataset whose
         source is outside the folder or missing.
     """
+    links, key = group.id.links, name.encode("utf-8")
+    if not links.exists(key):
+        return None
+    kind = links.get_info(key).type  # cheap: no object built; hard links, by far the most common, open directly
+    if kind == h5py.h5l.TYPE_HARD:
+        obj = group[name]
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            check_virtual(obj, origin)
+        return obj
     where = _where(group, name)
     link = group.get(name, getlink=True)
-    if link is None:
-        return None
     if isinstance(link, h5py.ExternalLink):
         target = origin.resolve_target(group.file.filename, link.filename, where, "an external link")
     try:

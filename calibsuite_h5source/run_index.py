@@ -72,8 +72,9 @@ def _timestamp_steps(b: LayoutMembers, arrays: list[EventArray], n_events: np.nd
         n = int(n_events[k])
 
         def read(start, stop, ea=ea, k=k, n=n):
-            _check_timestamp_dataset(b, ea, k, n, where(k))
-            return ea.read_range(start, stop)
+            with guard(b.path, where(k), f"reading the timestamps of step {k}"):
+                _check_timestamp_dataset(b, ea, k, n, where(k))
+                return ea.read_range(start, stop)
 
         if ea._dataset is not None:
             _check_timestamp_dataset(b, ea, k, n, where(k))

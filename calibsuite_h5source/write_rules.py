@@ -165,6 +165,8 @@ def check_header(header: dict, *, file=None) -> dict:
     A value must be a str, a real number, or a 1-D list/array of either
     (``ancillaryDataType``); keys must be plain names.
     """
+    if not isinstance(header, dict):
+        raise WriterError(f"attributes must be a dict {{name: value}}; found {_describe(header)}", file=file)
     for key, value in header.items():
         _check_hdf5_name(key, "header attribute", file=file, h5path=f"/{HEADER}")
         try:

@@ -63,6 +63,8 @@ def writer_identity(path: str) -> dict:
     reader that then finds the lock free knows the writer has gone.
     """
     return {"writerHost": socket.gethostname(), "writerPid": os.getpid(), "writerLock": lock_state(path) == "written"}
+
+
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
@@ -122,7 +124,7 @@ class StepWriter:
             h5path = f"/{HEADER}/{name}/{self.index}"
             v = values[name] = check_scan_value(name, v, file=w.path, h5path=h5path)
             first = self._scan[name][0] if self._scan.get(name) else block_scan.setdefault(name, v)
-            if first != v:
+            if first != v and not (first != first and v != v):  # NaN throughout a step is constant too
                 self._fail(h5path, f"a per-event scan value must not change inside a step; step {self.index} "
                            f"started with {first!r}, event {self.n_events + position} has {v!r}")
         return timestamp, checked, values, checked_headers
@@ -159,6 +161,7 @@ class StepWriter:
         return col
 
     def _check_open(self) -> None:
+        self.writer._check_open()
         if self._closed:
             raise WriterError("this step is closed; open a new one with w.step()", file=self.writer.path)
 
@@ -385,7 +388,9 @@ class RunWriter:
                                          "or register_script_type())", file=self.path)
         self._compression = compression_kwargs(compression, compression_opts)
         self.compression = compression
-        self.flush_every = max(1, int(flush_every))
+        if isinstance(flush_every, bool) or not isinstance(flush_every, (int, np.integer)) or flush_every < 1:
+            raise WriterError(f"flush_every must be a positive int; found {flush_every!r}", file=self.path)
+        self.flush_every = int(flush_every)
         self.flush_seconds = float(flush_seconds)
         reserved = sorted({"complete", "stepsComplete", "error", *LIVE_ATTRS} & set(header))
         if reserved:
@@ -673,7 +678,10 @@ class RunWriter:
     def _finish_step(self, step: StepWriter) -> None:
         f = self._file
         g = f["ancillaryData"]
-        f.flush()  # the step's data first; the header that counts it after (a live reader trusts the header)
+        # The step's data first; the header that counts it after, in a second flush (a live reader trusts the
+        # header, and HDF5 writes one flush's metadata in its own order, so a kill during a flush can leave
+        # any part of it unwritten: the index on disk must never count a step not wholly on disk).
+        f.flush()
         if self._scan_names is None:
             self._scan_names = sorted(step.scan_values)
             declared = [n for n in self._scan_names if n not in ("step_value", "step_docstring")]

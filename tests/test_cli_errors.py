@@ -38,12 +38,14 @@ def bad_inputs(tmp_path, run_file):
         "convert exp without run": (["convert", str(tmp_path / "c.h5"), "--exp", "xpptut15"], "--exp needs --run"),
         "convert run with files": (["convert", str(tmp_path / "c.h5"), "--files", "x.xtc2", "--run", "3"],
                                    "--run goes with --exp"),
+        "convert max events": (["convert", str(tmp_path / "c.h5"), "--files", "x.xtc2", "--max-events", "0"],
+                               "--max-events must be at least 1; found 0"),
     }
 
 
 CASES = ["info missing file", "info folder", "info not hdf5", "fake exists", "fake unknown detector", "fake no events",
          "fake missing folder", "demo no steps", "plot unknown detector", "plot missing step",
-         "convert exp without run", "convert run with files"]
+         "convert exp without run", "convert run with files", "convert max events"]
 
 
 @pytest.mark.parametrize("case", CASES)

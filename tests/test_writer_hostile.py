@@ -206,6 +206,26 @@ def test_bad_step_scan_value_is_refused_at_step(tmp_path, reference, case):
     same(read_run_dict(tmp_path / "run.h5"), reference)
 
 
+def test_writing_after_an_unclean_close_is_refused(tmp_path):
+    w = RunWriter(tmp_path / "r.h5", "dark")
+    w.add_step({"epixM": np.zeros((1, *SHAPE), np.uint16)})
+    s = w.step()
+    w.close(RuntimeError("DAQ died"))
+    with pytest.raises(WriterError, match="the writer is closed"):
+        s.event(epixM=frame(1))
+    assert len(read_run_dict(tmp_path / "r.h5")["epixM"]) == 1
+
+
+def test_nan_scan_value_is_a_value(tmp_path):
+    """NaN is a number: allowed per step, and constant when every event of a step gives it."""
+    with RunWriter(tmp_path / "r.h5", "dark") as w, w.step(delay=float("nan")) as s:
+        for i in range(2):
+            s.event(epixM=frame(i), scan={"gain": float("nan")})
+        with pytest.raises(WriterError, match="started with nan, event 2 has 1.0"):
+            s.event(epixM=frame(3), scan={"gain": 1.0})
+    assert np.isnan(read_run_dict(tmp_path / "r.h5")["ancillaryData"]["gain"][0]).tolist() == [True, True]
+
+
 def test_step_docstring_must_be_str_and_step_value_a_number(tmp_path):
     with RunWriter(tmp_path / "r.h5", "dark") as w:
         with pytest.raises(WriterError, match="step_docstring must be a str"):
@@ -263,6 +283,8 @@ def test_bad_detector_declarations_write_nothing(tmp_path):
     with RunWriter(tmp_path / "r.h5", "dark") as w:
         with pytest.raises(WriterError, match="calibration constant pedestals must be numeric"):
             w.detector("epixM", detType="epixm", calib={"pedestals": np.array(["a"])})
+        with pytest.raises(WriterError, match="attributes must be a dict"):
+            w.detector("epixM", calib={"pedestals": (np.zeros(SHAPE), "meta")})
         with pytest.raises(WriterError, match="header attribute gainBitsMask must be"):
             w.detector("epixM", gainBitsMask=2**70)
         with pytest.raises(WriterError, match=r"\[module, row, col\].*dtype"):
@@ -278,6 +300,8 @@ def test_bad_detector_declarations_write_nothing(tmp_path):
 
 def test_bad_header_creates_no_file(tmp_path):
     path = tmp_path / "r.h5"
+    with pytest.raises(WriterError, match="flush_every must be a positive int; found 'often'"):
+        RunWriter(path, "dark", flush_every="often")
     with pytest.raises(WriterError, match="header attribute location must be a str, a real number"):
         RunWriter(path, "dark", location={"building": 84})
     with pytest.raises(WriterError, match="scriptType must be a str; found list"):

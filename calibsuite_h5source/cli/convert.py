@@ -33,6 +33,8 @@ def run(args) -> int:
 
     if args.exp and args.run is None:
         raise UsageError("--exp needs --run")
+    if args.max_events is not None and args.max_events < 1:
+        raise UsageError(f"--max-events must be at least 1; found {args.max_events}")
     if args.run is not None and not args.exp:
         raise UsageError("--run goes with --exp (with --files, psana reads the file's own run)")
     summary = convert(args.out, files=args.files, exp=args.exp, run=args.run, dir=args.dir, detectors=args.detectors,
