@@ -266,3 +266,24 @@ def test_live_bad_input(tmp_path, monkeypatch):
     assert resolve_max_retries() == 7.0 and resolve_max_retries(2) == 2.0
     monkeypatch.delenv("PS_R_MAX_RETRIES")
     assert resolve_max_retries() == 60.0
+
+
+def test_smalldata_of_a_live_run(tmp_path):
+    import h5py
+
+    path, out = tmp_path / "live.h5", tmp_path / "smd.h5"
+    proc = start_writer(path, steps=3, events=10, sleep=0.003, flush_every=3)
+    try:
+        ds = DataSource(files=str(path), live=True, max_retries=60)
+        smd = ds.smalldata(filename=str(out))
+        run = next(ds.runs())
+        amp = run.Detector("wave8")
+        for evt in run.events():
+            smd.event(evt, amp=amp.raw.amp(evt))
+        smd.done()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["amp"][()], [1000.0 * k + i for k in range(3) for i in range(10)])
+        np.testing.assert_array_equal(f["timestamp"][()], [(1 << 40) + 1000 * k + i for k in range(3) for i in range(10)])
