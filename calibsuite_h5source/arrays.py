@@ -454,30 +454,40 @@ def _field(side_raw, field: str):
     return fields[field]
 
 
-def field_array(side_raw, field: str, step=None, events=None, *, max_bytes=None) -> np.ndarray:
-    """Return one side-data field (``peakAmplitude``, ``eventcodes``...) as ``[event, ...]``, stored dtype."""
+def side_rows(side_raw, per_step, step=None, events=None, missing="drop"):
+    """Selected ``(step, event)`` rows of side data, leaving out events its ``present`` mask marks absent."""
+    masks = [side_raw.present(k) for k in range(len(per_step))] if side_raw._present_steps is not None else None
+    return select_rows([ea.n for ea in per_step], step, events, masks, missing)
+
+
+def field_array(side_raw, field: str, step=None, events=None, *, missing="drop", max_bytes=None) -> np.ndarray:
+    """Return one side-data field (``peakAmplitude``, ``eventcodes``...) as ``[event, ...]``, stored dtype.
+
+    Events where the source has no data (its ``present`` mask) are left out,
+    or kept as stored (zeros) with ``missing='keep'``, as for :func:`frames`.
+    """
     per_step = _field(side_raw, field)
-    rows = select_rows([ea.n for ea in per_step], step, events)
+    rows = side_rows(side_raw, per_step, step, events, missing)
     ds = per_step[0].dataset
     shape = (len(rows[0]), *ds.shape[len(per_step[0].prefix) + 1:])
     _check_size(shape, ds.dtype, max_bytes, f"{side_raw._name}.{field}")
     return gather(per_step, *rows, np.empty(shape, dtype=ds.dtype))
 
 
-def field_dask_array(side_raw, field: str, step=None):
+def field_dask_array(side_raw, field: str, step=None, *, missing="drop"):
     """Lazy dask form of :func:`field_array` (same blocks as :func:`dask_array`)."""
     per_step = _field(side_raw, field)
-    rows = select_rows([ea.n for ea in per_step], step)
+    rows = side_rows(side_raw, per_step, step, None, missing)
     ds = per_step[0].dataset
     tail = ds.shape[len(per_step[0].prefix) + 1:]
     return _dask_from(ds.file.filename, per_step, *rows, tail, ds.dtype, f"{side_raw._name}-{field}")
 
 
-def field_xarray(side_raw, field: str, step=None, events=None, *, max_bytes=None):
+def field_xarray(side_raw, field: str, step=None, events=None, *, missing="drop", max_bytes=None):
     """:func:`field_array` as a DataArray; dims ``event`` then ``dim_1``, ``dim_2``..., the run's coordinates."""
     per_step = _field(side_raw, field)
-    rows = select_rows([ea.n for ea in per_step], step, events)
-    data = field_array(side_raw, field, step, events, max_bytes=max_bytes)
+    rows = side_rows(side_raw, per_step, step, events, missing)
+    data = field_array(side_raw, field, step, events, missing=missing, max_bytes=max_bytes)
     dims = ("event", *(f"dim_{j}" for j in range(1, data.ndim)))
     return _xarray(data, getattr(side_raw, "_run", None), rows, dims, field,
                    {"detector": side_raw._name, "field": field})

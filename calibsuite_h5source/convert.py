@@ -267,11 +267,10 @@ def _fields(name, det, evt) -> dict:
         codes = det.raw.eventcodes(evt)
         return {"eventcodes": np.zeros(288, np.uint8) if codes is None else np.asarray(codes, np.uint8),
                 "pulseId": np.uint64(det.raw.pulseId(evt) or 0)}
-    out = {}
-    for method in [m for m in dir(det.raw) if not m.startswith("_") and m not in ("config", "calib")]:
-        value = getattr(det.raw, method)(evt)
-        out[method] = np.zeros(0) if value is None else np.asarray(value)
-    return out
+    values = {m: getattr(det.raw, m)(evt) for m in dir(det.raw) if not m.startswith("_") and m not in ("config", "calib")}
+    if all(v is None for v in values.values()):
+        return None  # the source has no data at this event (a beam monitor at a frame event): stored as absent
+    return {m: np.zeros(0) if v is None else np.asarray(v) for m, v in values.items()}
 
 
 def _describe(source: dict) -> str:

@@ -260,15 +260,34 @@ class AreaDetector:
 
 
 class _SideRaw:
-    """``det.raw`` of side data: one method per stored field."""
+    """``det.raw`` of side data: one method per stored field.
+
+    Where the source's ``present`` mask (``/<source>/present/<step>``) is
+    False, every field returns None for that event, as psana's BLD detectors
+    do at events without their data (a beam monitor at a frame event).
+    """
 
     def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None):
         self._name = name
-        self._fields = fields
+        self._fields = {f: v for f, v in fields.items() if f != "present"}
+        self._present_steps = fields.get("present")
+        self._masks: dict[int, np.ndarray] = {}
         self._run = run
+
+    def present(self, step: int) -> np.ndarray | None:
+        """The step's ``present`` mask (bool per stored event), or None when the source is in every event."""
+        if self._present_steps is None:
+            return None
+        mask = self._masks.get(step)
+        if mask is None:
+            mask = self._masks[step] = np.asarray(self._present_steps[step].read_all(), dtype=bool)
+        return mask
 
     def _value(self, field, evt):
         if evt is None:
+            return None
+        mask = self.present(evt._step)
+        if mask is not None and not mask[evt._i]:
             return None
         v = self._fields[field][evt._step].read(evt._i)
         return v.item() if isinstance(v, np.generic) else v
@@ -287,10 +306,10 @@ class _SideRaw:
         from . import arrays
         return arrays.field_array(self, field, step, events, **kwargs)
 
-    def dask_array(self, field, step=None):
+    def dask_array(self, field, step=None, **kwargs):
         """The field as a lazy dask array (:func:`calibsuite_h5source.arrays.field_dask_array`)."""
         from . import arrays
-        return arrays.field_dask_array(self, field, step)
+        return arrays.field_dask_array(self, field, step, **kwargs)
 
     def xarray(self, field, step=None, events=None, **kwargs):
         """The field as an ``xarray.DataArray`` (:func:`calibsuite_h5source.arrays.field_xarray`)."""
@@ -307,14 +326,18 @@ class _TimingRaw(_SideRaw):
             return None
         if "eventcodes" not in self._fields:
             return [0] * N_EVENTCODES
-        codes = [int(c) for c in self._value("eventcodes", evt)]
+        codes = self._value("eventcodes", evt)
+        if codes is None:
+            return None
+        codes = [int(c) for c in codes]
         return codes + [0] * (N_EVENTCODES - len(codes))
 
     def pulseId(self, evt):  # noqa: N802 - psana's name
         """Return the pulse id as an int; 0 when the file stores none (never None)."""
         if evt is None or "pulseId" not in self._fields:
             return 0
-        return int(self._value("pulseId", evt))
+        value = self._value("pulseId", evt)
+        return 0 if value is None else int(value)
 
 
 class SideDetector:

@@ -218,8 +218,9 @@ class SyntheticRun:
             side = {}
             if plan.eventcodes is not None:
                 side["timing"] = {"eventcodes": plan.eventcodes[i], "pulseId": plan.pulse_ids[i]}
-            if amps is not None:
-                side[self.flux_monitor] = {"peakAmplitude": amps[i]}
+            if amps is not None:  # with timing the monitor reads on its own events only, as BLD at MFX
+                at_monitor = plan.eventcodes is None or not plan.frame[i]
+                side[self.flux_monitor] = {"peakAmplitude": amps[i]} if at_monitor else None
             yield frame, side, int(plan.timestamps[i])
 
     def write(self, path, compression=None, progress=None, overwrite=False, **header) -> Truth:
@@ -245,7 +246,7 @@ class SyntheticRun:
 
     def declaration(self) -> dict:
         """The whole run as a declared dict for ``testing.layouts.write_layout`` (in memory; no constants)."""
-        frames, present, side, stamps = [], [], {}, []
+        frames, present, side, stamps, side_present = [], [], {}, [], {}
         for k in range(len(self.counts)):
             events = list(self.step_events(k))
             mask = np.array([e[0] is not None for e in events])
@@ -253,13 +254,20 @@ class SyntheticRun:
             frames.append(np.stack([zeros if e[0] is None else e[0] for e in events]))
             present.append(mask)
             stamps.append(np.array([e[2] for e in events], np.uint64))
-            for name, fields in events[0][1].items():
-                for f in fields:
-                    side.setdefault(name, {}).setdefault(f, []).append(np.stack([e[1][name][f] for e in events]))
+            for name, fields in next((e[1] for e in events if all(v is not None for v in e[1].values())), {}).items():
+                has = np.array([e[1][name] is not None for e in events])
+                for f, v in fields.items():
+                    zero = np.zeros_like(np.asarray(v))
+                    side.setdefault(name, {}).setdefault(f, []).append(
+                        np.stack([e[1][name][f] if e[1][name] is not None else zero for e in events]))
+                if not has.all() or name in side_present:
+                    side_present.setdefault(name, [np.ones(len(m), bool) for m in present[:-1]]).append(has)
         decl = {"header": {"scriptType": self.script_type, "run": self.run},
                 "detectors": {self.model.name: frames}, "side": side, "timestamps": stamps}
         if not all(m.all() for m in present):
             decl["present"] = {self.model.name: present}
+        if side_present:
+            decl.setdefault("present", {}).update(side_present)
         if self.scan_name:
             decl["scan"] = {self.scan_name: np.asarray(self.scan_values)}
             decl["header"]["ancillaryDataType"] = self.scan_name

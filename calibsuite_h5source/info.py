@@ -62,8 +62,10 @@ def summarise(path) -> dict:
             }
         side = {name: {f: {"shape": list(steps[0].dataset.shape[1 + len(steps[0].prefix):]) if steps else [],
                            "dtype": str(steps[0].dataset.dtype) if steps else ""}
-                       for f, steps in fields.items()}
+                       for f, steps in fields.items() if f != "present"}
                 for name, fields in idx.side.items()}
+        side_missing = {name: sum(int((~ea.read_all().astype(bool)).sum()) for ea in fields["present"])
+                        for name, fields in idx.side.items() if "present" in fields}
         scan = {name: {"per": "event" if var.per_event is not None else "step", "values": var.per_step.tolist()}
                 for name, var in idx.scan.items()}
         if idx.step_value is not None:
@@ -74,7 +76,7 @@ def summarise(path) -> dict:
             "layout": idx.layout, "complete": idx.complete,
             "header": {k: _plain(v) for k, v in idx.header.items()},
             "steps": idx.n_steps, "events": int(n.sum()), "events_per_step": n.tolist(),
-            "detectors": detectors, "side_data": side, "scan": scan,
+            "detectors": detectors, "side_data": side, "side_events_without_data": side_missing, "scan": scan,
             "timestamps": {
                 "stored": not idx.timestamps_synthesised,
                 "first": None if first is None else to_datetime(first).isoformat(),
@@ -114,7 +116,9 @@ def format_summary(s: dict) -> str:
     if s["side_data"]:
         lines.append("  side data:")
         for name, fields in s["side_data"].items():
-            lines.append(f"    {name:<16} " + ", ".join(f"{f} {tuple(v['shape'])} {v['dtype']}" for f, v in fields.items()))
+            missing = s["side_events_without_data"].get(name)
+            lines.append(f"    {name:<16} " + ", ".join(f"{f} {tuple(v['shape'])} {v['dtype']}" for f, v in fields.items())
+                         + (f", {missing} events without data" if missing else ""))
     if s["scan"]:
         lines.append("  scan variables:")
         for name, v in s["scan"].items():

@@ -100,11 +100,13 @@ class StepWriter:
         for name, value in data.items():
             if name in schema["area"]:
                 checked[name] = None if value is None else w._check_frame(schema, name, value, f"/{name}/{self.index}")
+            elif value is None:  # the source has no data at this event (a beam monitor on a frame event)
+                checked[name] = None
             else:
                 if not isinstance(value, dict) or set(value) != set(schema["side"][name]):
                     found = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
-                    self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])}; "
-                               f"found {found}")
+                    self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])} "
+                               f"(or None for an event without data); found {found}")
                 checked[name] = {f: w._check_field(schema, name, f, v) for f, v in value.items()}
         checked_headers = self._check_headers(schema, headers or {}, checked)
         if (timestamp is not None) != schema["timestamps"]:
@@ -185,7 +187,8 @@ class StepWriter:
         **data
             ``detector=frame`` (``[module, row, col]``, or 2-D for one module;
             None when the event holds no data for it), or
-            ``source={field: value}`` for side data.
+            ``source={field: value}`` for side data (None when the source has
+            no data at this event: ``/<source>/present/<step>`` records it).
 
         Raises
         ------
@@ -273,19 +276,19 @@ class StepWriter:
         """Buffer one checked event (every check has passed)."""
         schema = self.writer._schema
         for name, frame in checked.items():
+            present = self._columns.get(("present", name))
+            if present is None and frame is None:  # the first event without data: mask from here on
+                present = self._column(("present", name), f"/{name}/present/{self.index}", (), np.dtype(bool))
+                present.write_block(np.ones(self.n_events, bool))
+            if present is not None:
+                present.append(frame is not None)
             if name in schema["area"]:
                 shape, dtype = schema["area"][name]
                 col = self._column(("area", name), f"/{name}/{self.index}", shape, dtype, True)
-                present = self._columns.get(("present", name))
-                if present is None and frame is None:  # the first event without data: mask from here on
-                    present = self._column(("present", name), f"/{name}/present/{self.index}", (), np.dtype(bool))
-                    present.write_block(np.ones(self.n_events, bool))
-                if present is not None:
-                    present.append(frame is not None)
                 col.append(0 if frame is None else frame)
             else:
-                for field, value in frame.items():
-                    shape, dtype = schema["side"][name][field]
+                for field, (shape, dtype) in schema["side"][name].items():
+                    value = 0 if frame is None else frame[field]
                     self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
         for name, fields in headers.items():
             for field, value in fields.items():

@@ -147,3 +147,24 @@ def test_unreachable_logbook_and_missing_files_exit_2(tmp_path, stand_in_psana, 
     assert main(["convert", str(tmp_path / "c.h5"), "--exp", "x", "--run", "1", "--dir", str(tmp_path / "d")]) == 2
     assert "psana source dir=" in capsys.readouterr().err
     assert not (tmp_path / "c.h5").exists()
+
+
+class MonitorOnItsOwnEventsRun(StandInRun):
+    """The beam monitor reads on even events only; psana's BLD returns None on the others."""
+
+    def Detector(self, name):  # noqa: N802
+        det = super().Detector(name)
+        if name == "MfxDg1BmMon":
+            det.raw.peakAmplitude = lambda e: None if e.i % 2 else np.arange(16.0) * e.i
+        return det
+
+
+def test_beam_monitor_absent_from_some_events_reads_back_as_none(tmp_path, stand_in_psana):
+    stand_in_psana.DataSource.side_effect = lambda **kw: types.SimpleNamespace(runs=lambda: iter([MonitorOnItsOwnEventsRun()]))
+    out = tmp_path / "c.h5"
+    convert(out, exp="mfxtest", run=7, beam_monitors=["MfxDg1BmMon"], progress=False)
+    run = next(DataSource(files=str(out)).runs())
+    bm = run.Detector("MfxDg1BmMon")
+    got = [bm.raw.peakAmplitude(e) for e in run.events()]
+    assert [a is None for a in got] == [False, True, False, True, False, True]
+    np.testing.assert_array_equal(got[4], np.arange(16.0) * 4)

@@ -104,6 +104,9 @@ def test_flux_monitor_has_16_channels_and_the_configured_sign(tmp_path):
     mon = run.Detector("MfxDg1BmMon")
     for i, evt in enumerate(run.events()):
         amp = mon.raw.peakAmplitude(evt)
+        if truth.frame[0][i]:   # psana's BLD: no monitor data at the frame event
+            assert amp is None
+            continue
         assert amp.shape == (16,)
         # epixMSuiteConfig: fluxChannels [15], fluxSign -1; the default range(8, 16) with the same sign
         assert amp[[15]].mean() * -1 == pytest.approx(truth.flux[0][i])

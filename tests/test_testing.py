@@ -58,7 +58,8 @@ def test_declared_timing_run_reads_as_the_streamed_one(tmp_path):
         run = next(DataSource(files=str(path)).runs())
         det, timing, mon = run.Detector("epixM"), run.Detector("timing"), run.Detector("MfxDg1BmMon")
         return [(e.timestamp, None if det.raw.raw(e) is None else det.raw.raw(e).tobytes(),
-                 timing.raw.eventcodes(e), timing.raw.pulseId(e), mon.raw.peakAmplitude(e).tolist())
+                 timing.raw.eventcodes(e), timing.raw.pulseId(e),
+                 None if mon.raw.peakAmplitude(e) is None else mon.raw.peakAmplitude(e).tolist())
                 for e in run.events()]
 
     kw = dict(run_type="misc", shape=(2, 3, 3), events=[2, 3], timing=True, seed=8)
@@ -66,3 +67,4 @@ def test_declared_timing_run_reads_as_the_streamed_one(tmp_path):
     write_layout(tmp_path / "d.h5", SyntheticRun(**kw).declaration(), "canonical")
     a, b = content(tmp_path / "w.h5"), content(tmp_path / "d.h5")
     assert a == b and len(a) == 10 and [x[1] is None for x in a[:4]] == [True, False, True, False]
+    assert [x[4] is None for x in a[:4]] == [False, True, False, True]   # the monitor: its own events only

@@ -214,11 +214,5 @@ def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(ki
 
 
 @needs_strace
-# Not strict: since the writer flushes a step's data before the counters that confirm it (live runs),
-# the kill points sampled by default (every 4th write) all read back; every write
-# (CALIBSUITE_KILL_EVERY=1) still finds points where the reader refuses the run.
-@pytest.mark.xfail(strict=False, reason="the reader opens every member of every group (layout.header_groups, "
-                   "links.items), including the datasets of the step being written, whose object headers "
-                   "are not on disk yet, and refuses the whole run")
 def test_kill_before_any_write_reader_reads_every_confirmed_step(kills_before_writes):
     assert [(n, confirmed, str(r)) for n, confirmed, _, r in kills_before_writes if isinstance(r, H5SourceError)] == []

@@ -5,7 +5,7 @@ A run is declared as a dict, the way the seed describes a ``runDict``::
     run = {
         'header': {'scriptType': 'delayScan', 'run': 1700000000},
         'detectors': {'epixM': [frames_step0, frames_step1]},   # [nEvents, module, row, col]
-        'present': {'epixM': [mask0, mask1]},                   # optional bool [nEvents]
+        'present': {'epixM': [mask0, mask1]},                   # optional bool [nEvents] (side data too)
         'side': {'wave8': {'peakAmplitude': [a0, a1]}},         # [nEvents, ...]
         'timestamps': [ts0, ts1],                               # optional uint64 [nEvents]
         'scan': {'delay': np.array([10., 20.])},                # [nSteps] or a list of [nEvents]
@@ -138,6 +138,10 @@ def write_layout(path, run: dict, layout: str = "canonical") -> str:
                     g = f.create_group(f"{name}/{field_name}")
                     for k, a in enumerate(per_step):
                         g.create_dataset(str(k), data=a)
+            for name in set(present) - set(dets):  # side data absent from some events
+                p = f.create_group(f"{name}/present")
+                for k, m in enumerate(present[name]):
+                    p.create_dataset(str(k), data=np.asarray(m, dtype=bool))
             if ts is not None:
                 g = f.create_group("timestamp")
                 for k, a in enumerate(ts):
