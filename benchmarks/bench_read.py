@@ -8,18 +8,22 @@ Run by hand::
 
 Prints, measured in this one run: events/s of a raw h5py loop over cached
 datasets (``dset[i]``), events/s of ``det.raw.raw(evt)`` through the factory,
-their ratio; peak RSS of each loop (each in a fresh subprocess, so the numbers
-are its own); time to open a 1000-step, 3-detector run.
-Targets: ratio >= 0.9; peak RSS < 150 MB for a 2 GB run; open < 50 ms.
+their ratio by wall time and by CPU time (best of alternated runs, each loop
+in a fresh subprocess, page cache warm); peak RSS of each loop; the time and
+peak RSS of ``next(DataSource(files=p).runs())`` on a 1000-step, 3-detector run
+with and without the writer's ``nEvents`` index (each open in a fresh
+process, after its imports). ``uptime``'s load is printed with the figures.
+Targets (issue #11): ratio >= 1.5 by wall and CPU time; peak RSS < 150 MB
+for a 2 GB run; un-indexed open <= 2x the indexed one, peak RSS within 20 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import h5py
@@ -63,48 +67,64 @@ def write_many_steps(path: Path, steps: int = 1000, detectors: int = 3, index: b
             t += 3
 
 
+# peak RSS of this process image (ru_maxrss would include the parent's, kept across exec)
+_HWM = "def hwm():\n    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
+
 RAW_LOOP = """
-import sys, time, h5py, resource
+import sys, time, h5py
+HWM
 f = h5py.File(sys.argv[1], 'r')
 dsets = [f['epixM'][k] for k in sorted(f['epixM'], key=int)]
-t = time.perf_counter(); n = 0
+t = time.perf_counter(); c = time.process_time(); n = 0
 for ds in dsets:
     for i in range(ds.shape[0]):
         a = ds[i]; n += 1
-dt = time.perf_counter() - t
-print(n, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+dt, dc = time.perf_counter() - t, time.process_time() - c
+print(n, dt, dc, hwm())
+""".replace("HWM", _HWM)
 
 OUR_LOOP = """
-import sys, time, resource
+import sys, time
+HWM
 from calibsuite_h5source import DataSource
 run = next(DataSource(files=sys.argv[1]).runs())
 det = run.Detector('epixm')
-t = time.perf_counter(); n = 0
+t = time.perf_counter(); c = time.process_time(); n = 0
 for step in run.steps():
     for evt in step.events():
         a = det.raw.raw(evt); n += 1
+dt, dc = time.perf_counter() - t, time.process_time() - c
+print(n, dt, dc, hwm())
+""".replace("HWM", _HWM)
+
+OPEN = """
+import sys, time
+HWM
+import calibsuite_h5source.source
+from calibsuite_h5source import DataSource
+rss0 = hwm()
+t = time.perf_counter()
+run = next(DataSource(files=sys.argv[1]).runs())
 dt = time.perf_counter() - t
-print(n, dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+print(dt, hwm(), rss0)
+""".replace("HWM", _HWM)
 
 
-def measure(code: str, path: Path) -> tuple[int, float, float]:
+def measure(code: str, path: Path) -> tuple[int, float, float, float]:
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
-    n, dt, rss = out.stdout.split()
-    return int(n), float(dt), float(rss)
+    n, dt, dc, rss = out.stdout.split()
+    return int(n), float(dt), float(dc), float(rss)
 
 
-def time_open(path: Path, repeat: int = 5) -> float:
-    from calibsuite_h5source.run_index import open_run_index
+def time_open(path: Path) -> tuple[float, float]:
+    """``(seconds, peak RSS MB)`` of opening ``path`` in a fresh process (imports done before the clock)."""
+    out = subprocess.run([sys.executable, "-c", OPEN, str(path)], capture_output=True, text=True, check=True)
+    dt, rss, _ = out.stdout.split()
+    return float(dt), float(rss)
 
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        idx = open_run_index(path)
-        best = min(best, time.perf_counter() - t)
-        idx.close()
-    return best
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def main(argv=None) -> None:
@@ -114,29 +134,38 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=None, help="where to write the runs (default: a temp dir)")
     p.add_argument("--repeat", type=int, default=3, help="alternated measurements of each loop; the best counts")
     args = p.parse_args(argv)
+    print(f"{os.cpu_count()} cores; before: {load()}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         big, many = Path(tmp) / "big.h5", Path(tmp) / "many.h5"
         n = write_run(big, args.gb, args.steps)
         size_mb = big.stat().st_size / 1e6
         measure(RAW_LOOP, big)  # warm the page cache so both loops read from memory
         runs = [(measure(RAW_LOOP, big), measure(OUR_LOOP, big)) for _ in range(args.repeat)]  # alternated
-        raw_n, raw_dt, raw_rss = min((r for r, _ in runs), key=lambda m: m[1])
-        our_n, our_dt, our_rss = min((o for _, o in runs), key=lambda m: m[1])
-        assert raw_n == our_n == n
-        write_many_steps(many)
-        t_open = time_open(many)
         plain = Path(tmp) / "many_plain.h5"
+        write_many_steps(many)
         write_many_steps(plain, index=False)
-        t_open_plain = time_open(plain)
-    raw_rate, our_rate = raw_n / raw_dt, our_n / our_dt
-    print(f"run: {n} events of {SHAPE} uint16 in {args.steps} steps, {size_mb:.0f} MB (hot page cache, best of {args.repeat} alternated runs)")
-    print(f"{'loop':<28}{'events/s':>10}{'MB/s':>9}{'peak RSS MB':>13}")
-    for name, rate, rss in (("raw h5py dset[i]", raw_rate, raw_rss), ("det.raw.raw(evt)", our_rate, our_rss)):
-        print(f"{name:<28}{rate:>10.0f}{rate * size_mb / n:>9.0f}{rss:>13.0f}")
-    print(f"ratio ours/raw: {our_rate / raw_rate:.2f}   (target >= 0.9)")
-    print(f"peak RSS while iterating: {our_rss:.0f} MB   (target < 150 MB for a 2 GB run)")
-    print(f"open 1000 steps x 3 detectors: {t_open * 1e3:.1f} ms with the writer's nEvents index (target < 50 ms); "
-          f"{t_open_plain * 1e3:.0f} ms without it (every step dataset opened)")
+        opens = [(time_open(many), time_open(plain)) for _ in range(max(5, args.repeat))]  # alternated
+    raw, ours = [r for r, _ in runs], [o for _, o in runs]
+    assert all(m[0] == n for m in raw + ours)
+    print(f"run: {n} events of {SHAPE} uint16 in {args.steps} steps, {size_mb:.0f} MB (hot page cache, "
+          f"{args.repeat} alternated runs; best, and the spread min-max)")
+    print(f"{'loop':<22}{'events/s wall':>15}{'events/s CPU':>14}{'MB/s':>7}{'peak RSS MB':>13}")
+    for name, ms in (("raw h5py dset[i]", raw), ("det.raw.raw(evt)", ours)):
+        wall, cpu = n / min(m[1] for m in ms), n / min(m[2] for m in ms)
+        print(f"{name:<22}{wall:>15.0f}{cpu:>14.0f}{wall * size_mb / n:>7.0f}{max(m[3] for m in ms):>13.0f}")
+    for what, col in (("wall", 1), ("CPU", 2)):
+        best = min(m[col] for m in raw) / min(m[col] for m in ours)
+        pairs = [r[col] / o[col] for r, o in runs]
+        print(f"ratio ours/raw by {what} time: {best:.2f} (best of each); per alternated pair "
+              f"{min(pairs):.2f}-{max(pairs):.2f}   (target >= 1.5)")
+    print(f"peak RSS while iterating: {max(m[3] for m in ours):.0f} MB   (target < 150 MB for a 2 GB run)")
+    t_idx, rss_idx = min(o[0][0] for o in opens), min(o[0][1] for o in opens)
+    t_plain, rss_plain = min(o[1][0] for o in opens), min(o[1][1] for o in opens)
+    print(f"open 1000 steps x 3 detectors (best of {len(opens)} alternated; fresh process each):")
+    print(f"  with the writer's nEvents index: {t_idx * 1e3:6.1f} ms, peak RSS {rss_idx:.0f} MB")
+    print(f"  without it (another writer):     {t_plain * 1e3:6.1f} ms, peak RSS {rss_plain:.0f} MB")
+    print(f"  ratio {t_plain / t_idx:.2f} (target <= 2), RSS difference {rss_plain - rss_idx:+.0f} MB (target <= 20)")
+    print(f"after: {load()}")
 
 
 if __name__ == "__main__":

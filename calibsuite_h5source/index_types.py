@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
+from . import fastread as _fastread
 from .guard import guarded
 
 
@@ -41,13 +42,25 @@ class EventArray:
     naming the file and dataset.
     """
 
-    __slots__ = ("_dataset", "prefix", "n", "_group", "_name", "_expect", "_origin")
+    __slots__ = ("_dataset", "prefix", "_n", "_group", "_name", "_expect", "_origin", "_plan", "_count")
 
-    def __init__(self, dataset, prefix: tuple, n: int, *, group=None, name=None, expect=None, origin=None):
+    def __init__(self, dataset, prefix: tuple, n: int | None, *, group=None, name=None, expect=None, origin=None,
+                 count=None):
         self._dataset = dataset
         self.prefix = prefix
-        self.n = n
+        self._n = n
+        self._count = count  # n is None: count() opens and counts the step's datasets (layout.StepCounter)
         self._group, self._name, self._expect, self._origin = group, name, expect, origin
+        self._plan = None  # how events are read (calibsuite_h5source.fastread), decided at the first read
+
+    @property
+    def n(self) -> int:
+        """Events in the step (counted when first asked for, for a run without the writer's index)."""
+        n = self._n
+        if n is None:
+            self._count()
+            n = self._n
+        return n
 
     def where(self) -> tuple[str | None, str | None]:
         """``(file, h5path)`` of the data (never raises)."""
@@ -66,27 +79,42 @@ class EventArray:
         return ds
 
     @guarded(_ea_where)
-    def _resolve(self) -> h5py.Dataset:
-        from .errors import EventCountError, FormatError
+    def _open(self) -> h5py.Dataset:
+        """Open the lazy dataset through its checked link; check its kind and its per-event shape and dtype."""
+        from .errors import FormatError
         from .links import open_member
 
         group, name = self._group, self._name
-        file, where = self.where()
         ds = open_member(group, name, self._origin) if self._origin is not None else group.get(name)
         if not isinstance(ds, h5py.Dataset):
+            file, where = self.where()
             raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=file, h5path=where)
-        if ds.shape is None or ds.shape[:1] != (self.n,):
-            raise EventCountError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
-                                  file=file, h5path=where)
-        if self._expect is not None and (ds.shape[1:], ds.dtype) != self._expect:
+        if self._expect is not None and ds.shape is not None and (ds.shape[1:], ds.dtype) != self._expect:
+            file, where = self.where()
             raise FormatError(f"per-event shape/dtype must be the same in every step; step 0 has {self._expect[0]} "
                               f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=file, h5path=where)
         return ds
 
     @guarded(_ea_where)
+    def _resolve(self) -> h5py.Dataset:
+        from .errors import EventCountError
+
+        if self._n is None:  # counted with the other datasets of its step, which opens it
+            self._count()
+            return self._dataset
+        ds = self._open()
+        file, where = self.where()
+        if ds.shape is None or ds.shape[:1] != (self.n,):
+            raise EventCountError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
+                                  file=file, h5path=where)
+        return ds
+
     def read(self, i: int) -> np.ndarray:
-        """Read event ``i`` (one HDF5 read of one event)."""
-        return self.dataset[self.prefix + (i,)]
+        """Read event ``i``: a new array, directly from the file where exact, else one h5py read.
+
+        See :mod:`calibsuite_h5source.fastread` (guarded like every read).
+        """
+        return _fastread.read(self, i)
 
     @guarded(_ea_where)
     def read_range(self, start: int, stop: int) -> np.ndarray:
@@ -98,7 +126,7 @@ class EventArray:
         return self.read_range(0, self.n)
 
     def __repr__(self):
-        return f"<EventArray {self._name or self._dataset} n={self.n}>"
+        return f"<EventArray {self._name or self._dataset} n={'?' if self._n is None else self._n}>"
 
 
 class LazySteps(Sequence):
@@ -167,7 +195,7 @@ class RunIndex:
     script_type: str
     run_id: int
     complete: bool
-    n_events: np.ndarray
+    n_events: Sequence  # events per step: int64 ndarray, or layout.StepCounts (each step counted when first asked for)
     timestamps: Sequence  # per step: uint64 ndarray (may load on first access)
     timestamps_synthesised: bool
     area: dict[str, AreaSource]
@@ -180,6 +208,10 @@ class RunIndex:
     def n_steps(self) -> int:
         """Number of (readable) steps."""
         return len(self.n_events)
+
+    def step_events(self, k: int) -> int:
+        """Events in step ``k`` (counting only that step when it was not yet counted)."""
+        return int(self.n_events[k])
 
     def close(self) -> None:
         """Close the HDF5 file."""

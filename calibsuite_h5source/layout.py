@@ -8,10 +8,12 @@ Nothing here reads frame data.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -41,10 +43,15 @@ HEADER = "ancillaryData"
 RESERVED_ROOT = {HEADER, "timestamp", "nEvents"}
 RESERVED_DETECTOR = {"present", "calib", "nEvents"}
 _STEP_RE = re.compile(r"^(?:step_?)?(\d+)$")
+#: A canonical run without the writer's index and with more steps than this is opened lazily
+#: (names listed; each step's datasets opened, counted and checked when the step is first reached).
+EAGER_STEPS = 64
 
 
 def step_number(name: str) -> int | None:
     """Return the step number of a member named ``3``, ``step3`` or ``step_3``; else None."""
+    if name.isdigit() and name.isascii():  # the canonical layout's names: no regex
+        return int(name)
     m = _STEP_RE.match(name)
     return int(m.group(1)) if m else None
 
@@ -224,6 +231,7 @@ class LayoutMembers:
         self.ts_path = "/timestamp"
         self.ts_group = None
         self.indexed = False
+        self.counter: StepCounter | None = None
 
     def error(self, cls, h5path, message):
         return cls(message, file=self.path, h5path=h5path)
@@ -239,7 +247,7 @@ class LayoutMembers:
 
     def event_array(self, ds: h5py.Dataset) -> EventArray:
         """One dataset per step: ``[nEvents, ...]``."""
-        return EventArray(ds, (), events_in(ds, self.path))
+        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin)
 
     def steps_of(self, group: h5py.Group) -> dict[int, h5py.Dataset]:
         out = {}
@@ -294,14 +302,30 @@ class LayoutMembers:
             else:
                 log.debug("%s: ignoring group %s (no step datasets)", self.path, obj.name)
 
-    def collect_indexed(self, counts: np.ndarray, complete: bool):
+    def many_steps(self) -> bool:
+        """True when the first group holding step datasets has more than :data:`EAGER_STEPS` of them."""
+        for name in self.f:
+            if name in RESERVED_ROOT:
+                continue
+            obj = self.member(self.f, name)
+            if isinstance(obj, h5py.Group):
+                n = sum(1 for m in obj if step_number(m) is not None)
+                if n:
+                    return n > EAGER_STEPS
+        return False
+
+    def collect_indexed(self, counts: np.ndarray | None, complete: bool):
         """Canonical layout with the writer's ``/ancillaryData/nEvents``: list names, open nothing per step.
 
         Each step's datasets are opened, and checked against ``counts``, when
-        first used (``EventArray`` and ``LazySteps``).
+        first used (``EventArray`` and ``LazySteps``). Without ``counts`` (a
+        long run from another writer) a step's datasets are opened, counted
+        and checked against each other when the step is first reached
+        (:class:`StepCounter`).
         """
         self.indexed = True
-        n = len(counts)
+        counter = self.counter = StepCounter(self.path) if counts is None else None
+        n = None if counts is None else len(counts)
 
         def named_steps(group, what):
             steps = {}
@@ -310,29 +334,38 @@ class LayoutMembers:
                 if k is not None:
                     steps[k] = m
             keys = sorted(steps)
+            if counter is not None:  # numbering checked with the other sources (LayoutMembers.contiguous)
+                return {k: steps[k] for k in keys}
             if keys[:n] != list(range(n)) or (complete and len(keys) != n):
                 raise self.error(InconsistentRunError, what, f"/ancillaryData/nEvents lists {n} steps; "
                                  f"found steps {keys[:20]}{' ...' if len(keys) > 20 else ''}")
             return {k: steps[k] for k in range(n)}
 
-        def lazy(group, names, with_expect=True):
+        def lazy(group, names, with_expect=True, kind="data"):
             if not names:
                 return {}
-            first = self.member(group, names[0])
+            k0, m0 = next(iter(names.items()))
+            first = self.member(group, m0)
             if not isinstance(first, h5py.Dataset):
-                raise self.error(FormatError, f"{group.name}/{names[0]}", f"expected a dataset; found {type(first).__name__}")
+                raise self.error(FormatError, f"{group.name}/{m0}", f"expected a dataset; found {type(first).__name__}")
             events_in(first, self.path)
             expect = (first.shape[1:], first.dtype) if with_expect else None
-            steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin)
+            if counter is None:
+                steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin)
+                         for k, m in names.items()}
+                steps[0]._dataset = steps[0]._resolve()
+                return steps
+            steps = {k: EventArray(None, (), None, group=group, name=m, expect=expect, origin=self.origin)
                      for k, m in names.items()}
-            steps[0]._dataset = steps[0]._resolve()
+            steps[k0]._dataset = first
+            counter.add(f"{group.name.rstrip('/')}", kind, steps)
             return steps
 
         for name, obj in self.items(self.f):
             if name == HEADER or not isinstance(obj, h5py.Group):
                 continue
             if name == "timestamp":
-                self.timestamps = lazy(obj, named_steps(obj, obj.name), with_expect=False)
+                self.timestamps = lazy(obj, named_steps(obj, obj.name), with_expect=False, kind="timestamp")
                 self.ts_group = obj
                 continue
             step_members = [m for m in obj if step_number(m) is not None]
@@ -376,7 +409,7 @@ class LayoutMembers:
             if np.any(counts > ds.shape[1]) or np.any(counts < 0):
                 raise self.error(EventCountError, ds.name,
                                  f"nEvents {counts.tolist()} exceeds the padded event axis ({ds.shape[1]})")
-            return {k: EventArray(ds, (k,), int(counts[k])) for k in range(ds.shape[0])}
+            return {k: EventArray(ds, (k,), int(counts[k]), origin=self.origin) for k in range(ds.shape[0])}
 
         for name, obj in self.items(self.f):
             if name in (HEADER, "nEvents"):
@@ -420,7 +453,8 @@ class LayoutMembers:
             raise self.error(FormatError, frames.name,
                              f"legacy frames must be [step, event, module, row, col]; found shape {frames.shape}")
         name = to_python(frames.attrs.get("detector", "")) or _legacy_detector_name(frames.shape[2:])
-        self.add_area(name, frames.name, {k: EventArray(frames, (k,), frames.shape[1]) for k in range(frames.shape[0])},
+        self.add_area(name, frames.name, {k: EventArray(frames, (k,), frames.shape[1], origin=self.origin)
+                                                for k in range(frames.shape[0])},
                       dict(frames.attrs))
 
     # -- normalisation ---------------------------------------------------------------
@@ -436,3 +470,128 @@ class LayoutMembers:
 def _legacy_detector_name(frame_shape) -> str:
     matches = [t.name for t in DETECTOR_TYPES.values() if t.frame_shape == tuple(frame_shape)]
     return matches[0] if len(matches) == 1 else "frames"
+
+
+class StepCounter:
+    """Counts the events of one step of a run without the writer's index, when first asked.
+
+    Every per-step source (area detector, header field, side field,
+    timestamps) registers its lazy :class:`EventArray` s; counting step ``k``
+    opens step ``k``'s dataset of each, checks that all hold the same number
+    of events (the rule the eager open checks for every step), and sets each
+    array's ``n``.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sources: list[tuple[str, str, dict]] = []  # (h5path, kind, {k: EventArray})
+        self.counts: dict[int, int] = {}
+
+    def add(self, h5path: str, kind: str, steps: dict) -> None:
+        """Register a source's lazy arrays (``kind``: ``'data'`` or ``'timestamp'``)."""
+        self.sources.append((h5path, kind, steps))
+        for k, ea in steps.items():
+            ea._count = functools.partial(self.count, k)
+
+    def count(self, k: int) -> int:
+        """Return the events of step ``k``, opening and checking its datasets the first time.
+
+        Raises
+        ------
+        InconsistentRunError
+            The sources disagree on the step's events.
+        DataTypeError, FormatError, LinkError
+            A step member that is not per-event data of the expected kind.
+        """
+        n = self.counts.get(k)
+        if n is not None:
+            return n
+        with guard(self.path, None, f"counting the events of step {k}"):
+            opened, ref = [], None
+            for h5path, kind, steps in self.sources:
+                ea = steps.get(k)
+                if ea is None:
+                    continue  # steps missing in one source are reported when the index is built
+                ds = ea._dataset if ea._dataset is not None else ea._open()
+                where = f"{h5path}/{ea._name}"
+                m = events_in(ds, self.path)
+                if kind == "timestamp":
+                    opened.append((ea, ds, m, where, kind))
+                    continue
+                if ref is None:
+                    ref = (h5path, m)
+                elif m != ref[1]:
+                    raise InconsistentRunError(f"every detector must have the same events per step; step {k}: "
+                                               f"{ref[0]} has {ref[1]} events, {h5path} has {m}",
+                                               file=self.path, h5path=h5path)
+                opened.append((ea, ds, m, where, kind))
+            if ref is None:
+                ref = (None, opened[0][2] if opened else 0)
+            for ea, ds, m, where, kind in opened:
+                if kind == "timestamp" and m != ref[1]:
+                    raise InconsistentRunError(f"timestamps of step {k} must be [nEvents={ref[1]}]; found shape {ds.shape}",
+                                               file=self.path, h5path=where)
+                ea._dataset, ea._n = ds, m
+            self.counts[k] = ref[1]
+            return ref[1]
+
+
+class StepCounts(Sequence):
+    """Events per step of a lazily opened run: ``counts[k]`` counts step ``k`` only; ``np.asarray`` counts all.
+
+    Parameters
+    ----------
+    n_steps : int
+        Steps of the run.
+    counter : StepCounter
+        What counts a step.
+    """
+
+    def __init__(self, n_steps: int, counter: StepCounter):
+        self._n, self._counter = n_steps, counter
+        self._all = None
+        self._starts = [0]  # run-wide index of each step's first event, as far as counted in order
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return np.asarray(self)[k]
+        k = int(k)
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError(f"step {k} of {self._n}")
+        return np.int64(self._counter.count(k))
+
+    def __array__(self, dtype=None, copy=None):
+        if self._all is None:
+            self._all = np.array([self._counter.count(k) for k in range(self._n)], dtype=np.int64)
+        return self._all if dtype is None else self._all.astype(dtype)
+
+    # the ndarray methods callers use on ``RunIndex.n_events`` (each counts every step)
+    def tolist(self) -> list:
+        return np.asarray(self).tolist()
+
+    def sum(self, *args, **kwargs):
+        return np.asarray(self).sum(*args, **kwargs)
+
+    def max(self, *args, **kwargs):
+        return np.asarray(self).max(*args, **kwargs)
+
+    def min(self, *args, **kwargs):
+        return np.asarray(self).min(*args, **kwargs)
+
+    def astype(self, dtype, **kwargs):
+        return np.asarray(self).astype(dtype, **kwargs)
+
+    def start(self, k: int) -> int:
+        """Run-wide index of step ``k``'s first event (counts the steps before it)."""
+        while len(self._starts) <= k:
+            j = len(self._starts) - 1
+            self._starts.append(self._starts[j] + self._counter.count(j))
+        return self._starts[k]
+
+    def __repr__(self):
+        return f"<StepCounts {len(self._counter.counts)} of {self._n} steps counted>"

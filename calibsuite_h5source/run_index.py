@@ -30,6 +30,7 @@ from .index_types import AreaSource, EventArray, LazySteps, RunIndex, ScanVariab
 from .layout import (
     HEADER,
     LayoutMembers,
+    StepCounts,
     detect_layout,
     event_counts,
     is_unlocked,
@@ -49,8 +50,12 @@ def _present_masks(b: LayoutMembers, entry: dict, steps: list) -> Sequence:
         return [present.get(k) for k in range(len(steps))]
     group = present["group"]
 
+    names = {}
+
     def load(k):
-        names = {step_number(m): m for m in group}
+        if not names:  # listed once, at the first load
+            names.update({step_number(m): m for m in group})
+            names.setdefault(None, None)
         if k not in names:
             return None
         ds = b.member(group, names[k])
@@ -192,9 +197,10 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
                 scan[name] = ScanVariable(name, data)
             continue
         elif obj.ndim == 2:
-            if obj.shape[0] < n_steps or obj.shape[1] < (n_events.max() if n_steps else 0):
+            most = int(np.max(n_events)) if n_steps else 0
+            if obj.shape[0] < n_steps or obj.shape[1] < most:
                 raise b.error(InconsistentRunError, where,
-                              f"padded per-event scan variable must be [nSteps={n_steps}, maxEvents>={n_events.max()}]; found {obj.shape}")
+                              f"padded per-event scan variable must be [nSteps={n_steps}, maxEvents>={most}]; found {obj.shape}")
             data = obj[()]
             arrays = [data[k, : n_events[k]] for k in range(n_steps)]
         else:
@@ -268,6 +274,8 @@ def _build(f: h5py.File, path: str) -> RunIndex:
     if isinstance(index, h5py.Dataset) and index.ndim == 1:
         counts = event_counts(index[()], path, index.name)
         b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
+    elif layout == "canonical" and b.many_steps():
+        b.collect_indexed(None, complete)
     else:
         getattr(b, f"collect_{layout}")()
 
@@ -299,11 +307,16 @@ def _build(f: h5py.File, path: str) -> RunIndex:
         raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
                       f"(top-level members: {sorted(f.keys())})")
     ref_path, ref = sources[0]
-    n_events = np.array([ea.n for ea in ref], dtype=np.int64)
     for spath, steps in sources[1:]:
         if len(steps) != len(ref):
             raise b.error(InconsistentRunError, spath,
                           f"every detector must have the same steps; {ref_path} has {len(ref)} steps, {spath} has {len(steps)}")
+    if b.counter is not None:  # a long run without the writer's index: each step counted when first reached
+        n_events = StepCounts(len(ref), b.counter)
+        sources = []
+    else:
+        n_events = np.array([ea.n for ea in ref], dtype=np.int64)
+    for spath, steps in sources[1:]:
         counts = [ea.n for ea in steps]
         bad = [k for k in range(len(ref)) if counts[k] != n_events[k]]
         if bad:
@@ -312,6 +325,8 @@ def _build(f: h5py.File, path: str) -> RunIndex:
                           f"every detector must have the same events per step; step {k}: {ref_path} has "
                           f"{n_events[k]} events, {spath} has {counts[k]}")
     for name, src in area.items():
+        if isinstance(src.present, LazySteps):
+            continue  # each mask is checked when loaded
         for k, mask in enumerate(src.present):
             if mask is not None and mask.shape != (n_events[k],):
                 raise b.error(InconsistentRunError, f"/{name}/present/{k}",
@@ -329,10 +344,19 @@ def _build(f: h5py.File, path: str) -> RunIndex:
             if ea._dataset is not None and ea.n != n_events[k]:
                 raise b.error(InconsistentRunError, _ts_where(b, k, ea),
                               f"timestamps of step {k} must be [nEvents={n_events[k]}]; found shape {ea.dataset.shape}")
-        timestamps = _timestamp_steps(b, ts_list, n_events, lambda k: _ts_where(b, k, ts_list[k]))
+        if b.counter is not None:
+            timestamps = LazySteps(len(ts_list), lambda k: _timestamp_steps(
+                b, [ts_list[k]], [n_events[k]], lambda _: _ts_where(b, k, ts_list[k]))[0], path, b.ts_path)
+        else:
+            timestamps = _timestamp_steps(b, ts_list, n_events, lambda k: _ts_where(b, k, ts_list[k]))
         if not b.indexed:  # small runs: every rule checked now; large ones block by block when read
             _check_first_blocks(path, timestamps)
         synthesised = False
+    elif b.counter is not None:
+        base_ns = max(int(run_id) - _ts.LCLS_EPOCH_OFFSET, 0) * 1_000_000_000
+        timestamps = LazySteps(len(n_events), lambda k: _ts.SyntheticTimestamps(
+            base_ns, n_events.start(k), int(n_events[k])), path, None)
+        synthesised = True
     else:
         timestamps = _ts.synthetic_steps(run_id, n_events)
         synthesised = True
@@ -348,6 +372,8 @@ def _build(f: h5py.File, path: str) -> RunIndex:
 def _ts_where(b: LayoutMembers, k: int, ea: EventArray) -> str:
     if "<k>" in b.ts_path:
         return b.ts_path.replace("<k>", str(k))
+    if ea._dataset is None and b.ts_group is not None:  # lazy: named without opening anything
+        return f"{b.ts_path}/{ea._name}"
     file, h5path = ea.where()
     return h5path if not ea.prefix else f"{h5path}[{k}]"
 

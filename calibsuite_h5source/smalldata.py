@@ -374,20 +374,23 @@ class SmallData:
         Every rank must call it. Leaves exactly one file, ``filename`` (no
         part files), even when some or all ranks saw no events.
         """
-        self._flush()
+        error = None  # raised after the last barrier, so that no other rank is left waiting
+        try:
+            self._flush()
+        except Exception as err:  # e.g. a value that is not a number
+            error = err
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._comm is not None:
             self._comm.Barrier()
-        error = None
-        if self.rank == 0 and self.filename is not None:
+        if self.rank == 0 and self.filename is not None and error is None:
             try:
                 if self._comm is not None:
                     _merge_sorted([self._part_name(r) for r in range(self.size)], self.filename)
                 if self._summary:
                     _write_summary(self.filename, self._summary)
-            except Exception as err:  # raise after the barrier, so the other ranks are not left waiting
+            except Exception as err:
                 error = err
         if self._comm is not None:
             self._comm.Barrier()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -82,14 +83,14 @@ class Step:
     def event(self, i: int) -> Event | None:
         """Return event ``i`` of this step (file order), or None past its event count."""
         idx = self._run._index
-        if not 0 <= i < idx.n_events[self._step]:
+        if not 0 <= i < idx.step_events(self._step):
             return None
         return Event(self._run, self._step, i, int(idx.timestamps[self._step][i]))
 
     @property
     def n_events(self) -> int:
         """Events stored in this step."""
-        return int(self._run._index.n_events[self._step])
+        return self._run._index.step_events(self._step)
 
     @property
     def scan_values(self) -> dict:
@@ -99,6 +100,52 @@ class Step:
 
     def __repr__(self):
         return f"<Step {self._step} events={self.n_events}>"
+
+
+class _Selection(Sequence):
+    """The selected event indices of each step, serial and by ``max_events`` only, each step's made when reached.
+
+    Step ``k`` is selected when it exists and ``max_events`` left events for
+    it; its events are ``range(min(count, left))``. Counting a step of a run
+    without the writer's index opens its datasets, so nothing is counted
+    before the cursor (or ``len``) needs it.
+    """
+
+    def __init__(self, counts, max_events):
+        self._counts = counts
+        self._left = int(max_events) if max_events else None
+        self._done: list = []
+
+    def has(self, k: int) -> bool:
+        """True when step ``k`` is selected (computing the steps up to it)."""
+        done, counts = self._done, self._counts
+        while len(done) <= k:
+            j = len(done)
+            if j >= len(counts) or (self._left is not None and self._left <= 0):
+                return False
+            sel = range(int(counts[j]))
+            if self._left is not None:
+                sel = sel[: self._left]
+                self._left -= len(sel)
+            done.append(sel)
+        return True
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self)
+        if k < 0 or not self.has(k):
+            raise IndexError(k)
+        return self._done[k]
+
+    def __len__(self) -> int:
+        if self._left is None:
+            return len(self._counts)
+        k = len(self._done)
+        while self.has(k):
+            k += 1
+        return k
 
 
 class Run:
@@ -122,12 +169,14 @@ class Run:
         self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition(), intg_det)
         self._cursor_step = 0
         self._cursor_pos = 0
-        k = next((k for k, s in enumerate(self._selected) if len(s)), None)
-        first_event = 0 if k is None else int(index.timestamps[k][self._selected[k][0]])
         #: psana's run timestamp: the header's ``timestamp`` (BeginRun), else the first event's
-        self.timestamp = int(h.get("timestamp", first_event))
+        self.timestamp = int(h["timestamp"]) if "timestamp" in h else self._first_timestamp()
 
     # -- set-up -------------------------------------------------------------------
+    def _first_timestamp(self) -> int:
+        k = next((k for k, s in enumerate(self._selected) if len(s)), None)
+        return 0 if k is None else int(self._index.timestamps[k][self._selected[k][0]])
+
     def _keep_detectors(self, names):
         keep_area, keep_side = {}, {}
         for name in names:
@@ -178,6 +227,8 @@ class Run:
         """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``,
         then this rank's share (:mod:`.partition`)."""
         idx = self._index
+        if timestamps is None and not partition.is_mpi():
+            return _Selection(idx.n_events, max_events)  # each step counted when reached
         selected = [range(int(n)) for n in idx.n_events]
         if timestamps is not None:  # the index's timestamps only: frames are read when asked for
             wanted = np.unique(np.asarray(timestamps, dtype=np.uint64).ravel())
@@ -228,9 +279,13 @@ class Run:
         return None if found is None else Event(self, found[0], found[1], int(timestamp))
 
     # -- the shared cursor --------------------------------------------------------
+    def _has_step(self, k: int) -> bool:
+        sel = self._selected
+        return sel.has(k) if isinstance(sel, _Selection) else k < len(sel)
+
     def _next_in_step(self) -> Event | None:
         step = self._cursor_step
-        if step >= len(self._selected):
+        if not self._has_step(step):
             return None
         sel = self._selected[step]
         if self._cursor_pos >= len(sel):
@@ -241,7 +296,7 @@ class Run:
 
     def steps(self):
         """Yield a :class:`Step` per remaining step; unread events of a step are skipped."""
-        while self._cursor_step < len(self._selected):
+        while self._has_step(self._cursor_step):
             step = self._cursor_step
             yield Step(self, step)
             if self._cursor_step == step:
@@ -249,7 +304,7 @@ class Run:
 
     def events(self):
         """Yield every remaining event across steps (the cursor shared with :meth:`steps`)."""
-        while self._cursor_step < len(self._selected):
+        while self._has_step(self._cursor_step):
             evt = self._next_in_step()
             if evt is None:
                 self._cursor_step, self._cursor_pos = self._cursor_step + 1, 0

@@ -123,7 +123,13 @@ UPSTREAM = [  # (file, fault, message, time limit: short for the hang, generous 
 
 @pytest.mark.parametrize("name, fault, where, limit", UPSTREAM, ids=[u[0] for u in UPSTREAM])
 def test_upstream_faults_are_reported_as_unreadable_by_name(name, fault, where, limit, capsys):
-    p, = validate(HOSTILE / name, timeout=limit)
+    problems = validate(HOSTILE / name, timeout=limit)
+    if name == "upstream_bitshuffle_crash.h5" and len(problems) > 1:
+        # the filter reads past its buffer: undefined behaviour, so whether it crashes depends on the heap
+        # layout of the (forked) checking process; when it does not, the chunk must be reported damaged
+        assert ("damaged-data", ERROR, "/epixM/0") in {(q.code, q.severity, q.h5path) for q in problems}
+        pytest.skip("the upstream bitshuffle fault did not crash this time (undefined behaviour); reported damaged")
+    p, = problems
     assert (p.code, p.severity) == (UNREADABLE, ERROR)
     assert re.search(where, p.message) and f"docs/upstream-faults.rst, '{fault}'" in p.message, p.message
     assert main(["validate", "--timeout", str(limit), str(HOSTILE / name)]) == 2

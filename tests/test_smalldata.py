@@ -143,7 +143,8 @@ def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, m
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n_ranks)]
     assert all(r["summary"] for r in ranks)
     assert [r["has_total"] for r in ranks] == [True] + [False] * (n_ranks - 1)
-    assert ranks[0]["count"] == [7] and sum(r["n"] for r in ranks) == 7
+    assert ranks[0]["count"] == ranks[0]["count64"] == [7] and sum(r["n"] for r in ranks) == 7
+    assert ranks[0]["ones"] == [n_ranks, n_ranks] and all(r["ones"] == [1, 1] for r in ranks[1:])
     if n_ranks == 3:
         assert sorted(r["n"] for r in ranks) == [0, 3, 4]
     frames = frames_of(mpi_run)

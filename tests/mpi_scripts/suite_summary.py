@@ -30,6 +30,9 @@ for evt in run.events():
 if smd.summary:  # the suite's pattern: every worker must enter
     total = smd.sum(part)
     count = smd.sum(n)
+    count64 = smd.sum(np.int64(n))  # a numpy scalar counts too (psana's own reduction drops it)
+    ones = np.ones(2)
+    smd.sum(ones, inplace=True)  # rank 0's array becomes the sum
     high = smd.max(hi)
     low = smd.min(lo)
     smd.save_summary({"sums": {"total": total, "count": count}, "high": high, "low": low,
@@ -39,4 +42,5 @@ if smd.summary:  # the suite's pattern: every worker must enter
 smd.done()
 with open(f"{outdir}/rank{ds._partition.rank}.json", "w") as fh:
     json.dump({"n": n, "summary": smd.summary, "has_total": total is not None,
-               "count": None if count is None else count.tolist()}, fh)
+               "count": None if count is None else count.tolist(),
+               "count64": None if count64 is None else count64.tolist(), "ones": ones.tolist()}, fh)

@@ -1,0 +1,271 @@
+"""Direct reads of per-event data where they are exact; h5py's read everywhere else.
+
+``EventArray.read(i)`` delegates here. Reading one event through h5py
+(``dataset[i]``) costs, beyond the copy from the page cache, HDF5 copying its
+chunk buffer into the result, h5py zero-filling the result and the selection
+machinery. Where the bytes on disk *are* the event, that work can be skipped:
+this module reads them with ``os.preadv`` straight into a fresh array.
+
+A dataset gets a :class:`DirectPlan` once, on its first read, when all of these hold
+(checked once per dataset); otherwise every read goes through h5py:
+
+* it is a plain dataset of the run file itself (not virtual, not reached
+  through an external link: those keep :mod:`calibsuite_h5source.links`'s
+  checks and h5py's read), opened with the default ``sec2`` driver;
+* its HDF5 type is exactly the native one of its numpy dtype (integers and
+  floats in the machine's byte order; no conversion);
+* its layout is contiguous (no external storage), or chunked with each
+  chunk holding whole events (chunk ``[1, ..., 1, c, *event shape]``: one or
+  ``c`` events per chunk, stored C-ordered);
+* it has no filters (compressed chunks: :mod:`calibsuite_h5source.fastcompressed`).
+
+Every direct read checks what it relies on: the chunk exists (an unwritten
+chunk, which HDF5 serves as fill values, is read through h5py), its stored
+size is the expected byte count and the file holds all of its bytes (else a
+:class:`~calibsuite_h5source.errors.DamagedFileError`). The first direct read
+of each dataset is compared byte for byte with h5py's read of the same event;
+a difference disables the direct path for that dataset.
+
+Arrays returned are new (``np.empty`` per read) and writable: they belong to
+the caller and are never overwritten by a later read. Set
+``CALIBSUITE_DIRECT_READ=0`` in the environment to read everything through h5py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import h5py
+import numpy as np
+
+from .guard import guarded
+
+log = logging.getLogger(__name__)
+
+__all__ = ["read", "plan_for", "DirectPlan", "ENABLED"]
+
+#: False when the environment asks for h5py reads only (``CALIBSUITE_DIRECT_READ=0``).
+ENABLED = os.environ.get("CALIBSUITE_DIRECT_READ", "1").strip().lower() not in ("0", "no", "false", "off")
+
+_HAVE_PREADV = hasattr(os, "preadv")
+_NO_PLAN = False  # the EventArray's marker: decided, read through h5py
+
+
+def _where(ea, i=None, *args, **kwargs):
+    """``(file, h5path, doing)`` of a failed read (for :func:`~calibsuite_h5source.guard.guarded`)."""
+    file, h5path = ea.where()
+    return file, h5path, f"reading {ea!r}" + ("" if i is None else f" event {i}")
+
+
+class DirectPlan:
+    """Where each event of one step's dataset lies in the file, for reads with ``os.preadv``.
+
+    Parameters
+    ----------
+    dsid : h5py.h5d.DatasetID
+        The dataset (its validity is checked at every read: a closed file is
+        read through h5py, which raises).
+    fd : int
+        The file descriptor libhdf5's ``sec2`` driver reads through.
+    event_shape : tuple
+        Shape of one event.
+    dtype : numpy.dtype
+        The dataset's (native) dtype.
+    offsets, sizes : numpy.ndarray
+        Per chunk of this step: file address (-1 when the chunk is not
+        written) and stored size in bytes. A contiguous dataset is one
+        "chunk" holding every event.
+    per_chunk : int
+        Events per chunk.
+    n_axis : int
+        Length of the event axis (other indices are read through h5py).
+    first : int
+        Index (in chunk units) of this step's first event, for padded
+        ``[step, event, ...]`` datasets stored contiguously.
+    """
+
+    __slots__ = ("dsid", "fd", "event_shape", "dtype", "event_bytes", "chunk_bytes", "offsets", "sizes",
+                 "per_chunk", "first", "n_axis", "verified", "scalar")
+
+    def __init__(self, dsid, fd, event_shape, dtype, offsets, sizes, per_chunk, n_axis, first=0):
+        self.dsid, self.fd = dsid, fd
+        self.event_shape, self.dtype = tuple(event_shape), np.dtype(dtype)
+        self.event_bytes = int(np.prod(self.event_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.per_chunk = int(per_chunk)
+        self.chunk_bytes = self.event_bytes * self.per_chunk
+        self.offsets, self.sizes = offsets, sizes
+        self.first, self.n_axis = int(first), int(n_axis)
+        self.verified = False
+        self.scalar = self.event_shape == ()
+
+    def locate(self, i: int) -> int | None:
+        """File address of event ``i``'s bytes; None when its chunk is not written (h5py serves fill values).
+
+        Raises
+        ------
+        OSError
+            The chunk's stored size is not the expected byte count (a damaged chunk).
+        """
+        if not 0 <= i < self.n_axis:
+            return None  # h5py's indexing rules (and errors) apply
+        c, j = divmod(self.first + i, self.per_chunk)
+        if not 0 <= c < len(self.offsets):
+            return None
+        addr = int(self.offsets[c])
+        if addr < 0:
+            return None
+        if int(self.sizes[c]) != self.chunk_bytes:
+            raise OSError(f"damaged chunk: stored size {int(self.sizes[c])} bytes at address {addr}, "
+                          f"expected {self.chunk_bytes} bytes")
+        return addr + j * self.event_bytes
+
+    def read_into(self, out: np.ndarray, addr: int) -> None:
+        """Fill ``out`` with the ``event_bytes`` at ``addr``; raise ``OSError`` on a short read (truncated file)."""
+        view = memoryview(out).cast("B")
+        done, want = 0, self.event_bytes
+        while done < want:
+            n = os.preadv(self.fd, [view[done:]], addr + done)
+            if n <= 0:
+                raise OSError(f"truncated file: {want} bytes expected at address {addr}, the file ends after {done}")
+            done += n
+
+
+def _native_type_matches(ds: h5py.Dataset) -> bool:
+    dtype = ds.dtype
+    if dtype.kind not in "iuf" or not dtype.isnative or dtype.names is not None or dtype.subdtype is not None:
+        return False
+    try:
+        return bool(ds.id.get_type().equal(h5py.h5t.py_create(dtype)))
+    except Exception:  # an HDF5 type h5py cannot describe: h5py's read decides
+        return False
+
+
+def _same_file(ds: h5py.Dataset, origin) -> bool:
+    """True when ``ds`` lives in the run file itself (not reached through an external link)."""
+    if origin is None:
+        return False
+    try:
+        return os.path.samefile(ds.file.filename, origin.file)
+    except OSError:
+        return False
+
+
+def _chunk_table(dsid, chunks: tuple, prefix: tuple, n_chunks_axis: int):
+    """Addresses and stored sizes of the chunks of one step (``prefix``) along the event axis."""
+    offsets = np.full(n_chunks_axis, -1, dtype=np.int64)
+    sizes = np.zeros(n_chunks_axis, dtype=np.int64)
+    axis = len(prefix)
+    c_event = chunks[axis]
+    prefix_coord = tuple(p * c for p, c in zip(prefix, chunks[:axis], strict=True))
+
+    def visit(info):
+        coord = info.chunk_offset
+        if coord[:axis] == prefix_coord and info.filter_mask == 0:
+            c = coord[axis] // c_event
+            if 0 <= c < n_chunks_axis:
+                offsets[c], sizes[c] = info.byte_offset, info.size
+
+    if hasattr(dsid, "chunk_iter"):
+        dsid.chunk_iter(visit)
+    else:  # pragma: no cover - libhdf5 < 1.12.3
+        for k in range(dsid.get_num_chunks()):
+            visit(dsid.get_chunk_info(k))
+    return offsets, sizes
+
+
+def plan_for(ea):
+    """Return the :class:`DirectPlan` of an EventArray's dataset, or False to read through h5py.
+
+    Checked once per dataset (see the module docstring); never raises for a
+    dataset it cannot plan (it returns False), but opening the lazy dataset
+    itself may raise as ``ea.dataset`` does.
+    """
+    if not ENABLED or not _HAVE_PREADV:
+        return _NO_PLAN
+    ds = ea.dataset
+    try:
+        return _plan(ds, tuple(ea.prefix), getattr(ea, "_origin", None))
+    except Exception as exc:  # anything unusual: h5py reads it, and reports its errors
+        log.debug("%s: no direct reads (%s: %s)", ds.name, type(exc).__name__, exc)
+        return _NO_PLAN
+
+
+def _plan(ds: h5py.Dataset, prefix: tuple, origin):
+    if ds.shape is None or len(ds.shape) <= len(prefix) or ds.is_virtual:
+        return _NO_PLAN
+    if not _native_type_matches(ds):
+        return _NO_PLAN
+    f = ds.file
+    if f.driver != "sec2" or not _same_file(ds, origin):
+        return _NO_PLAN
+    dcpl = ds.id.get_create_plist()
+    if dcpl.get_external_count() or dcpl.get_nfilters():
+        return _NO_PLAN
+    axis = len(prefix)
+    event_shape = ds.shape[axis + 1:]
+    n_axis = ds.shape[axis]
+    fd = f.id.get_vfd_handle()
+    if not isinstance(fd, int) or fd < 0:
+        return _NO_PLAN
+    layout = dcpl.get_layout()
+    if layout == h5py.h5d.CONTIGUOUS:
+        addr = ds.id.get_offset()
+        size = ds.id.get_storage_size()
+        total = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
+        if addr is None or size != total:
+            return _NO_PLAN  # not allocated (fill values) or not what it should be: h5py decides
+        # the whole dataset is one "chunk" of every event; this step starts at event prefix * n_axis
+        first = int(np.ravel_multi_index(prefix + (0,), ds.shape[: axis + 1])) if prefix else 0
+        n_events_total = int(np.prod(ds.shape[: axis + 1], dtype=np.int64))
+        return DirectPlan(ds.id, fd, event_shape, ds.dtype, np.array([addr], np.int64),
+                          np.array([total], np.int64), n_events_total, n_axis, first)
+    if layout != h5py.h5d.CHUNKED:
+        return _NO_PLAN  # compact: tiny data in the object header
+    chunks = ds.chunks
+    if any(c != 1 for c in chunks[:axis]) or tuple(chunks[axis + 1:]) != tuple(event_shape):
+        return _NO_PLAN  # an event spread over several chunks
+    n_chunks = -(-n_axis // chunks[axis])
+    offsets, sizes = _chunk_table(ds.id, chunks, prefix, n_chunks)
+    return DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis)
+
+
+@guarded(_where)
+def read(ea, i: int):
+    """Read event ``i`` of the EventArray ``ea``: directly when its dataset has a plan, else through h5py.
+
+    Returns
+    -------
+    numpy.ndarray or numpy.generic
+        A new array of the event's shape and the stored dtype (a numpy
+        scalar for a scalar event), exactly what ``dataset[prefix + (i,)]``
+        returns.
+    """
+    plan = ea._plan
+    if plan is None:
+        plan = ea._plan = plan_for(ea)
+    if plan:
+        out = _direct(plan, ea, i)
+        if out is not None:
+            return out
+    return ea.dataset[ea.prefix + (i,)]
+
+
+def _direct(plan: DirectPlan, ea, i: int):
+    """Event ``i`` read with ``os.preadv``, or None to read it through h5py."""
+    if not plan.dsid.valid:
+        return None  # the file was closed: h5py raises the right error
+    addr = plan.locate(i)
+    if addr is None:
+        return None
+    out = np.empty(plan.event_shape, plan.dtype)
+    plan.read_into(out, addr)
+    if not plan.verified:
+        expected = ea.dataset[ea.prefix + (i,)]
+        if np.asarray(expected).tobytes() != out.tobytes():
+            log.warning("%s: a direct read differs from h5py's; reading this dataset through h5py",
+                        ea.where()[1])
+            ea._plan = _NO_PLAN
+            return expected
+        plan.verified = True
+    return out[()] if plan.scalar else out
