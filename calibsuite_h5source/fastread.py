@@ -17,7 +17,10 @@ A dataset gets a :class:`DirectPlan` once, on its first read, when all of these 
 * its layout is contiguous (no external storage), or chunked with each
   chunk holding whole events (chunk ``[1, ..., 1, c, *event shape]``: one or
   ``c`` events per chunk, stored C-ordered);
-* it has no filters (compressed chunks: :mod:`calibsuite_h5source.fastcompressed`).
+* it has no filters; or (:mod:`calibsuite_h5source.fastcompressed`) one event per
+  chunk compressed by exactly one of bitshuffle-LZ4, Blosc or Zstd, whose
+  Python package is installed (the ``fast`` extra): those chunks are
+  decompressed outside h5py's lock on a small thread pool, a few events ahead.
 
 Every direct read checks what it relies on: the chunk exists (an unwritten
 chunk, which HDF5 serves as fill values, is read through h5py), its stored
@@ -120,6 +123,15 @@ class DirectPlan:
                           f"expected {self.chunk_bytes} bytes")
         return addr + j * self.event_bytes
 
+    def read(self, i: int):
+        """Event ``i`` as a new array, or None to read it through h5py."""
+        addr = self.locate(i)
+        if addr is None:
+            return None
+        out = np.empty(self.event_shape, self.dtype)
+        self.read_into(out, addr)
+        return out
+
     def read_into(self, out: np.ndarray, addr: int) -> None:
         """Fill ``out`` with the ``event_bytes`` at ``addr``; raise ``OSError`` on a short read (truncated file)."""
         view = memoryview(out).cast("B")
@@ -151,8 +163,13 @@ def _same_file(ds: h5py.Dataset, origin) -> bool:
         return False
 
 
-def _chunk_table(dsid, chunks: tuple, prefix: tuple, n_chunks_axis: int):
-    """Addresses and stored sizes of the chunks of one step (``prefix``) along the event axis."""
+def _chunk_table(dsid, chunks: tuple, prefix: tuple, n_chunks_axis: int, skipped=None):
+    """Addresses and stored sizes of the chunks of one step (``prefix``) along the event axis.
+
+    A chunk stored without its (optional) filter, which libhdf5 marks in its
+    filter mask, is listed with address -1 (h5py reads it), unless
+    ``skipped`` (a bool array) is given: then it is listed and marked there.
+    """
     offsets = np.full(n_chunks_axis, -1, dtype=np.int64)
     sizes = np.zeros(n_chunks_axis, dtype=np.int64)
     axis = len(prefix)
@@ -161,10 +178,12 @@ def _chunk_table(dsid, chunks: tuple, prefix: tuple, n_chunks_axis: int):
 
     def visit(info):
         coord = info.chunk_offset
-        if coord[:axis] == prefix_coord and info.filter_mask == 0:
+        if coord[:axis] == prefix_coord and (info.filter_mask == 0 or skipped is not None):
             c = coord[axis] // c_event
             if 0 <= c < n_chunks_axis:
                 offsets[c], sizes[c] = info.byte_offset, info.size
+                if info.filter_mask:
+                    skipped[c] = True
 
     if hasattr(dsid, "chunk_iter"):
         dsid.chunk_iter(visit)
@@ -200,8 +219,16 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     if f.driver != "sec2" or not _same_file(ds, origin):
         return _NO_PLAN
     dcpl = ds.id.get_create_plist()
-    if dcpl.get_external_count() or dcpl.get_nfilters():
+    if dcpl.get_external_count():
         return _NO_PLAN
+    decode = None
+    if dcpl.get_nfilters():
+        from .fastcompressed import decoder_for
+
+        filters = [dcpl.get_filter(k) for k in range(dcpl.get_nfilters())]
+        decode = decoder_for([(flt[0], tuple(flt[2])) for flt in filters])
+        if decode is None:
+            return _NO_PLAN  # a pipeline we do not decompress ourselves: h5py (with hdf5plugin)
     axis = len(prefix)
     event_shape = ds.shape[axis + 1:]
     n_axis = ds.shape[axis]
@@ -209,7 +236,7 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     if not isinstance(fd, int) or fd < 0:
         return _NO_PLAN
     layout = dcpl.get_layout()
-    if layout == h5py.h5d.CONTIGUOUS:
+    if layout == h5py.h5d.CONTIGUOUS and decode is None:
         addr = ds.id.get_offset()
         size = ds.id.get_storage_size()
         total = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
@@ -225,9 +252,17 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     chunks = ds.chunks
     if any(c != 1 for c in chunks[:axis]) or tuple(chunks[axis + 1:]) != tuple(event_shape):
         return _NO_PLAN  # an event spread over several chunks
+    if decode is not None and chunks[axis] != 1:
+        return _NO_PLAN  # several events per compressed chunk: h5py's chunk cache serves them
     n_chunks = -(-n_axis // chunks[axis])
-    offsets, sizes = _chunk_table(ds.id, chunks, prefix, n_chunks)
-    return DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis)
+    skipped = np.zeros(n_chunks, bool) if decode is not None else None
+    offsets, sizes = _chunk_table(ds.id, chunks, prefix, n_chunks, skipped)
+    plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis)
+    if decode is not None:
+        from .fastcompressed import CompressedPlan
+
+        return CompressedPlan(plan, decode, skipped)
+    return plan
 
 
 @guarded(_where)
@@ -251,21 +286,21 @@ def read(ea, i: int):
     return ea.dataset[ea.prefix + (i,)]
 
 
-def _direct(plan: DirectPlan, ea, i: int):
-    """Event ``i`` read with ``os.preadv``, or None to read it through h5py."""
+def _direct(plan, ea, i: int):
+    """Event ``i`` read with ``os.preadv`` (and decompressed), or None to read it through h5py."""
     if not plan.dsid.valid:
         return None  # the file was closed: h5py raises the right error
-    addr = plan.locate(i)
-    if addr is None:
+    out = plan.read(i)
+    if out is None:
         return None
-    out = np.empty(plan.event_shape, plan.dtype)
-    plan.read_into(out, addr)
     if not plan.verified:
         expected = ea.dataset[ea.prefix + (i,)]
         if np.asarray(expected).tobytes() != out.tobytes():
             log.warning("%s: a direct read differs from h5py's; reading this dataset through h5py",
                         ea.where()[1])
             ea._plan = _NO_PLAN
+            if hasattr(plan, "close"):
+                plan.close()
             return expected
         plan.verified = True
     return out[()] if plan.scalar else out
