@@ -11,15 +11,18 @@ Run by hand::
    ``flush_every`` events, against the same writer flushing only at the step
    end. Printed side by side as events/s, MB/s and the ratio to no mid-step
    flush.
-2. **Latency.** A writer process streams a one-step dark at ``--rate`` Hz
+2. **Latency.** A writer process streams a one-step dark at each ``--rate`` Hz
    with ``flush_every`` 10; this process follows it with
    ``DataSource(files=..., live=True)`` and reads every frame. For each event:
    the time from the end of the writer's flush that made it durable to the
    moment ``step.events()`` yielded it and its frame was read. Median and
-   worst are printed.
+   worst are printed. The delay includes the reader's own backlog when it
+   reads slower than the writer writes (a loaded machine).
 3. **Consistency** (``--stress N``): a writer writes 3 steps of N small
    frames as fast as it can, flushing every 100 events; the live reader
-   checks every event's data and counts the reads it had to retry.
+   (polling every ``--poll`` s, 2 ms by default: many reopens, to catch the
+   file mid-update) checks every event's data and counts the reads it had
+   to retry.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from calibsuite_h5source import DataSource, RunWriter
+from calibsuite_h5source.live import open_live_run
 
 SHAPE = (4, 192, 384)
 
@@ -142,13 +146,13 @@ STRESS_WRITER = textwrap.dedent("""
 """)
 
 
-def stress(directory: Path, steps: int, n: int, flush_every: int) -> None:
+def stress(directory: Path, steps: int, n: int, flush_every: int, poll: float) -> None:
     path = directory / "stress.h5"
     path.unlink(missing_ok=True)
     proc = subprocess.Popen([sys.executable, "-c", STRESS_WRITER, str(path), str(steps), str(n), str(flush_every)])
     wrong = checked = 0
     try:
-        run = next(DataSource(files=str(path), live=True, max_retries=30).runs())
+        run = open_live_run(path, max_retries=30, poll=poll)
         det, amp = run.Detector("epixM"), run.Detector("wave8")
         for evt in run.events():
             v = evt._step * n + evt._i
@@ -160,7 +164,8 @@ def stress(directory: Path, steps: int, n: int, flush_every: int) -> None:
             proc.kill()
             proc.wait()
     retries = getattr(getattr(run, "_live", None), "follower", None)
-    print(f"\n3. consistency: {steps} steps of {n} small frames flushed every {flush_every} events, followed live:")
+    print(f"\n3. consistency: {steps} steps of {n} small frames flushed every {flush_every} events, "
+          f"followed live polling every {poll * 1e3:g} ms:")
     print(f"   {checked} events checked, {wrong} wrong, "
           f"{retries.retries if retries else 0} reads retried after a failed allocation check or read")
 
@@ -169,18 +174,24 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--events", type=int, default=600, help="frames per write configuration")
     p.add_argument("--repeats", type=int, default=2, help="best of this many writes")
-    p.add_argument("--rate", type=float, default=100.0, help="frames per second of the latency writer")
+    p.add_argument("--rate", type=float, nargs="+", default=[20.0, 100.0],
+                   help="frames per second of the latency writer (one run per rate)")
     p.add_argument("--latency-events", type=int, default=500)
     p.add_argument("--stress", type=int, default=0, metavar="N",
                    help="also follow 3 steps of N small frames written as fast as possible, checking every event")
+    p.add_argument("--stress-flush-every", type=int, default=100, help="flush_every of the --stress writer")
+    p.add_argument("--poll", type=float, default=0.002, help="poll interval of the --stress reader (s)")
+    p.add_argument("--skip-throughput", action="store_true", help="skip part 1")
     p.add_argument("--dir", default=None, help="where to write (default: a temporary folder)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
         print(f"calibsuite_h5source live benchmark ({os.cpu_count()} cores, files in {d})")
-        flush_cost(Path(d), args.events, args.repeats)
-        latency(Path(d), args.latency_events, args.rate, 10)
+        if not args.skip_throughput:
+            flush_cost(Path(d), args.events, args.repeats)
+        for rate in args.rate:
+            latency(Path(d), args.latency_events, rate, 10)
         if args.stress:
-            stress(Path(d), 3, args.stress, 100)
+            stress(Path(d), 3, args.stress, args.stress_flush_every, args.poll)
 
 
 if __name__ == "__main__":

@@ -98,11 +98,14 @@ def check_event(run, step, evt, k, i):
     assert run.Detector("step_value")(step) == 0.5 * k
 
 
-def follow(path, steps, events, max_retries=60):
-    """Follow a run with steps()/events(); check every event; return (run, events read, saw it incomplete)."""
+def follow(path, steps, events, max_retries=60, require_live=True):
+    """Follow a run with steps()/events(); check every event; return (run, events read, saw it incomplete).
+
+    A run already complete when opened is a plain Run (allowed unless ``require_live``).
+    """
     ds = DataSource(files=str(path), live=True, max_retries=max_retries)
     run = next(ds.runs())
-    assert isinstance(run, LiveRun)
+    assert isinstance(run, LiveRun) or not require_live
     saw_incomplete, n = False, 0
     for k, step in enumerate(run.steps()):
         assert step.index == k
@@ -214,7 +217,7 @@ def test_live_repetitions_never_give_wrong_data(tmp_path):
     live = 0
     try:
         for j in range(runs):
-            run, n, saw_incomplete = follow(f"{base}.{j}.h5", 3, 40, max_retries=30)
+            run, n, saw_incomplete = follow(f"{base}.{j}.h5", 3, 40, max_retries=30, require_live=False)
             assert n == 120
             live += saw_incomplete
         assert proc.wait(timeout=120) == 0
@@ -266,3 +269,24 @@ def test_live_bad_input(tmp_path, monkeypatch):
     assert resolve_max_retries() == 7.0 and resolve_max_retries(2) == 2.0
     monkeypatch.delenv("PS_R_MAX_RETRIES")
     assert resolve_max_retries() == 60.0
+
+
+def test_smalldata_of_a_live_run(tmp_path):
+    import h5py
+
+    path, out = tmp_path / "live.h5", tmp_path / "smd.h5"
+    proc = start_writer(path, steps=3, events=10, sleep=0.003, flush_every=3)
+    try:
+        ds = DataSource(files=str(path), live=True, max_retries=60)
+        smd = ds.smalldata(filename=str(out))
+        run = next(ds.runs())
+        amp = run.Detector("wave8")
+        for evt in run.events():
+            smd.event(evt, amp=amp.raw.amp(evt))
+        smd.done()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["amp"][()], [1000.0 * k + i for k in range(3) for i in range(10)])
+        np.testing.assert_array_equal(f["timestamp"][()], [(1 << 40) + 1000 * k + i for k in range(3) for i in range(10)])
