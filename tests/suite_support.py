@@ -105,3 +105,18 @@ def run_on(suite: Path, script: str, run, config, out: Path, analysis: str, *ext
     outdir.mkdir(parents=True)
     args = ["-cf", str(config), "-r", "1", "-p", f"/{analysis}/", "-F", str(run), *extra]
     return outdir, run_script(suite, script, args, out_root=Path(out), n_ranks=n_ranks)
+
+
+#: The suite's epixMSuiteConfig pixels (modules 2 and 3) and the ADU mask of its gain bit.
+EPIXM_PIXELS = [[2, 55, 10], [2, 120, 10], [3, 55, 200], [3, 120, 300]]
+EPIXM_MASK = (1 << 15) - 1
+
+
+def mfx_config(path, **extra):
+    """An epixM at MFX as the suite's epixMSuiteConfig: event codes checked, flux from MfxDg1BmMon
+    channel 15 with sign -1."""
+    h = {"detectorType": "epixm", "detectorVersion": 1, "exp": "h5test", "location": "MfxEndstation",
+         "analyzedModules": [2, 3], "fluxSource": "MfxDg1BmMon", "fluxChannels": [15], "fluxSign": -1,
+         "singlePixels": EPIXM_PIXELS, "regionSlice": "np.s_[0:4, 0:192, 0:384]"}
+    h.update(extra)
+    return write_config(path, h)

@@ -14,34 +14,12 @@ import re
 import h5py
 import numpy as np
 import pytest
-from suite_support import needs_suite, run_script, switched_suite, write_config
+from suite_support import EPIXM_MASK as MASK
+from suite_support import mfx_config, needs_suite, run_script
 
 from calibsuite_h5source.fake import SyntheticRun
 
 pytestmark = [needs_suite, pytest.mark.slow]
-
-PIXELS = [[2, 55, 10], [2, 120, 10], [3, 55, 200], [3, 120, 300]]
-MASK = (1 << 15) - 1
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    return switched_suite(tmp_path_factory.mktemp("suite") / "suite")
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("mfx")
-
-
-def mfx_config(path, **extra):
-    """epixMSuiteConfig's MFX settings: flux from MfxDg1BmMon channel 15, sign -1; event codes checked."""
-    h = {"detectorType": "epixm", "detectorVersion": 1, "exp": "h5test", "location": "MfxEndstation",
-         "fluxSource": "MfxDg1BmMon", "fluxChannels": [15], "fluxSign": -1, "analyzedModules": [2, 3],
-         "singlePixels": PIXELS, "regionSlice": "np.s_[0:4, 0:192, 0:384]"}
-    h.update(extra)
-    return write_config(path, h)
-
 
 def stored(path, step=0):
     with h5py.File(path) as f:

@@ -11,25 +11,11 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from suite_support import needs_suite, run_on, switched_suite, write_config
+from suite_support import EPIXM_MASK, EPIXM_PIXELS, mfx_config, needs_suite, run_on, write_config
 
 from calibsuite_h5source.fake import SyntheticRun
 
 pytestmark = [needs_suite, pytest.mark.slow]
-
-EPIXM_PIXELS = [[2, 55, 10], [2, 120, 10], [3, 55, 200], [3, 120, 300]]
-EPIXM_MASK = (1 << 15) - 1
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory):
-    return switched_suite(tmp_path_factory.mktemp("suite") / "suite")
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("work")
-
 
 def epixm_config(path, **extra):
     h = {"detectorType": "epixm", "detectorVersion": 1, "exp": "h5test", "location": "ASC",
@@ -157,15 +143,6 @@ def test_find_min_switch_value(suite, workdir, epixm_switching):
 
 
 # -- SimpleClustersParallelSlice and simplePhotonCounter on fe55 with constants --------------
-
-def mfx_config(path, **extra):
-    """An epixM at MFX: event codes checked, flux from MfxDg1BmMon (as the suite's epixMSuiteConfig)."""
-    h = {"detectorType": "epixm", "detectorVersion": 1, "exp": "h5test", "location": "MfxEndstation",
-         "analyzedModules": [2, 3], "fluxSource": "MfxDg1BmMon", "fluxChannels": [15], "fluxSign": -1,
-         "singlePixels": EPIXM_PIXELS, "regionSlice": "np.s_[0:4, 0:192, 0:384]"}
-    h.update(extra)
-    return write_config(path, h)
-
 
 @pytest.fixture(scope="module")
 def epixm_fe55(workdir):

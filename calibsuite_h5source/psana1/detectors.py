@@ -395,6 +395,13 @@ def scan_names(run) -> list[str]:
     return ordered or ["step_value"]
 
 
+def _run_and_step(env, evt):
+    """``(run, step)`` of an event, else of the step being read (the run's first step before any)."""
+    if isinstance(evt, Event):
+        return evt._evt._run, evt._evt._step
+    return env._ds._current_step or (env._run(), 0)
+
+
 class ControlDataDetector:
     """``Detector('ControlData')``: ``det()`` (current step) or ``det(evt)`` -> :class:`ControlConfig`."""
 
@@ -404,10 +411,7 @@ class ControlDataDetector:
         self._env = env
 
     def __call__(self, evt=None):
-        if isinstance(evt, Event):
-            run, step = evt._evt._run, evt._evt._step
-        else:
-            run, step = self._env._ds._current_step or (self._env._run(), 0)
+        run, step = _run_and_step(self._env, evt)
         if run is None:
             return None
         pvs = [ControlPV(n, float(run._scan[n]._var.per_step[step])) for n in scan_names(run)]
@@ -422,10 +426,7 @@ class EpicsDetector:
         self._env = env
 
     def __call__(self, evt=None):
-        if isinstance(evt, Event):
-            run, step = evt._evt._run, evt._evt._step
-        else:
-            run, step = self._env._ds._current_step or (self._env._run(), 0)
+        run, step = _run_and_step(self._env, evt)
         return None if run is None else float(run._scan[self.name]._var.per_step[step])
 
 
