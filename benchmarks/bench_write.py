@@ -11,6 +11,12 @@ The raw loop is what a careful h5py user writes: one resizable dataset,
 chunks of one event, blocks of ``--block`` events appended with one resize
 and one write. Targets: RunWriter >= 0.9x raw uncompressed; bitshuffle-LZ4
 >= 800 MB/s.
+
+Then the per-step overhead (``--steps``, default 1000): a scan of steps of 10
+small events (2x16x16 uint16) with a per-step ``step_value``, written by
+RunWriter (its crash-safe flushes: data, then the counters) against raw h5py
+making one dataset per step and flushing once per step. Target: RunWriter
+<= 1 ms per step.
 """
 
 from __future__ import annotations
@@ -59,6 +65,24 @@ def run_writer(path, frames, n, block, compression):
             s.event(epixM=frames[i % len(frames)])
 
 
+SMALL = (2, 16, 16)
+
+
+def raw_steps(path, frames, n_steps):
+    with h5py.File(path, "w") as f:
+        for k in range(n_steps):
+            f.create_dataset(f"epixM/{k}", data=frames)
+            f.flush()
+
+
+def run_writer_steps(path, frames, n_steps):
+    with RunWriter(path, "dark", overwrite=True) as w:
+        for k in range(n_steps):
+            with w.step(step_value=float(k)) as s:
+                for frame in frames:
+                    s.event(epixM=frame)
+
+
 def timed(fn, *args):
     t = time.perf_counter()
     fn(*args)
@@ -71,6 +95,7 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=100, help="events per block (RunWriter: flush_every)")
     p.add_argument("--workdir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                    help="where to write (default /dev/shm: measures the writers, not the disk's write-back)")
+    p.add_argument("--steps", type=int, default=1000, help="steps of the per-step overhead run")
     p.add_argument("--repeat", type=int, default=3, help="alternated runs of each writer; the best counts")
     args = p.parse_args(argv)
     frames = make_frames()
@@ -88,7 +113,18 @@ def main(argv=None):
                 ratio = f"{t_raw / t:.2f}" if name == "RunWriter" else ""
                 print(f"{compression or 'none':<12}{name:<12}{args.events / t:>10.0f}{mb / t:>9.0f}{ratio:>8}"
                       f"{path.stat().st_size / 1e6:>9.0f}")
-    print("targets: RunWriter/raw >= 0.9 uncompressed; bitshuffle-LZ4 >= 800 MB/s")
+        print("targets: RunWriter/raw >= 0.9 uncompressed; bitshuffle-LZ4 >= 800 MB/s")
+        small = np.random.default_rng(1).integers(900, 1100, (10, *SMALL)).astype(np.uint16)
+        raw_path, our_path = Path(tmp) / "raw_steps.h5", Path(tmp) / "our_steps.h5"
+        times = [(timed(raw_steps, raw_path, small, args.steps), timed(run_writer_steps, our_path, small, args.steps))
+                 for _ in range(args.repeat)]
+        print(f"\n{args.steps} steps of 10 events of {SMALL} uint16, best of {args.repeat} alternated runs "
+              f"(spread over the runs in brackets)")
+        for name, ts in (("raw h5py, 1 dataset + 1 flush per step", [t for t, _ in times]),
+                         ("RunWriter", [t for _, t in times])):
+            per = [1e3 * t / args.steps for t in ts]
+            print(f"  {name:<42}{min(per):6.3f} ms/step ({min(per):.3f}-{max(per):.3f})")
+        print("target: RunWriter <= 1 ms per step")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from .errors import MissingDependencyError, WriterError
+from .fastwrite import append_rows
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class Column:
     Parameters
     ----------
     create : callable
-        ``create(h5path, shape, dtype) -> h5py.Dataset``, called at the first write.
+        ``create(h5path, shape, dtype, block) -> h5py.Dataset``, called at the first write: a
+        dataset resizable along its first axis, holding ``block`` (``[n, *shape]``, n may be 0).
     h5path : str
         Where the dataset goes.
     shape, dtype
@@ -158,6 +160,7 @@ class Column:
         self.buf = np.empty((max(1, min(block_events, BLOCK_BYTES // nbytes)), *shape), self.dtype)
         self.n_buf = 0
         self.ds = None
+        self.n_rows = 0
 
     def append(self, value) -> None:
         self.buf[self.n_buf] = value
@@ -175,9 +178,9 @@ class Column:
             self.n_buf = 0
 
     def _write(self, block) -> None:
-        if self.ds is None:
-            self.ds = self.create(self.h5path, self.shape, self.dtype)
-        n = self.ds.shape[0]
-        if len(block):
-            self.ds.resize(n + len(block), axis=0)
-            self.ds[n:] = block
+        if self.ds is None:  # created holding its first block: one HDF5 call for a short step
+            self.ds = self.create(self.h5path, self.shape, self.dtype, block)
+            self.n_rows = len(block)
+        elif len(block):
+            append_rows(self.ds, self.n_rows, block)
+            self.n_rows += len(block)

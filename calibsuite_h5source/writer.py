@@ -34,6 +34,7 @@ import numpy as np
 
 from ._version import __version__
 from .errors import UnknownScriptTypeError, WriterError
+from .fastwrite import AttrSetter, DatasetMaker, ValueAppender
 from .layout import HEADER
 from .script_types import canonical_script_type, known_script_types
 from .storage import Column, compression_kwargs, create_file, lock_state
@@ -91,8 +92,8 @@ class StepWriter:
         """
         w = self.writer
         checked = {}
-        expected = set(schema["area"]) | set(schema["side"])
-        if set(data) != expected:
+        expected = schema["sources"]
+        if data.keys() != expected:
             missing = sorted(expected - set(data))
             extra = sorted(map(str, set(data) - expected))
             self._fail("/", f"every event must hold the same detectors (pass None for an event without data); "
@@ -154,11 +155,20 @@ class StepWriter:
         return out
 
     # -- writing --------------------------------------------------------------
-    def _column(self, key, h5path, shape, dtype, compress=False) -> Column:
+    def _column(self, key: tuple, shape, dtype, compress=False) -> Column:
+        """The buffered column ``key`` of this step (made at its first use; ``key`` names its dataset).
+
+        ``("area", det)``: ``/<det>/<step>``; ``("side"|"header", source, field)``:
+        ``/<source>/<field>/<step>``; ``("present", source)``: ``/<source>/present/<step>``;
+        ``("timestamp",)``: ``/timestamp/<step>``; ``("scan", name)``: ``/ancillaryData/<name>/<step>``.
+        """
         col = self._columns.get(key)
         if col is None:
+            kind, *names = key
+            parts = {"present": [*names, "present"], "timestamp": ["timestamp"], "scan": [HEADER, *names]}
+            h5path = "/" + "/".join([*parts.get(kind, names), str(self.index)])
             w = self.writer
-            create = lambda path, shape, dtype: w._create(path, shape, dtype, compress)  # noqa: E731
+            create = lambda path, shape, dtype, block: w._create(path, shape, dtype, compress, block)  # noqa: E731
             col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
         return col
 
@@ -278,27 +288,27 @@ class StepWriter:
         for name, frame in checked.items():
             present = self._columns.get(("present", name))
             if present is None and frame is None:  # the first event without data: mask from here on
-                present = self._column(("present", name), f"/{name}/present/{self.index}", (), np.dtype(bool))
+                present = self._column(("present", name), (), np.dtype(bool))
                 present.write_block(np.ones(self.n_events, bool))
             if present is not None:
                 present.append(frame is not None)
             if name in schema["area"]:
                 shape, dtype = schema["area"][name]
-                col = self._column(("area", name), f"/{name}/{self.index}", shape, dtype, True)
+                col = self._column(("area", name), shape, dtype, True)
                 col.append(0 if frame is None else frame)
             else:
                 for field, (shape, dtype) in schema["side"][name].items():
                     value = 0 if frame is None else frame[field]
-                    self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
+                    self._column(("side", name, field), shape, dtype).append(value)
         for name, fields in headers.items():
             for field, value in fields.items():
                 shape, dtype = schema["headers"][name][field]
-                self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).append(value)
+                self._column(("header", name, field), shape, dtype).append(value)
         if timestamp is not None:
-            self._column(("timestamp",), f"/timestamp/{self.index}", (), np.dtype(np.uint64)).append(timestamp)
+            self._column(("timestamp",), (), np.dtype(np.uint64)).append(timestamp)
         for name, v in scan.items():
             self._scan.setdefault(name, [v])
-            self._column(("scan", name), f"/{HEADER}/{name}/{self.index}", (), np.asarray(v).dtype).append(v)
+            self._column(("scan", name), (), np.asarray(v).dtype).append(v)
         self.n_events += 1
         self.writer._event_written()
 
@@ -312,20 +322,20 @@ class StepWriter:
             self._fail(f"/step {self.index}", "a step must hold at least one event before the first step with "
                        "data defines the detectors; write events or declare none")
         for name, (shape, dtype) in schema["area"].items():
-            self._column(("area", name), f"/{name}/{self.index}", shape, dtype, True).flush()
+            self._column(("area", name), shape, dtype, True).flush()
         for name, fields in schema["side"].items():
             for field, (shape, dtype) in fields.items():
-                self._column(("side", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
+                self._column(("side", name, field), shape, dtype).flush()
         for name, fields in schema["headers"].items():
             for field, (shape, dtype) in fields.items():
-                self._column(("header", name, field), f"/{name}/{field}/{self.index}", shape, dtype).flush()
+                self._column(("header", name, field), shape, dtype).flush()
         for key, col in self._columns.items():
             if key[0] == "present":
                 col.flush()
         if schema["timestamps"]:
-            self._column(("timestamp",), f"/timestamp/{self.index}", (), np.dtype(np.uint64)).flush()
+            self._column(("timestamp",), (), np.dtype(np.uint64)).flush()
         for name in schema["scan"]:  # an empty step still gets its (empty) dataset
-            self._column(("scan", name), f"/{HEADER}/{name}/{self.index}", (), np.dtype(np.float64)).flush()
+            self._column(("scan", name), (), np.dtype(np.float64)).flush()
         w._finish_step(self)
         self._closed = True
 
@@ -420,6 +430,10 @@ class RunWriter:
         g.attrs["stepsComplete"] = 0
         g.attrs.update(writer_identity(self.path))
         g.attrs["openStepEvents"] = -1
+        self._header_group = g
+        self._counters = AttrSetter(g)  # stepsComplete, openStepEvents: every write goes through it
+        self._per_step: dict[str, h5py.Dataset | ValueAppender] = {}  # /ancillaryData/<name>, nEvents
+        self._maker = DatasetMaker(f)
         self._detectors: dict[str, dict] = {}
         self._schema = None
         self._scan_names: list[str] | None = None
@@ -554,7 +568,8 @@ class RunWriter:
                 raise WriterError(f"{name!r} cannot be a per-event scan variable: it is "
                                   f"{'a per-step value of this run' if name in step_scan else 'one str per step'}",
                                   file=self.path, h5path=f"/{HEADER}/{name}")
-        return {"area": area, "side": side, "timestamps": has_timestamps, "scan": set(scan or {}),
+        return {"area": area, "side": side, "sources": set(area) | set(side), "timestamps": has_timestamps,
+                "scan": set(scan or {}),
                 "headers": self._learn_headers(area, headers)}
 
     def _adopt_schema(self, schema: dict) -> None:
@@ -599,11 +614,15 @@ class RunWriter:
                               f"found {arr.shape} {arr.dtype}", file=self.path, h5path=h5path)
         return arr
 
-    def _create(self, h5path, shape, dtype, compress) -> h5py.Dataset:
+    def _create(self, h5path, shape, dtype, compress, block) -> h5py.Dataset:
+        """A per-step dataset ``[n, *shape]``, resizable along n, holding ``block`` (its first n events)."""
         kwargs = self._compression if compress else {}
-        return self._file.create_dataset(h5path, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                         chunks=(1, *shape) if compress else (max(1, 2**16 // max(1, dtype.itemsize * int(np.prod(shape)))), *shape),
-                                         **kwargs)
+        chunks = (1, *shape) if compress else (max(1, 2**16 // max(1, dtype.itemsize * int(np.prod(shape)))), *shape)
+
+        def make():
+            return self._file.create_dataset(h5path, data=block, maxshape=(None, *shape), chunks=chunks, **kwargs)
+
+        return self._maker.create((tuple(shape), dtype.str, compress), h5path, block, True, make)
 
     # -- steps ----------------------------------------------------------------
     def step(self, **scan_values) -> StepWriter:
@@ -623,22 +642,26 @@ class RunWriter:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
         self._open_step = StepWriter(self, self.n_steps, values)
-        self._write_step_values(self.n_steps, values)
-        g = self._file[HEADER]
-        g.attrs["openStepEvents"] = 0  # a live reader sees the step (and its scan values) from now on
-        self._file.flush()
+        for name, value in values.items():  # at its opening: a live reader needs them then
+            self._append_per_step(name, value, h5py.string_dtype() if isinstance(value, str) else np.float64)
+        # A live reader sees the step (and its scan values) from its first flush on (flush_every events,
+        # flush_seconds, or its end), which sets openStepEvents: no flush here, which would cost every
+        # step of a scan a third flush.
         return self._open_step
 
-    def _write_step_values(self, index: int, values: dict) -> None:
-        """Write a step's per-step scan values at its opening (a live reader needs them then)."""
-        g = self._file[HEADER]
-        for name, value in values.items():
+    def _append_per_step(self, name: str, value, dtype, chunk: int = 256) -> None:
+        """Write step ``n_steps``'s entry of the per-step dataset ``/ancillaryData/<name>`` (made on first use)."""
+        column = self._per_step.get(name)
+        if column is None:
+            g = self._header_group
             if name not in g:
-                kind = h5py.string_dtype() if isinstance(value, str) else np.float64
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=kind, chunks=(256,))
-            ds = g[name]
-            ds.resize(index + 1, axis=0)
-            ds[index] = value
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk,))
+            column = self._per_step[name] = g[name] if isinstance(value, str) else ValueAppender(g[name])
+        if isinstance(column, ValueAppender):
+            column.append(self.n_steps, value)
+        else:
+            column.resize(self.n_steps + 1, axis=0)
+            column[self.n_steps] = value
 
     def add_step(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None, **scan_values) -> None:
         """Write a whole step at once: ``data = {'epixM': frames[nEvents, ...], ...}`` (see ``add_events``)."""
@@ -663,24 +686,24 @@ class RunWriter:
                 col.flush()
         self._file.flush()
         if step is not None:
-            self._file[HEADER].attrs["openStepEvents"] = step.n_events
+            self._counters["openStepEvents"] = step.n_events
             self._file.flush()
         self._since_flush = 0
         self._last_flush = time.monotonic()
 
     def _discard_step(self, step: StepWriter) -> None:
         """Forget a discarded step: its per-step scan values go, a live reader no longer sees it."""
-        g = self._file[HEADER]
+        g = self._header_group
         for name in step.scan_values:
             if name in g:
                 g[name].resize(self.n_steps, axis=0)
-        g.attrs["openStepEvents"] = -1
+        self._counters["openStepEvents"] = -1
         g.attrs["stepsDiscarded"] = int(g.attrs.get("stepsDiscarded", 0)) + 1
         self._open_step = None
 
     def _finish_step(self, step: StepWriter) -> None:
         f = self._file
-        g = f["ancillaryData"]
+        g = self._header_group
         # The step's data first; the header that counts it after, in a second flush (a live reader trusts the
         # header, and HDF5 writes one flush's metadata in its own order, so a kill during a flush can leave
         # any part of it unwritten: the index on disk must never count a step not wholly on disk).
@@ -691,14 +714,12 @@ class RunWriter:
             declared += sorted(self._schema["scan"])
             if declared:
                 g.attrs["ancillaryDataType"] = declared[0] if len(declared) == 1 else declared
-        if "nEvents" not in g:  # the index that lets the reader open a run without touching every step
-            g.create_dataset("nEvents", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-        g["nEvents"].resize(step.index + 1, axis=0)
-        g["nEvents"][step.index] = step.n_events
+        # the index that lets the reader open a run without touching every step
+        self._append_per_step("nEvents", step.n_events, np.int64, chunk=1024)
         self.n_steps += 1
         self._open_step = None
-        g.attrs["stepsComplete"] = self.n_steps
-        g.attrs["openStepEvents"] = -1
+        self._counters["stepsComplete"] = self.n_steps
+        self._counters["openStepEvents"] = -1
         f.flush()
         self._since_flush = 0
         self._last_flush = time.monotonic()

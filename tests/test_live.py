@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs PO
 #: The writer: ``python -c WRITER path steps events sleep flush_every mode``. Event ``i`` of step ``k``
 #: has value ``v = 1000 k + i`` everywhere (frame from a seeded rng, side data, header field, timestamp);
 #: every 5th event has no frame. ``mode``: ``end`` (complete), ``hang`` (after step 2's 10th event: flush,
-#: print 'ready', sleep), ``pause`` (after step 0: print 'ready', sleep), ``runs:N`` (write N runs path.0.h5 ... one after the other, no sleep).
+#: print 'ready', sleep), ``pause`` (after step 0: print 'ready', sleep), ``runs:N`` (write N runs path.0.h5 ... one after the other).
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
@@ -51,7 +51,7 @@ WRITER = textwrap.dedent("""
     steps, events, sleep, flush_every = int(steps), int(events), float(sleep), int(flush_every)
     if mode.startswith('runs:'):
         for j in range(int(mode[5:])):
-            write(f'{path}.{j}.h5', steps, events, 0, flush_every)
+            write(f'{path}.{j}.h5', steps, events, sleep, flush_every)
     else:
         write(path, steps, events, sleep, flush_every, hang=mode)
         print('done', flush=True)
@@ -213,7 +213,9 @@ def test_live_repetitions_never_give_wrong_data(tmp_path):
     """Many fast runs, flushed every 3 events, followed while written; CALIBSUITE_LIVE_RUNS sets how many (10)."""
     runs = int(os.environ.get("CALIBSUITE_LIVE_RUNS", "10"))
     base = tmp_path / "rep"
-    proc = start_writer(base, steps=3, events=40, sleep=0, flush_every=3, mode=f"runs:{runs}")
+    # 2 ms per event keeps each run being written for a while (the writer takes < 1 ms per step),
+    # so the reader catches runs mid-write
+    proc = start_writer(base, steps=3, events=40, sleep=0.002, flush_every=3, mode=f"runs:{runs}")
     live = 0
     try:
         for j in range(runs):
