@@ -343,10 +343,12 @@ def _import(name: str, extra: str):
 
 def read_block(path: str, h5path: str, prefix: tuple, lo: int, hi: int, picks) -> np.ndarray:
     """A dask task: open ``path`` and read events ``lo:hi`` of ``h5path`` (then ``picks``, absolute)."""
-    from . import layout  # noqa: F401 - registers hdf5plugin's filters when installed
+    from .filters import require_filters
 
     with h5py.File(path, "r", rdcc_nbytes=0) as f:  # no chunk cache: chunks go straight to the block
-        block = f[h5path][tuple(prefix) + (slice(lo, hi),)]
+        ds = f[h5path]
+        require_filters(ds)
+        block = ds[tuple(prefix) + (slice(lo, hi),)]
     return block if picks is None else block[np.asarray(picks) - lo]
 
 

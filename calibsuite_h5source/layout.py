@@ -34,11 +34,6 @@ from .links import Origin, items, open_member
 
 log = logging.getLogger(__name__)
 
-try:  # compressed files (bitshuffle, Blosc, Zstd) open transparently when installed
-    import hdf5plugin  # noqa: F401
-except ImportError:  # pragma: no cover - optional
-    pass
-
 HEADER = "ancillaryData"
 RESERVED_ROOT = {HEADER, "timestamp", "nEvents"}
 RESERVED_DETECTOR = {"present", "calib", "nEvents"}

@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 
 from .errors import LinkError
+from .filters import require_filters
 
 __all__ = ["Origin", "open_member", "items", "check_virtual"]
 
@@ -83,8 +84,10 @@ def open_member(group: h5py.Group, name: str, origin: Origin):
     kind = links.get_info(key).type  # cheap: no object built; hard links, by far the most common, open directly
     if kind == h5py.h5l.TYPE_HARD:
         obj = group[name]
-        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-            check_virtual(obj, origin)
+        if isinstance(obj, h5py.Dataset):
+            require_filters(obj)
+            if obj.is_virtual:
+                check_virtual(obj, origin)
         return obj
     where = _where(group, name)
     link = group.get(name, getlink=True)
@@ -105,8 +108,10 @@ def open_member(group: h5py.Group, name: str, origin: Origin):
         if opened != target:  # e.g. HDF5_EXT_PREFIX made libhdf5 open another file
             raise LinkError(f"external link to {link.filename!r} opened {opened}, not {target}",
                             file=origin.file, h5path=where)
-    if isinstance(obj, h5py.Dataset) and obj.is_virtual:
-        check_virtual(obj, origin)
+    if isinstance(obj, h5py.Dataset):
+        require_filters(obj)
+        if obj.is_virtual:
+            check_virtual(obj, origin)
     return obj
 
 

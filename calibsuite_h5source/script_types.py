@@ -13,7 +13,6 @@ case (``'DelayScan'`` -> ``'delayScan'``).
 from __future__ import annotations
 
 import logging
-from importlib import metadata
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +61,8 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
+    from importlib import metadata  # only when asked: it costs a script ~25 ms of imports
+
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
@@ -81,12 +82,21 @@ def known_script_types() -> dict[str, str]:
 
 
 def canonical_script_type(name: str) -> str | None:
-    """Return the recognised spelling of ``name``, or None when it is unknown."""
-    known = known_script_types()
-    if name in known:
-        return name
-    lower = {k.lower(): k for k in known}
-    return lower.get(str(name).lower())
+    """Return the recognised spelling of ``name``, or None when it is unknown.
+
+    Built-in and registered types are matched first; the entry points of
+    other packages are loaded only for a name they might add.
+    """
+    for loaded in (False, True):
+        if loaded:
+            _load_entry_points()
+        known = {**SCRIPT_TYPES, **_extra}
+        if name in known:
+            return name
+        match = {k.lower(): k for k in known}.get(str(name).lower())
+        if match is not None:
+            return match
+    return None
 
 
 def is_known_script_type(name: str) -> bool:

@@ -32,6 +32,7 @@ import numpy as np
 from . import rules
 from . import timestamps as _ts
 from .errors import H5SourceError, HeaderError, LinkError, NotHDF5Error
+from .filters import require_filters
 from .guard import translate
 from .isolate import no_progress, run_isolated
 from .layout import HEADER, LayoutMembers, detect_layout, open_h5, read_header
@@ -354,6 +355,7 @@ def _data(ctx: Context):
         activity = "reading the variable-length strings of" if strings else "decoding"
         ctx.progress(ds.name, activity, filters)
         try:
+            require_filters(ds)
             regions, written, declared = _stored_regions(ds)
             for region in regions:
                 ds[region]
