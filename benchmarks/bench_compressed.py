@@ -9,8 +9,8 @@ process, page cache warm, alternated, best of ``--repeat``: the naive loop
 (``dset[i]`` with hdf5plugin) and our loop (decompressed outside h5py's lock
 on a small thread pool, a few events ahead; see
 ``calibsuite_h5source.fastcompressed``); the first event of each is read
-before the clock starts (it imports the decompression package: blosc2
-takes ~0.3 s, bitshuffle ~0.08 s). Reports wall-time events/s, the
+before the clock starts (it loads the decompressor and plans the reads).
+Reports wall-time events/s, the
 ratio and its spread over the alternated pairs, and the machine's load.
 Target (issue #11): ours >= 1.4x naive on 2 cores.
 """

@@ -4,25 +4,32 @@ h5py serialises every read behind its global lock, so a compressed run is
 decompressed on one core however many the machine has. For a dataset whose
 chunks each hold one event, compressed by exactly one of the filters below,
 :mod:`calibsuite_h5source.fastread` hands reads to a :class:`CompressedPlan`:
-the chunk's bytes are read with ``os.preadv`` and decompressed by a Python
-package that releases the GIL, on a small thread pool that works, in order,
-up to :data:`PREFETCH` events ahead of a sequential reader. Memory stays
-bounded: at most ``PREFETCH`` decompressed events wait per dataset being read.
-The pool is used where it pays, as measured on 2 cores: Zstd (``zstandard``
-releases the GIL). ``bitshuffle`` holds the GIL, so its chunks are
-decompressed in the reading thread (still faster than through h5py: no
-chunk-cache copy, no zero-fill); ``blosc2`` spreads one chunk over its own
-threads.
+the chunk's bytes are read with ``os.preadv`` and decompressed without the
+GIL on a small thread pool that works, in order, up to :data:`PREFETCH`
+events ahead of a sequential reader. Memory stays bounded: at most
+``PREFETCH`` decompressed events wait per dataset being read.
+
+The decompressors were picked on merit, measured on 2 cores. Best is the
+filter's own C code in hdf5plugin's compiled filter libraries (what h5py's
+reads run, so the bytes are the same by construction), called through
+``ctypes``, which releases the GIL: bitshuffle and Zstd use it. The Python
+packages are fallbacks: ``bitshuffle``'s extension (its C function through
+``ctypes``; its Python call holds the GIL, so then no pool), ``zstandard``
+(releases the GIL but decompressed these frames ~40% slower), ``blosc2``
+(spreads one chunk over its own threads: no pool).
 
 ==================== ========= ===================================================
-HDF5 filter          id        decompressed by (optional extra ``fast``)
+HDF5 filter          id        decompressed by
 ==================== ========= ===================================================
-bitshuffle + LZ4     32008     ``bitshuffle.decompress_lz4`` (the filter's own code)
-Blosc (any codec)    32001     ``blosc2.decompress`` (reads Blosc-1 chunks)
-Zstd                 32015     ``zstandard`` (one frame per chunk)
+bitshuffle + LZ4     32008     ``bshuf_decompress_lz4`` of hdf5plugin's ``h5bshuf``
+                               (else of the ``bitshuffle`` package)
+Blosc (any codec)    32001     ``blosc_decompress_ctx`` of hdf5plugin's ``h5blosc`` (else
+                               ``blosc2.decompress``, which reads Blosc-1 chunks)
+Zstd                 32015     ``ZSTD_decompress`` of hdf5plugin's ``h5zstd`` (else
+                               ``zstandard``, one frame per chunk)
 ==================== ========= ===================================================
 
-Without the package, or for any other filter pipeline, h5py reads the data.
+Without any of them, or for any other filter pipeline, h5py reads the data.
 Before anything is decompressed the chunk's framing is checked (the
 uncompressed size it declares is the event's byte count; bitshuffle's block
 table ends exactly at the end of the chunk; Blosc's compressed size is the
@@ -104,19 +111,75 @@ def _bitshuffle_lz4(bitshuffle):
             pos += 4 + block_header(buf, pos)[0]
         if pos != end:
             raise Damaged(f"damaged bitshuffle chunk: its blocks end at byte {pos}, the chunk's data at {end}")
-        try:
-            out = bitshuffle.decompress_lz4(np.frombuffer(buf, np.uint8, offset=12), shape, dtype, block)
-        except Exception as exc:
-            raise Damaged(f"damaged bitshuffle chunk: {exc}") from exc
+        if c_decompress is None:
+            try:
+                return bitshuffle.decompress_lz4(np.frombuffer(buf, np.uint8, offset=12), shape, dtype, block)
+            except Exception as exc:
+                raise Damaged(f"damaged bitshuffle chunk: {exc}") from exc
+        out = np.empty(shape, dtype)
+        consumed = c_decompress(buf, out, n, itemsize, block)
+        if consumed != len(buf) - 12:
+            raise Damaged(f"damaged bitshuffle chunk: decompression {'failed' if consumed < 0 else 'stopped'} "
+                          f"({consumed}) in a chunk of {len(buf) - 12} bytes after its header")
         return out
 
-    decode.parallel = False  # measured: bitshuffle 0.5.2 holds the GIL, so threads only add contention
+    c_decompress = _bshuf_c_decompress()
+    if c_decompress is None and bitshuffle is None:
+        return None
+    # bitshuffle's Python call holds the GIL (threads then only add contention); its C function called
+    # through ctypes releases it, so the pool's threads decompress side by side
+    decode.parallel = c_decompress is not None
     return decode
 
 
-def _blosc(blosc2):
+def _bshuf_c_decompress():
+    """The filter's C ``bshuf_decompress_lz4``, called through ctypes (no GIL held); None if unavailable.
+
+    Taken from hdf5plugin's own bitshuffle library (the code h5py's reads
+    run), else from the ``bitshuffle`` package's extension. Returns
+    ``decompress(chunk, out, n_elements, itemsize, block) -> bytes consumed or < 0``.
+    The bitshuffle wheel runs each call on an OpenMP team; there every
+    decompressing thread asks for a team of one (the pool already uses
+    the cores, and OpenMP teams competing for 2 busy cores were measured
+    several times slower).
+    """
+    import ctypes
+
+    lib = _plugin_library("h5bshuf")
+    if lib is None:
+        try:
+            import bitshuffle.ext
+
+            lib = ctypes.CDLL(bitshuffle.ext.__file__)
+        except (ImportError, OSError) as exc:
+            log.debug("no bitshuffle C library: %s", exc)
+            return None
+    func = getattr(lib, "bshuf_decompress_lz4", None)
+    if func is None:
+        return None
+    func.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
+    func.restype = ctypes.c_int64
+    set_threads = getattr(lib, "omp_set_num_threads", None)
+    local = threading.local()
+
+    def decompress(buf: np.ndarray, out: np.ndarray, n: int, itemsize: int, block: int) -> int:
+        if set_threads is not None and not getattr(local, "one_thread", False):
+            set_threads(1)
+            local.one_thread = True
+        return func(buf.ctypes.data + 12, out.ctypes.data, n, itemsize, block)
+
+    return decompress
+
+
+def _blosc(blosc2, lib=None):
+    """Blosc through ``blosc_decompress_ctx`` of hdf5plugin's ``h5blosc`` (ctypes: no GIL held), else ``blosc2``."""
     header = struct.Struct("<BBBBIII").unpack_from
-    blosc2.set_releasegil(True)  # let the pool's threads decompress in parallel
+    if lib is not None:
+        import ctypes
+
+        c_decompress = lib.blosc_decompress_ctx
+        c_decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        c_decompress.restype = ctypes.c_int
 
     def decode(buf, shape, dtype):
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -127,14 +190,62 @@ def _blosc(blosc2):
             raise Damaged(f"damaged Blosc chunk: declares {size} bytes uncompressed and {cbytes} compressed; "
                           f"the event has {nbytes}, the chunk {len(buf)}")
         out = np.empty(shape, dtype)
+        if lib is not None:
+            got = c_decompress(buf.ctypes.data, out.ctypes.data, nbytes, 1)  # one thread: the pool has the cores
+            if got != nbytes:
+                raise Damaged(f"damaged Blosc chunk: decompression gave {got}, the event has {nbytes} bytes")
+            return out
         try:
             blosc2.decompress(buf, dst=out)
         except Exception as exc:
             raise Damaged(f"damaged Blosc chunk: {exc}") from exc
         return out
 
-    decode.parallel = False  # blosc2 decompresses one chunk on its own threads (blosc2.nthreads)
+    # blosc2 decompresses one chunk on its own threads (blosc2.nthreads); the C call runs on the pool
+    decode.parallel = lib is not None
     return decode
+
+
+def _zstd_c(lib):
+    """Zstd through ``ZSTD_decompress`` of hdf5plugin's own filter library (ctypes: no GIL held)."""
+    import ctypes
+
+    content_size, decompress, is_error = lib.ZSTD_getFrameContentSize, lib.ZSTD_decompress, lib.ZSTD_isError
+    content_size.argtypes, content_size.restype = [ctypes.c_void_p, ctypes.c_size_t], ctypes.c_ulonglong
+    decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    decompress.restype = ctypes.c_size_t
+    is_error.argtypes, is_error.restype = [ctypes.c_size_t], ctypes.c_uint
+
+    def decode(buf, shape, dtype):
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        declared = content_size(buf.ctypes.data, len(buf))
+        if declared != nbytes:  # also ZSTD_CONTENTSIZE_UNKNOWN / _ERROR (2**64 - 1, - 2)
+            raise Damaged(f"damaged Zstd chunk: declares {declared} bytes uncompressed, the event has {nbytes}")
+        out = np.empty(shape, dtype)
+        got = decompress(out.ctypes.data, nbytes, buf.ctypes.data, len(buf))
+        if is_error(got) or got != nbytes:
+            raise Damaged(f"damaged Zstd chunk: decompression gave {'an error' if is_error(got) else got}, "
+                          f"the event has {nbytes} bytes")
+        return out
+
+    decode.parallel = True
+    return decode
+
+
+def _plugin_library(name: str):
+    """hdf5plugin's compiled filter library ``name`` (e.g. ``'h5zstd'``) through ctypes, or None."""
+    import ctypes
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("hdf5plugin")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted(glob.glob(os.path.join(folder, "plugins", f"*{name}.*"))):
+            try:
+                return ctypes.CDLL(path)
+            except OSError as exc:
+                log.debug("cannot load %s: %s", path, exc)
+    return None
 
 
 def _zstd(zstandard):
@@ -178,14 +289,22 @@ def decoder_for(filters: list):
     fid, cd = filters[0]
     try:
         if fid == BITSHUFFLE and len(cd) > 4 and cd[4] == _BSHUF_LZ4:
-            import bitshuffle
-
+            try:
+                import bitshuffle
+            except ImportError:
+                bitshuffle = None
             return _bitshuffle_lz4(bitshuffle)
         if fid == BLOSC:
+            lib = _plugin_library("h5blosc")
+            if lib is not None:
+                return _blosc(None, lib)
             import blosc2
 
             return _blosc(blosc2)
         if fid == ZSTD:
+            lib = _plugin_library("h5zstd")
+            if lib is not None:
+                return _zstd_c(lib)
             import zstandard
 
             return _zstd(zstandard)
@@ -240,7 +359,7 @@ class CompressedPlan:
             return out
         if size <= 0 or size > 2 * d.chunk_bytes + 4096:
             raise Damaged(f"damaged chunk: stored size {size} bytes at address {addr} for {d.chunk_bytes} bytes of data")
-        buf = bytearray(size)
+        buf = np.empty(size, np.uint8)
         view, done = memoryview(buf), 0
         while done < size:
             n = os.preadv(d.fd, [view[done:]], addr + done)

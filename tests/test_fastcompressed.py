@@ -83,11 +83,33 @@ def test_other_compressed_layouts_read_through_h5py(tmp_path, kwargs, mocker):
 
 
 @pytest.mark.parametrize("package, name", [("bitshuffle", "bitshuffle"), ("blosc2", "blosc-lz4"), ("zstandard", "zstd")])
-def test_without_the_package_h5py_reads(tmp_path, mocker, package, name):
+def test_without_any_decompressor_h5py_reads(tmp_path, mocker, package, name):
     mocker.patch.dict(sys.modules, {package: None})  # import -> ImportError
+    mocker.patch.object(fastcompressed, "_plugin_library", return_value=None)  # nor hdf5plugin's library
     path = write(tmp_path / "r.h5", noisy(5), **filters()[name][0])
     plan, got, want = read_all(path)
     assert plan is False
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
+
+
+LIBRARIES = {"bitshuffle": "h5bshuf", "blosc2": "h5blosc", "zstandard": "h5zstd"}
+
+
+@pytest.mark.parametrize("package, name", [("bitshuffle", "bitshuffle"), ("blosc2", "blosc-lz4"), ("zstandard", "zstd")])
+def test_hdf5plugins_library_needs_no_package(tmp_path, mocker, package, name):
+    assert fastcompressed._plugin_library(LIBRARIES[package]) is not None
+    mocker.patch.dict(sys.modules, {package: None})
+    plan, got, want = read_all(write(tmp_path / "r.h5", noisy(7), **filters()[name][0]))
+    assert isinstance(plan, fastcompressed.CompressedPlan) and plan.decode.parallel
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("package, name", [("bitshuffle", "bitshuffle"), ("blosc2", "blosc-lz4"), ("zstandard", "zstd")])
+def test_the_packages_decompress_without_hdf5plugins_library(tmp_path, mocker, package, name):
+    pytest.importorskip(package)
+    mocker.patch.object(fastcompressed, "_plugin_library", return_value=None)
+    plan, got, want = read_all(write(tmp_path / "r.h5", noisy(7), **filters()[name][0]))
+    assert isinstance(plan, fastcompressed.CompressedPlan)
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
 
 
@@ -121,9 +143,21 @@ def test_sequential_reads_prefetch_a_bounded_few_and_random_reads_drop_them(tmp_
 def test_decompressors_holding_the_gil_use_no_thread_pool(tmp_path, mocker, name):
     kwargs, package = filters()[name]
     pytest.importorskip(package)
+    # without a C library: bitshuffle.decompress_lz4 holds the GIL; blosc2 uses its own threads
+    mocker.patch.object(fastcompressed, "_bshuf_c_decompress", return_value=None)
+    mocker.patch.object(fastcompressed, "_plugin_library", return_value=None)
     executor = mocker.spy(fastcompressed, "_executor")
     plan, got, want = read_all(write(tmp_path / "r.h5", noisy(6), **kwargs))
     assert isinstance(plan, fastcompressed.CompressedPlan) and executor.call_count == 0
+    assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
+
+
+def test_bitshuffle_c_call_decompresses_on_the_pool(tmp_path, mocker):
+    pytest.importorskip("bitshuffle")
+    assert fastcompressed._bshuf_c_decompress() is not None, "a bitshuffle C library must be reachable here"
+    executor = mocker.spy(fastcompressed, "_executor")
+    plan, got, want = read_all(write(tmp_path / "r.h5", noisy(9), **filters()["bitshuffle"][0]))
+    assert isinstance(plan, fastcompressed.CompressedPlan) and plan.decode.parallel and executor.call_count > 0
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
 
 
