@@ -7,9 +7,12 @@ do); the factory asks them in turn and builds the first that says yes.
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 
 from .errors import H5SourceError, MissingDependencyError, NotHDF5Error
+
+log = logging.getLogger(__name__)
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 XTC_SUFFIXES = (".xtc2", ".xtc")
@@ -47,7 +50,7 @@ class H5Backend:
 
 
 class PsanaBackend:
-    """The real psana2, imported only when chosen; every keyword passed through."""
+    """The real psana2, imported only when chosen; every keyword passed through (but ``zero_copy``)."""
 
     @staticmethod
     def guess_can_open(args, kwargs) -> bool:
@@ -63,6 +66,9 @@ class PsanaBackend:
             psana = importlib.import_module("psana")
         except ImportError as exc:
             raise MissingDependencyError(PSANA_INSTALL) from exc
+        if "zero_copy" in kwargs:  # how h5 frames are read; psana reads xtc2 its own way
+            log.debug("zero_copy applies to h5 files; not passed to psana")
+            kwargs = {k: v for k, v in kwargs.items() if k != "zero_copy"}
         return psana.DataSource(*args, **kwargs)
 
 

@@ -18,9 +18,10 @@ A dataset gets a :class:`DirectPlan` once, on its first read, when all of these 
   chunk holding whole events (chunk ``[1, ..., 1, c, *event shape]``: one or
   ``c`` events per chunk, stored C-ordered);
 * it has no filters; or (:mod:`calibsuite_h5source.fastcompressed`) one event per
-  chunk compressed by exactly one of bitshuffle-LZ4, Blosc or Zstd, whose
-  Python package is installed (the ``fast`` extra): those chunks are
-  decompressed outside h5py's lock on a small thread pool, a few events ahead.
+  chunk compressed by exactly one of bitshuffle-LZ4, Blosc or Zstd, with a
+  decompressor at hand (hdf5plugin's filter libraries, or their Python
+  packages): those chunks are decompressed outside h5py's lock on a small
+  thread pool, a few events ahead.
 
 Every direct read checks what it relies on: the chunk exists (an unwritten
 chunk, which HDF5 serves as fill values, is read through h5py), its stored
@@ -32,12 +33,26 @@ a difference disables the direct path for that dataset.
 Arrays returned are new (``np.empty`` per read) and writable: they belong to
 the caller and are never overwritten by a later read. Set
 ``CALIBSUITE_DIRECT_READ=0`` in the environment to read everything through h5py.
+
+With ``DataSource(..., zero_copy=True)`` an uncompressed event of
+:data:`MAP_MIN_BYTES` or more is not copied: it is returned as a private
+copy-on-write mapping of its bytes in the file (``mmap`` ``ACCESS_COPY``),
+one mapping per read. Such an array is still writable and the caller's own
+(writes go to private pages; a later read maps afresh), it costs a mapping
+instead of a 1 MB copy (the copy is this reader's floor: ~150 us per MB here),
+and pages are read from the page cache when touched. The price: the first
+write to each 4 KiB page copies it (in-place work on a whole frame is several
+times slower than on a copy), and if another program truncates the file while
+such an array is alive, reading the array crashes the process (SIGBUS), as
+with ``numpy.memmap``; hence it is not the default.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+import weakref
 
 import h5py
 import numpy as np
@@ -50,6 +65,12 @@ __all__ = ["read", "plan_for", "DirectPlan", "ENABLED"]
 
 #: False when the environment asks for h5py reads only (``CALIBSUITE_DIRECT_READ=0``).
 ENABLED = os.environ.get("CALIBSUITE_DIRECT_READ", "1").strip().lower() not in ("0", "no", "false", "off")
+
+#: zero_copy: events at least this large are mapped (smaller ones are cheaper to copy than to map).
+MAP_MIN_BYTES = 256 * 1024
+#: zero_copy: at most this many mapped events alive at once (Linux allows a process 65530 mappings).
+MAX_MAPPED = 8192
+_n_mapped = 0
 
 _HAVE_PREADV = hasattr(os, "preadv")
 _NO_PLAN = False  # the EventArray's marker: decided, read through h5py
@@ -89,7 +110,7 @@ class DirectPlan:
     """
 
     __slots__ = ("dsid", "fd", "event_shape", "dtype", "event_bytes", "chunk_bytes", "offsets", "sizes",
-                 "per_chunk", "first", "n_axis", "verified", "scalar")
+                 "per_chunk", "first", "n_axis", "verified", "scalar", "mapped")
 
     def __init__(self, dsid, fd, event_shape, dtype, offsets, sizes, per_chunk, n_axis, first=0):
         self.dsid, self.fd = dsid, fd
@@ -101,6 +122,7 @@ class DirectPlan:
         self.first, self.n_axis = int(first), int(n_axis)
         self.verified = False
         self.scalar = self.event_shape == ()
+        self.mapped = False  # zero_copy: events of MAP_MIN_BYTES or more become copy-on-write mappings
 
     def locate(self, i: int) -> int | None:
         """File address of event ``i``'s bytes; None when its chunk is not written (h5py serves fill values).
@@ -128,6 +150,10 @@ class DirectPlan:
         addr = self.locate(i)
         if addr is None:
             return None
+        if self.mapped:
+            out = _map_event(self, addr)
+            if out is not None:
+                return out
         out = np.empty(self.event_shape, self.dtype)
         self.read_into(out, addr)
         return out
@@ -141,6 +167,38 @@ class DirectPlan:
             if n <= 0:
                 raise OSError(f"truncated file: {want} bytes expected at address {addr}, the file ends after {done}")
             done += n
+
+
+def _map_event(plan: DirectPlan, addr: int):
+    """Event bytes at ``addr`` as a private copy-on-write mapping of the file; None to copy them instead.
+
+    Checked first: the file still holds every byte (a mapping past its end
+    would crash the reader with SIGBUS when read). None when too many mapped
+    events are alive (:data:`MAX_MAPPED`, so the process keeps mappings for
+    its own allocations) or the system refuses the mapping.
+    """
+    global _n_mapped
+    if _n_mapped >= MAX_MAPPED:
+        return None
+    end = addr + plan.event_bytes
+    size = os.fstat(plan.fd).st_size
+    if size < end:
+        raise OSError(f"truncated file: {plan.event_bytes} bytes expected at address {addr}, the file ends at {size}")
+    start = addr - addr % mmap.ALLOCATIONGRANULARITY
+    try:
+        m = mmap.mmap(plan.fd, end - start, access=mmap.ACCESS_COPY, offset=start)
+    except (OSError, ValueError) as exc:
+        log.debug("cannot map %d bytes at %d (%s): copying", end - start, start, exc)
+        return None
+    _n_mapped += 1
+    weakref.finalize(m, _unmapped)
+    count = plan.event_bytes // plan.dtype.itemsize
+    return np.frombuffer(m, plan.dtype, count=count, offset=addr - start).reshape(plan.event_shape)
+
+
+def _unmapped() -> None:
+    global _n_mapped
+    _n_mapped -= 1
 
 
 def _native_type_matches(ds: h5py.Dataset) -> bool:
@@ -245,8 +303,10 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
         # the whole dataset is one "chunk" of every event; this step starts at event prefix * n_axis
         first = int(np.ravel_multi_index(prefix + (0,), ds.shape[: axis + 1])) if prefix else 0
         n_events_total = int(np.prod(ds.shape[: axis + 1], dtype=np.int64))
-        return DirectPlan(ds.id, fd, event_shape, ds.dtype, np.array([addr], np.int64),
+        plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, np.array([addr], np.int64),
                           np.array([total], np.int64), n_events_total, n_axis, first)
+        plan.mapped = bool(getattr(origin, "zero_copy", False)) and plan.event_bytes >= MAP_MIN_BYTES
+        return plan
     if layout != h5py.h5d.CHUNKED:
         return _NO_PLAN  # compact: tiny data in the object header
     chunks = ds.chunks
@@ -258,6 +318,7 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     skipped = np.zeros(n_chunks, bool) if decode is not None else None
     offsets, sizes = _chunk_table(ds.id, chunks, prefix, n_chunks, skipped)
     plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis)
+    plan.mapped = bool(getattr(origin, "zero_copy", False)) and plan.event_bytes >= MAP_MIN_BYTES
     if decode is not None:
         from .fastcompressed import CompressedPlan
 

@@ -35,12 +35,16 @@ class Origin:
     ----------
     path : str
         The run file as the user named it.
+    zero_copy : bool
+        How its large frames are read (:mod:`calibsuite_h5source.fastread`):
+        as private copy-on-write mappings of the file instead of copies.
     """
 
-    __slots__ = ("file", "folder", "_checked")
+    __slots__ = ("file", "folder", "zero_copy", "_checked")
 
-    def __init__(self, path):
+    def __init__(self, path, zero_copy: bool = False):
         self.file = str(path)
+        self.zero_copy = bool(zero_copy)
         self.folder = Path(path).resolve().parent
         self._checked: dict[tuple[str, str], None] = {}  # virtual sources already found
 

@@ -214,8 +214,11 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
     return scan, step_value, step_doc
 
 
-def open_run_index(path) -> RunIndex:
+def open_run_index(path, zero_copy: bool = False) -> RunIndex:
     """Open ``path`` and build its :class:`RunIndex` (see ``docs/architecture.rst``).
+
+    ``zero_copy``: read large frames as copy-on-write mappings of the file
+    (see :mod:`calibsuite_h5source.fastread`).
 
     Raises
     ------
@@ -232,7 +235,7 @@ def open_run_index(path) -> RunIndex:
         unlocked = is_unlocked(f)
         try:
             with guard(path, None, "opening the run"):
-                return _build(f, path)
+                return _build(f, path, zero_copy)
         except NotHDF5Error:  # includes DamagedFileError: retried when a writer's flush may be half-done
             f.close()
             if attempt == 2 or not unlocked:
@@ -243,8 +246,8 @@ def open_run_index(path) -> RunIndex:
     raise AssertionError("unreachable")
 
 
-def _build(f: h5py.File, path: str) -> RunIndex:
-    origin = Origin(path)
+def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
+    origin = Origin(path, zero_copy)
     b = LayoutMembers(f, path, origin)
     with guard(path, f"/{HEADER}", "reading the header"):
         header = read_header(f, origin)

@@ -428,13 +428,21 @@ class H5DataSource:
     max_retries : float, optional
         With ``live``: seconds to wait for new data before giving up; default
         ``PS_R_MAX_RETRIES``, else 60 (psana's).
+    zero_copy : bool
+        Return large uncompressed frames (256 KiB or more) as private
+        copy-on-write mappings of the file instead of copies: several times
+        faster to get, as fast to read, and still writable and the caller's
+        own; but writing into one costs a page copy per 4 KiB touched, and a
+        file truncated by another program while such an array is alive
+        crashes the process when the array is next read (SIGBUS), as with
+        ``numpy.memmap``. Default False (see ``docs/psana-differences.rst``).
     **kwargs
         Other psana keywords (``exp``, ``run``, ``dir``, ``skip_calib_load``...)
         are accepted and ignored.
     """
 
     def __init__(self, files=None, *, max_events=0, detectors=None, timestamps=None, keep_module_axis=False,
-                 live=False, max_retries=None, **kwargs):
+                 live=False, max_retries=None, zero_copy=False, **kwargs):
         if files is None:
             raise TypeError("H5DataSource needs files= (a path or a list of paths)")
         self.files = [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
@@ -450,6 +458,10 @@ class H5DataSource:
         self._kwargs = kwargs
         self._partition = _partition.choose(max_events=max_events, **kwargs)
         self.live, self.max_retries = bool(live), max_retries
+        self.zero_copy = bool(zero_copy)
+        if self.live and self.zero_copy:
+            raise H5SourceError("zero_copy=True maps finished data; a live run is still being written: "
+                                "use one or the other")
         if self.live:
             from .live import resolve_max_retries
 
@@ -472,7 +484,7 @@ class H5DataSource:
                 self.runnum = self.runnum or run.runnum
                 yield run
                 continue
-            index = open_run_index(path)
+            index = open_run_index(path, zero_copy=self.zero_copy)
             try:
                 with guard(path, None, "selecting the run's events"):
                     run = Run(index, max_events=self.max_events, detectors=self.detectors,
