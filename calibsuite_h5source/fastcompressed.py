@@ -42,6 +42,7 @@ turns the thread pool off (decompression then happens in the reading thread).
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import struct
@@ -287,8 +288,16 @@ def decoder_for(filters: list):
     if len(filters) != 1:
         return None
     fid, cd = filters[0]
+    if fid == BITSHUFFLE:
+        fid = BITSHUFFLE if len(cd) > 4 and cd[4] == _BSHUF_LZ4 else None  # bitshuffle's zstd: h5py
+    return _decoder(fid) if fid in (BITSHUFFLE, BLOSC, ZSTD) else None
+
+
+@functools.cache
+def _decoder(fid: int):
+    """The decoder of one filter, made once per process (finding and loading a library costs ~0.2 ms)."""
     try:
-        if fid == BITSHUFFLE and len(cd) > 4 and cd[4] == _BSHUF_LZ4:
+        if fid == BITSHUFFLE:
             try:
                 import bitshuffle
             except ImportError:

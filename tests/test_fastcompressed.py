@@ -23,6 +23,14 @@ def noisy(n=9, dtype="uint16", seed=0):
     return np.stack([(ped + rng.normal(0, 8, SHAPE)) for _ in range(n)]).astype(dtype)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_decoders():
+    """Decoders are made once per process; tests that hide a library or package need them made afresh."""
+    fastcompressed._decoder.cache_clear()
+    yield
+    fastcompressed._decoder.cache_clear()
+
+
 def filters():
     return {
         "bitshuffle": (dict(hdf5plugin.Bitshuffle(cname="lz4")), "bitshuffle"),
