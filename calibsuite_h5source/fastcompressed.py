@@ -146,7 +146,7 @@ def _bshuf_c_decompress():
     """
     import ctypes
 
-    lib = _plugin_library("h5bshuf")
+    lib = _plugin_library("h5bshuf", "bshuf_decompress_lz4")
     if lib is None:
         try:
             import bitshuffle.ext
@@ -233,8 +233,12 @@ def _zstd_c(lib):
     return decode
 
 
-def _plugin_library(name: str):
-    """hdf5plugin's compiled filter library ``name`` (e.g. ``'h5zstd'``) through ctypes, or None."""
+def _plugin_library(name: str, needs: str):
+    """hdf5plugin's compiled filter library ``name`` (e.g. ``'h5zstd'``) through ctypes, or None.
+
+    None too when the library does not export the function ``needs`` (an
+    hdf5plugin built with hidden symbols): the Python packages then decide.
+    """
     import ctypes
     import glob
     import importlib.util
@@ -243,9 +247,13 @@ def _plugin_library(name: str):
     for folder in (spec.submodule_search_locations or []) if spec else []:
         for path in sorted(glob.glob(os.path.join(folder, "plugins", f"*{name}.*"))):
             try:
-                return ctypes.CDLL(path)
+                lib = ctypes.CDLL(path)
             except OSError as exc:
                 log.debug("cannot load %s: %s", path, exc)
+                continue
+            if hasattr(lib, needs):
+                return lib
+            log.debug("%s does not export %s", path, needs)
     return None
 
 
@@ -304,14 +312,14 @@ def _decoder(fid: int):
                 bitshuffle = None
             return _bitshuffle_lz4(bitshuffle)
         if fid == BLOSC:
-            lib = _plugin_library("h5blosc")
+            lib = _plugin_library("h5blosc", "blosc_decompress_ctx")
             if lib is not None:
                 return _blosc(None, lib)
             import blosc2
 
             return _blosc(blosc2)
         if fid == ZSTD:
-            lib = _plugin_library("h5zstd")
+            lib = _plugin_library("h5zstd", "ZSTD_decompress")
             if lib is not None:
                 return _zstd_c(lib)
             import zstandard

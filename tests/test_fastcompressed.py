@@ -100,12 +100,19 @@ def test_without_any_decompressor_h5py_reads(tmp_path, mocker, package, name):
     assert all(g.tobytes() == w.tobytes() for g, w in zip(got, want, strict=True))
 
 
-LIBRARIES = {"bitshuffle": "h5bshuf", "blosc2": "h5blosc", "zstandard": "h5zstd"}
+LIBRARIES = {"bitshuffle": ("h5bshuf", "bshuf_decompress_lz4"), "blosc2": ("h5blosc", "blosc_decompress_ctx"),
+             "zstandard": ("h5zstd", "ZSTD_decompress")}
+
+
+def test_a_library_without_the_function_is_not_used():
+    assert fastcompressed._plugin_library("h5zstd", "ZSTD_decompress") is not None
+    assert fastcompressed._plugin_library("h5zstd", "no_such_function") is None
+    assert fastcompressed._plugin_library("no_such_library", "ZSTD_decompress") is None
 
 
 @pytest.mark.parametrize("package, name", [("bitshuffle", "bitshuffle"), ("blosc2", "blosc-lz4"), ("zstandard", "zstd")])
 def test_hdf5plugins_library_needs_no_package(tmp_path, mocker, package, name):
-    assert fastcompressed._plugin_library(LIBRARIES[package]) is not None
+    assert fastcompressed._plugin_library(*LIBRARIES[package]) is not None
     mocker.patch.dict(sys.modules, {package: None})
     plan, got, want = read_all(write(tmp_path / "r.h5", noisy(7), **filters()[name][0]))
     assert isinstance(plan, fastcompressed.CompressedPlan) and plan.decode.parallel
