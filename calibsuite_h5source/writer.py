@@ -642,7 +642,7 @@ class RunWriter:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
         self._open_step = StepWriter(self, self.n_steps, values)
-        for name, value in values.items():  # at its opening: a live reader needs them then
+        for name, value in values.items():  # written now, so that the step's first flush carries them
             self._append_per_step(name, value, h5py.string_dtype() if isinstance(value, str) else np.float64)
         # A live reader sees the step (and its scan values) from its first flush on (flush_every events,
         # flush_seconds, or its end), which sets openStepEvents: no flush here, which would cost every
@@ -739,7 +739,7 @@ class RunWriter:
         if error is None and self.n_steps == 0:
             error = WriterError("a run must have at least one step", file=self.path)
         if error is None:
-            g.attrs["complete"] = True
+            self._counters["complete"] = True  # in place: a kill while closing cannot tear the header
         else:
             g.attrs["error"] = f"{type(error).__name__}: {error}"
             log.warning("%s: closed after an error; its %d finished steps are readable: %s", self.path, self.n_steps, error)
