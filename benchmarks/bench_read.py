@@ -7,7 +7,10 @@ Run by hand::
     python benchmarks/bench_read.py --gb 0.1       # quick
 
 Prints, measured in this one run: events/s of a raw h5py loop over cached
-datasets (``dset[i]``), events/s of ``det.raw.raw(evt)`` through the factory,
+datasets (``dset[i]``), events/s of ``det.raw.raw(evt)`` through the factory
+(and with ``zero_copy=True``), of the copy floor (``os.preadv`` of each
+event's bytes into a new array, addresses known beforehand: what any reader
+returning new arrays must at least do),
 their ratio by wall time and by CPU time (best of alternated runs, each loop
 in a fresh subprocess, page cache warm); peak RSS of each loop; the time and
 peak RSS of ``next(DataSource(files=p).runs())`` on a 1000-step, 3-detector run
@@ -83,11 +86,28 @@ dt, dc = time.perf_counter() - t, time.process_time() - c
 print(n, dt, dc, hwm())
 """.replace("HWM", _HWM)
 
+FLOOR_LOOP = """
+import os, sys, time, h5py, numpy as np
+HWM
+f = h5py.File(sys.argv[1], 'r')
+where = []
+for k in sorted(f['epixM'], key=int):
+    ds = f['epixM'][k]
+    where += [ds.id.get_chunk_info_by_coord((i, 0, 0, 0)).byte_offset for i in range(ds.shape[0])]
+shape, dtype = ds.shape[1:], ds.dtype
+fd = os.open(sys.argv[1], os.O_RDONLY)
+t = time.perf_counter(); c = time.process_time(); n = 0
+for addr in where:
+    a = np.empty(shape, dtype); os.preadv(fd, [a], addr); n += 1
+dt, dc = time.perf_counter() - t, time.process_time() - c
+print(n, dt, dc, hwm())
+""".replace("HWM", _HWM)
+
 OUR_LOOP = """
 import sys, time
 HWM
 from calibsuite_h5source import DataSource
-run = next(DataSource(files=sys.argv[1]).runs())
+run = next(DataSource(files=sys.argv[1], zero_copy=len(sys.argv) > 2).runs())
 det = run.Detector('epixm')
 t = time.perf_counter(); c = time.process_time(); n = 0
 for step in run.steps():
@@ -110,8 +130,9 @@ print(dt, hwm(), rss0)
 """.replace("HWM", _HWM)
 
 
-def measure(code: str, path: Path) -> tuple[int, float, float, float]:
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+def measure(code: str, path: Path, *extra: str) -> tuple[int, float, float, float]:
+    out = subprocess.run([sys.executable, "-c", code, str(path), *extra], capture_output=True, text=True,
+                         check=True)
     n, dt, dc, rss = out.stdout.split()
     return int(n), float(dt), float(dc), float(rss)
 
@@ -140,24 +161,28 @@ def main(argv=None) -> None:
         n = write_run(big, args.gb, args.steps)
         size_mb = big.stat().st_size / 1e6
         measure(RAW_LOOP, big)  # warm the page cache so both loops read from memory
-        runs = [(measure(RAW_LOOP, big), measure(OUR_LOOP, big)) for _ in range(args.repeat)]  # alternated
+        runs = [(measure(RAW_LOOP, big), measure(OUR_LOOP, big), measure(FLOOR_LOOP, big),
+                 measure(OUR_LOOP, big, "zero_copy")) for _ in range(args.repeat)]  # alternated
         plain = Path(tmp) / "many_plain.h5"
         write_many_steps(many)
         write_many_steps(plain, index=False)
         opens = [(time_open(many), time_open(plain)) for _ in range(max(5, args.repeat))]  # alternated
-    raw, ours = [r for r, _ in runs], [o for _, o in runs]
-    assert all(m[0] == n for m in raw + ours)
+    raw, ours, floor, mapped = ([r[k] for r in runs] for k in range(4))
+    assert all(m[0] == n for m in raw + ours + floor + mapped)
     print(f"run: {n} events of {SHAPE} uint16 in {args.steps} steps, {size_mb:.0f} MB (hot page cache, "
           f"{args.repeat} alternated runs; best, and the spread min-max)")
     print(f"{'loop':<22}{'events/s wall':>15}{'events/s CPU':>14}{'MB/s':>7}{'peak RSS MB':>13}")
-    for name, ms in (("raw h5py dset[i]", raw), ("det.raw.raw(evt)", ours)):
+    for name, ms in (("raw h5py dset[i]", raw), ("det.raw.raw(evt)", ours),
+                     ("copy floor (preadv)", floor), ("  ... zero_copy=True", mapped)):
         wall, cpu = n / min(m[1] for m in ms), n / min(m[2] for m in ms)
         print(f"{name:<22}{wall:>15.0f}{cpu:>14.0f}{wall * size_mb / n:>7.0f}{max(m[3] for m in ms):>13.0f}")
     for what, col in (("wall", 1), ("CPU", 2)):
         best = min(m[col] for m in raw) / min(m[col] for m in ours)
-        pairs = [r[col] / o[col] for r, o in runs]
+        pairs = [r[col] / o[col] for r, o in zip(raw, ours, strict=True)]
         print(f"ratio ours/raw by {what} time: {best:.2f} (best of each); per alternated pair "
               f"{min(pairs):.2f}-{max(pairs):.2f}   (target >= 1.5)")
+    print(f"ours / the copy floor (os.preadv of each event into a new array, nothing else): "
+          f"{min(m[1] for m in floor) / min(m[1] for m in ours):.2f} by wall time")
     print(f"peak RSS while iterating: {max(m[3] for m in ours):.0f} MB   (target < 150 MB for a 2 GB run)")
     t_idx, rss_idx = min(o[0][0] for o in opens), min(o[0][1] for o in opens)
     t_plain, rss_plain = min(o[1][0] for o in opens), min(o[1][1] for o in opens)
