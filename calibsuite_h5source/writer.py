@@ -431,7 +431,7 @@ class RunWriter:
         g.attrs.update(writer_identity(self.path))
         g.attrs["openStepEvents"] = -1
         self._header_group = g
-        self._counters = AttrSetter(g)  # stepsComplete, openStepEvents: every write goes through it
+        self._counters = AttrSetter(g)  # stepsComplete, openStepEvents, complete: every write goes through it
         self._per_step: dict[str, h5py.Dataset | ValueAppender] = {}  # /ancillaryData/<name>, nEvents
         self._maker = DatasetMaker(f)
         self._detectors: dict[str, dict] = {}
