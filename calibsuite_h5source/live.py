@@ -169,6 +169,32 @@ def _check_allocated(ds: h5py.Dataset, start: int, stop: int) -> None:
             raise _NotYetVisible(f"chunk at event {j * c} of {ds.name} is not allocated yet")
 
 
+def _read_chunks(ds: h5py.Dataset, start: int, stop: int):
+    """Events ``start:stop`` read chunk by chunk with ``read_direct_chunk``; None where that is not exact.
+
+    A chunk that HDF5 cannot find (its index caught mid-update) raises here,
+    where ``ds[start:stop]`` would silently return fill values (zeros). Used
+    for unfiltered datasets whose chunks hold whole events, of plain numeric
+    types; others are read through h5py after :func:`_check_allocated`.
+    """
+    chunks = ds.chunks
+    if (chunks is None or stop <= start or ds.dtype.kind not in "biuf" or ds.dtype.names is not None
+            or tuple(chunks[1:]) != tuple(ds.shape[1:]) or ds.id.get_create_plist().get_nfilters()):
+        return None
+    c, rest = chunks[0], (0,) * (ds.ndim - 1)
+    row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+    out = np.empty((stop - start, *ds.shape[1:]), ds.dtype)
+    for j in range(start // c, (stop - 1) // c + 1):
+        _mask, data = ds.id.read_direct_chunk((j * c, *rest))
+        if len(data) != c * row_bytes:
+            raise _NotYetVisible(f"chunk at event {j * c} of {ds.name} holds {len(data)} bytes, "
+                                 f"not {c * row_bytes}")
+        rows = np.frombuffer(data, ds.dtype).reshape((c, *ds.shape[1:]))
+        lo, hi = max(start, j * c), min(stop, (j + 1) * c)
+        out[lo - start:hi - start] = rows[lo - j * c:hi - j * c]
+    return out
+
+
 class Follower:
     """The open file of a run being written, reopened to see more.
 
@@ -242,7 +268,11 @@ class Follower:
             try:
                 ds = self.dataset(h5path)
                 if step is None or step >= self.state.steps_complete:
-                    _check_allocated(ds, start, start + 1 if stop is None else stop)
+                    end = start + 1 if stop is None else stop
+                    _check_allocated(ds, start, end)
+                    direct = _read_chunks(ds, start, end)
+                    if direct is not None:
+                        return direct[0] if stop is None else direct
                 return ds[start] if stop is None else ds[start:stop]
             except H5SourceError:
                 raise
@@ -377,16 +407,28 @@ class LiveIndex:
     def _ea(self, h5path: str, k: int, n: int) -> LiveEventArray:
         return LiveEventArray(self.follower, h5path, k, n)
 
-    def _read_all(self, h5path: str, k: int, n: int):
-        """Read ``n`` events of a step's small dataset (None when it does not exist)."""
+    def _read_all(self, h5path: str, k: int, n: int, required: bool = False):
+        """Read ``n`` events of a step's small dataset (None when an optional one does not exist).
+
+        A required dataset is read (and retried, reopening the file) until
+        found. An optional one found missing is looked for again in the file
+        reopened: a look taken while the writer flushed can miss a link that
+        is there (a group's symbol table being rewritten).
+        """
         if n == 0:
             return None
-        try:
-            exists = h5path in self.follower.file
-        except Exception:  # caught mid-update: let the read retry
-            exists = True
-        if not exists:
-            return None
+        if not required:
+            for look in range(2):
+                try:
+                    exists = h5path in self.follower.file
+                except Exception:  # caught mid-update: let the read retry
+                    exists = True
+                if exists:
+                    break
+                if look == 0:
+                    self.follower.reopen()
+            else:
+                return None
         return self.follower.read(h5path, k, 0, n)
 
     def update(self) -> bool:
@@ -400,11 +442,16 @@ class LiveIndex:
         state = self.follower.state
         idx = self.index
         counts = state.counts
-        if state.discarded != self.discarded or len(counts) < len(self.counts) or any(
-                new < old for new, old in zip(counts, self.counts, strict=False)):
+        if state.discarded != self.discarded:
             raise WriterGoneError(f"the writer discarded step {len(self.counts) - 1} after an error inside it"
                                   f"{f' ({state.error})' if state.error else ''}; its events read so far are void",
                                   file=self.follower.path)
+        if len(counts) < len(self.counts) or any(new < old for new, old in zip(counts, self.counts, strict=False)):
+            # Fewer events than before without a discard: a look taken while the writer's counter flush was
+            # half on disk (stepsComplete and the nEvents index are separate objects, written in HDF5's
+            # order). Keep what was seen and look again.
+            log.debug("%s: counts %s went back to %s mid-flush; looking again", self.follower.path, self.counts, counts)
+            return False
         grew = counts != self.counts or state.steps_complete != self.finished or state.complete != idx.complete
         idx.complete = state.complete
         if not grew:
@@ -444,7 +491,7 @@ class LiveIndex:
             put(idx.timestamps, StoredTimestamps(ea.read_range, n, self.follower.path, f"/timestamp/{k}"))
         for name in self.per_event:
             var = idx.scan[name]
-            values = self._read_all(f"/{HEADER}/{name}/{k}", k, n)
+            values = self._read_all(f"/{HEADER}/{name}/{k}", k, n, required=True)  # every step has it
             put(var.per_event, np.zeros(0) if values is None else np.asarray(values))
 
     def _mask(self, h5path: str, k: int, n: int):

@@ -66,6 +66,11 @@ def writer_identity(path: str) -> dict:
     return {"writerHost": socket.gethostname(), "writerPid": os.getpid(), "writerLock": lock_state(path) == "written"}
 
 
+#: Longest ``error`` text stored, in UTF-8 bytes (longer ones are cut, ending in '...'); the writer
+#: keeps room for it in the file from the start.
+ERROR_BYTES = 1000
+
+
 class StepWriter:
     """One step being written; get it from :meth:`RunWriter.step`."""
 
@@ -430,6 +435,13 @@ class RunWriter:
         g.attrs["stepsComplete"] = 0
         g.attrs.update(writer_identity(self.path))
         g.attrs["openStepEvents"] = -1
+        # Room for the error message of an unclean close, in the header's object header and in the
+        # global heap that holds its strings: a message that did not fit would be written in a new block
+        # past the end of the file, and a kill while closing could then tear the header and lose every
+        # confirmed step (see close()). Attributes as large as the longest message, deleted, leave it.
+        g.attrs.create("_room", np.zeros(ERROR_BYTES, np.uint8))  # object header
+        g.attrs["_room_text"] = "." * ERROR_BYTES  # global heap
+        del g.attrs["_room_text"], g.attrs["_room"]
         self._header_group = g
         self._counters = AttrSetter(g)  # stepsComplete, openStepEvents, complete: every write goes through it
         self._per_step: dict[str, h5py.Dataset | ValueAppender] = {}  # /ancillaryData/<name>, nEvents
@@ -741,7 +753,11 @@ class RunWriter:
         if error is None:
             self._counters["complete"] = True  # in place: a kill while closing cannot tear the header
         else:
-            g.attrs["error"] = f"{type(error).__name__}: {error}"
+            # in the room made at open: nothing is allocated while closing
+            message = f"{type(error).__name__}: {error}"
+            if len(message.encode()) > ERROR_BYTES:
+                message = message.encode()[: ERROR_BYTES - 3].decode("utf-8", "ignore") + "..."
+            g.attrs["error"] = message
             log.warning("%s: closed after an error; its %d finished steps are readable: %s", self.path, self.n_steps, error)
         self._file.close()
         self._closed = True

@@ -14,8 +14,9 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource, H5SourceError
+from calibsuite_h5source import DataSource, H5SourceError, RunWriter
 from calibsuite_h5source.errors import NotHDF5Error
+from calibsuite_h5source.writer import ERROR_BYTES
 
 WRITER = textwrap.dedent("""
     import sys, time
@@ -148,11 +149,30 @@ ENUM_STEPS = int(os.environ.get("CALIBSUITE_KILL_STEPS", "4"))
 STRACE = shutil.which("strace")
 
 
-def _kill_before_write(path, n):
+#: The looper's run, ended by an exception after its last step: the writer closes uncleanly (writes ``error``).
+FAILING_LOOPER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from calibsuite_h5source import RunWriter
+    try:
+        with RunWriter(sys.argv[1], 'delayScan', flush_every=4) as w:
+            for k in range(100000):
+                with w.step(delay=float(k)) as s:
+                    for i in range(3 + k % 7):
+                        s.event(epixM=np.full((2, 16, 16), (1000 * k + i) % 65536, np.uint16),
+                                wave8={'amp': float(k) + i / 100}, timestamp=(1 << 60) + 1000 * k + i)
+                print('closed', k, flush=True)
+            raise RuntimeError('DAQ died')
+    except RuntimeError:
+        pass
+""")
+
+
+def _kill_before_write(path, n, looper=LOOPER):
+    code = looper.replace("range(100000)", f"range({ENUM_STEPS})")
     proc = subprocess.run([STRACE, "-qq", "-o", os.devnull, "-e", "trace=pwrite64",
                            "-e", f"inject=pwrite64:signal=KILL:when={n}",
-                           sys.executable, "-c", LOOPER.replace("range(100000)", f"range({ENUM_STEPS})"),
-                           str(path), "none"], capture_output=True, text=True, timeout=120)
+                           sys.executable, "-c", code, str(path), "none"], capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stdout.count("closed")
 
 
@@ -174,15 +194,22 @@ def _on_disk(path, confirmed):
         return f"{type(exc).__name__}: {exc}"
 
 
-@pytest.fixture(scope="module")
-def kills_before_writes(tmp_path_factory):
-    """``[(n, confirmed, on_disk_problem, read_back)]`` for a kill before write n, every KILL_EVERY-th n."""
+@pytest.fixture(scope="module", params=["clean close", "close after an error"])
+def kills_before_writes(request, tmp_path_factory):
+    """``[(n, confirmed, on_disk_problem, read_back)]`` for a kill before write n, every KILL_EVERY-th n.
+
+    Both ways a writer closes: cleanly (``complete``) and after an exception (``error``).
+    """
+    looper = LOOPER if request.param == "clean close" else FAILING_LOOPER
     tmp = tmp_path_factory.mktemp("enum")
     out, n = [], 1
     while True:
         path = tmp / f"k{n}.h5"
-        code, confirmed = _kill_before_write(path, n)
+        code, confirmed = _kill_before_write(path, n, looper)
         if code == 0:  # the run finished before its nth write
+            with h5py.File(path, "r") as f:
+                error = f["ancillaryData"].attrs.get("error")
+            assert (error is None) == (looper is LOOPER), f"{request.param}: error attribute {error!r}"
             return out
         assert code == -signal.SIGKILL, f"kill before write {n}: exit {code}"
         out.append((n, confirmed, _on_disk(path, confirmed), _read_back(path) if confirmed else None))
@@ -217,3 +244,33 @@ def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(ki
 @needs_strace
 def test_kill_before_any_write_reader_reads_every_confirmed_step(kills_before_writes):
     assert [(n, confirmed, str(r)) for n, confirmed, _, r in kills_before_writes if isinstance(r, H5SourceError)] == []
+
+
+@pytest.mark.parametrize("error", [None, "short", "x" * 5000, "é" * 900], ids=["clean", "short", "long", "utf8"])
+def test_closing_allocates_nothing_in_the_file(tmp_path, error):
+    """What a close writes (``complete``, or ``error``) fits where the file already has room: the file
+    does not grow while closing, so a kill while closing cannot leave metadata pointing past its end."""
+    path = tmp_path / "r.h5"
+    try:
+        with RunWriter(path, "dark", commandLine="y" * 3000, experiment="z" * 500) as w:
+            for k in range(3):
+                with w.step(step_value=float(k)) as s:
+                    for _ in range(3):
+                        s.event(epixM=np.zeros((2, 4, 4), np.uint16))
+            before = os.path.getsize(path)
+            if error:
+                raise RuntimeError(error)
+    except RuntimeError:
+        pass
+    assert os.path.getsize(path) == before
+    with h5py.File(path, "r") as f:
+        attrs = f["ancillaryData"].attrs
+        stored = attrs.get("error")
+        assert bool(attrs["complete"]) == (error is None) and "_room" not in attrs and "_room_text" not in attrs
+    if error is None:
+        assert stored is None
+    else:
+        assert isinstance(stored, str) and len(stored.encode()) <= ERROR_BYTES
+        full = f"RuntimeError: {error}"
+        assert stored == full if len(full.encode()) <= ERROR_BYTES else (
+            stored.endswith("...") and full.startswith(stored[:-3]))
