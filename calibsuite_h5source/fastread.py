@@ -107,12 +107,15 @@ class DirectPlan:
     first : int
         Index (in chunk units) of this step's first event, for padded
         ``[step, event, ...]`` datasets stored contiguously.
+    zero_copy : bool
+        Return events of :data:`MAP_MIN_BYTES` or more as copy-on-write
+        mappings of the file (:func:`_map_event`) instead of copies.
     """
 
     __slots__ = ("dsid", "fd", "event_shape", "dtype", "event_bytes", "chunk_bytes", "offsets", "sizes",
                  "per_chunk", "first", "n_axis", "verified", "scalar", "mapped")
 
-    def __init__(self, dsid, fd, event_shape, dtype, offsets, sizes, per_chunk, n_axis, first=0):
+    def __init__(self, dsid, fd, event_shape, dtype, offsets, sizes, per_chunk, n_axis, first=0, zero_copy=False):
         self.dsid, self.fd = dsid, fd
         self.event_shape, self.dtype = tuple(event_shape), np.dtype(dtype)
         self.event_bytes = int(np.prod(self.event_shape, dtype=np.int64)) * self.dtype.itemsize
@@ -122,7 +125,7 @@ class DirectPlan:
         self.first, self.n_axis = int(first), int(n_axis)
         self.verified = False
         self.scalar = self.event_shape == ()
-        self.mapped = False  # zero_copy: events of MAP_MIN_BYTES or more become copy-on-write mappings
+        self.mapped = bool(zero_copy) and self.event_bytes >= MAP_MIN_BYTES
 
     def locate(self, i: int) -> int | None:
         """File address of event ``i``'s bytes; None when its chunk is not written (h5py serves fill values).
@@ -293,6 +296,7 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     fd = f.id.get_vfd_handle()
     if not isinstance(fd, int) or fd < 0:
         return _NO_PLAN
+    zero_copy = bool(getattr(origin, "zero_copy", False))
     layout = dcpl.get_layout()
     if layout == h5py.h5d.CONTIGUOUS and decode is None:
         addr = ds.id.get_offset()
@@ -303,10 +307,8 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
         # the whole dataset is one "chunk" of every event; this step starts at event prefix * n_axis
         first = int(np.ravel_multi_index(prefix + (0,), ds.shape[: axis + 1])) if prefix else 0
         n_events_total = int(np.prod(ds.shape[: axis + 1], dtype=np.int64))
-        plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, np.array([addr], np.int64),
-                          np.array([total], np.int64), n_events_total, n_axis, first)
-        plan.mapped = bool(getattr(origin, "zero_copy", False)) and plan.event_bytes >= MAP_MIN_BYTES
-        return plan
+        return DirectPlan(ds.id, fd, event_shape, ds.dtype, np.array([addr], np.int64),
+                          np.array([total], np.int64), n_events_total, n_axis, first, zero_copy)
     if layout != h5py.h5d.CHUNKED:
         return _NO_PLAN  # compact: tiny data in the object header
     chunks = ds.chunks
@@ -317,8 +319,8 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     n_chunks = -(-n_axis // chunks[axis])
     skipped = np.zeros(n_chunks, bool) if decode is not None else None
     offsets, sizes = _chunk_table(ds.id, chunks, prefix, n_chunks, skipped)
-    plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis)
-    plan.mapped = bool(getattr(origin, "zero_copy", False)) and plan.event_bytes >= MAP_MIN_BYTES
+    plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis,
+                      zero_copy=zero_copy and decode is None)
     if decode is not None:
         from .fastcompressed import CompressedPlan
 

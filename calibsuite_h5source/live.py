@@ -269,10 +269,10 @@ class Follower:
                 ds = self.dataset(h5path)
                 if step is None or step >= self.state.steps_complete:
                     end = start + 1 if stop is None else stop
-                    _check_allocated(ds, start, end)
-                    direct = _read_chunks(ds, start, end)
+                    direct = _read_chunks(ds, start, end)  # raises on a chunk it cannot find
                     if direct is not None:
                         return direct[0] if stop is None else direct
+                    _check_allocated(ds, start, end)
                 return ds[start] if stop is None else ds[start:stop]
             except H5SourceError:
                 raise

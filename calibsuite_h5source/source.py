@@ -461,13 +461,14 @@ class H5DataSource:
         self.zero_copy = bool(zero_copy)
         if self.live and self.zero_copy:
             raise H5SourceError("zero_copy=True maps finished data; a live run is still being written: "
-                                "use one or the other")
+                                "use one or the other", file=", ".join(self.files))
         if self.live:
             from .live import resolve_max_retries
 
             resolve_max_retries(max_retries)  # a bad value fails here, not at the first wait
             if self._partition.is_mpi():
-                raise H5SourceError("live=True reads a run in order on one process; run the script without MPI")
+                raise H5SourceError("live=True reads a run in order on one process; run the script without MPI",
+                                    file=", ".join(self.files))
         self.exp = kwargs.get("exp")
         self.runnum = kwargs.get("run")
 

@@ -745,7 +745,7 @@ class RunWriter:
         """Close the file; a clean close marks the run complete."""
         if self._closed:
             return
-        g = self._file["ancillaryData"]
+        g = self._header_group
         if error is None and self._open_step is not None:
             self._open_step.close()
         if error is None and self.n_steps == 0:
