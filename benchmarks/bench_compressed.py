@@ -8,7 +8,7 @@ Writes realistic noisy frames (per-pixel pedestal plus gaussian noise,
 process, page cache warm, alternated, best of ``--repeat``: the naive loop
 (``dset[i]`` with hdf5plugin) and our loop (decompressed outside h5py's lock
 on a small thread pool, a few events ahead; see
-``calibsuite_h5source.fastcompressed``); the first event of each is read
+``calibsuite_h5source.h5.fastcompressed``); the first event of each is read
 before the clock starts (it loads the decompressor and plans the reads).
 Reports wall-time events/s, the
 ratio and its spread over the alternated pairs, and the machine's load.

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from calibsuite_h5source import DataSource, RunWriter
-from calibsuite_h5source.live import open_live_run
+from calibsuite_h5source.psana2.live import open_live_run
 
 SHAPE = (4, 192, 384)
 

@@ -37,7 +37,8 @@ LOOP = """
 import sys, time
 import numpy as np
 from mpi4py import MPI
-from calibsuite_h5source import DataSource, partition
+from calibsuite_h5source import DataSource
+from calibsuite_h5source.psana2 import partition
 
 path, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 kwargs = {}
@@ -100,7 +101,7 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
-    from calibsuite_h5source.fake import SyntheticRun
+    from calibsuite_h5source.synthetic.run import SyntheticRun
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         path = Path(tmp) / "bslz4.h5"

@@ -3,7 +3,7 @@
     python benchmarks/bench_psana.py [--events 1000] [--workdir /tmp]
 
 Builds a ~1000-event epixquad xtc2 from psana's sample (make_big_xtc2.py),
-converts it with calibsuite_h5source.convert, then times the same loop
+converts it with calibsuite_h5source.write.convert, then times the same loop
 (``for evt in run.events(): det.raw.raw(evt)``) with psana on the xtc2 and
 with our factory on the h5, each in a fresh subprocess, page cache warm,
 alternated, best of ``--repeat``. It reports the loop's events/s and the
@@ -55,7 +55,7 @@ t1 = time.perf_counter()
 import h5py
 t2 = time.perf_counter()
 from calibsuite_h5source import DataSource
-import calibsuite_h5source.source
+import calibsuite_h5source.psana2.source
 t3 = time.perf_counter()
 run = next(DataSource(files=sys.argv[1]).runs())
 det = run.Detector('epixquad')
@@ -105,7 +105,7 @@ def main(argv=None):
     p.add_argument("--workdir", default=None)
     p.add_argument("--repeat", type=int, default=3, help="alternated runs of each reader; the best counts")
     args = p.parse_args(argv)
-    from calibsuite_h5source import convert
+    from calibsuite_h5source.write.convert import convert
 
     load = "load average {:.2f} {:.2f} {:.2f}".format
     print(f"{os.cpu_count()} cores; before: {load(*os.getloadavg())}")

@@ -120,7 +120,7 @@ print(n, dt, dc, hwm())
 OPEN = """
 import sys, time
 HWM
-import calibsuite_h5source.source
+import calibsuite_h5source.psana2.source
 from calibsuite_h5source import DataSource
 rss0 = hwm()
 t = time.perf_counter()

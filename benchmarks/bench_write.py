@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source import RunWriter
-from calibsuite_h5source.storage import compression_kwargs
+from calibsuite_h5source.write.storage import compression_kwargs
 
 SHAPE = (4, 192, 384)
 

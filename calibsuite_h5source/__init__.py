@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib
 
-from ._version import __version__
-from .errors import (
+from calibsuite_h5source._version import __version__
+from calibsuite_h5source.errors import (
     ArrayTooLargeError,
     DamagedFileError,
     DataTypeError,
@@ -31,18 +31,19 @@ from .errors import (
     UnknownScriptTypeError,
     WriterError,
 )
-from .script_types import known_script_types, register_script_type
+from calibsuite_h5source.format.script_types import known_script_types, register_script_type
 
 _LAZY = {
-    "DataSource": "factory",
-    "H5DataSource": "source",
-    "RunWriter": "writer",
-    "write_run_dict": "rundict",
-    "read_run_dict": "rundict",
-    "validate": "validate",
-    "Problem": "validate",
-    "summarise": "info",
-    "convert": "convert",
+    "DataSource": "psana2.factory",
+    "H5DataSource": "psana2.source",
+    "RunWriter": "write.writer",
+    "write_run_dict": "write.rundict",
+    "read_run_dict": "write.rundict",
+    "validate": "tools.validate",
+    "Problem": "tools.validate",
+    "summarise": "tools.info",
+    "convert": "write.convert",
+    "SyntheticRun": "synthetic.run",
 }
 
 __all__ = [

@@ -90,7 +90,7 @@ class LinkError(FormatError):
 class DamagedFileError(NotHDF5Error):
     """Reading an object of an open file failed: a damaged chunk, header or heap.
 
-    Raised by :mod:`calibsuite_h5source.guard`, which wraps every failure of
+    Raised by :mod:`calibsuite_h5source.h5.guard`, which wraps every failure of
     a read made after the file was opened.
     """
 

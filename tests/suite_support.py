@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from calibsuite_h5source import partition
+from calibsuite_h5source.psana2 import partition
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO.parent / "shared" / "suite"

@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import ArrayTooLargeError, DataSource, RunWriter, arrays
-from calibsuite_h5source.index_types import EventArray
+from calibsuite_h5source import ArrayTooLargeError, DataSource, RunWriter
+from calibsuite_h5source.read import arrays
+from calibsuite_h5source.read.index_types import EventArray
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 RAGGED = (3, 2, 4)
@@ -72,7 +73,7 @@ def test_times_event_and_step_event_in_every_layout(tmp_path, layout):
 
 
 def run_step(run, k):
-    from calibsuite_h5source.source import Step
+    from calibsuite_h5source.psana2.source import Step
 
     return Step(run, k)
 

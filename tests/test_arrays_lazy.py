@@ -27,7 +27,7 @@ def test_dask_array_equals_the_loop_in_every_layout(tmp_path, layout):
 
 
 def test_blocks_follow_chunks_steps_and_present_mask(tmp_path, monkeypatch):
-    from calibsuite_h5source import arrays
+    from calibsuite_h5source.read import arrays
 
     path, masks = writer_file(tmp_path, steps=(5, 0, 7))
     rechunk(path, "epixM/2", 3)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source.cli import main
-from calibsuite_h5source.info import summarise
 from calibsuite_h5source.testing import make_synthetic_run
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
+from calibsuite_h5source.tools.info import summarise
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_info_summary_and_json(scan_run, capsys):
 
 
 def test_info_reads_no_frame_data(scan_run, mocker):
-    from calibsuite_h5source.index_types import EventArray
+    from calibsuite_h5source.read.index_types import EventArray
 
     spy = mocker.spy(EventArray, "read")
     summarise(scan_run)
@@ -67,7 +67,7 @@ def test_validate_exit_codes(tmp_path, scan_run, capsys):
 
 
 def test_validate_ctrl_c_prints_what_was_found(tmp_path, mocker, capsys):
-    from calibsuite_h5source import validate as v
+    from calibsuite_h5source.tools import validate as v
 
     bad = write_layout(tmp_path / "bad.h5", declare_run(steps=(2,), script_type="wobbleScan"))
     real = v.validate

@@ -62,7 +62,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, run_file, capsys, case):
 
 
 def test_unexpected_errors_are_one_line_unless_asked_for(run_file, mocker, capsys):
-    mocker.patch("calibsuite_h5source.info.summarise", side_effect=RuntimeError("boom\nsecond line"))
+    mocker.patch("calibsuite_h5source.tools.info.summarise", side_effect=RuntimeError("boom\nsecond line"))
     assert main(["info", str(run_file)]) == 2
     err = capsys.readouterr().err
     assert err == "calibsuite-h5 info: error: unexpected RuntimeError: boom second line " \
@@ -72,10 +72,10 @@ def test_unexpected_errors_are_one_line_unless_asked_for(run_file, mocker, capsy
 
 
 def test_os_errors_and_interrupts(run_file, mocker, capsys):
-    mocker.patch("calibsuite_h5source.info.summarise", side_effect=PermissionError(13, "Permission denied", "x.h5"))
+    mocker.patch("calibsuite_h5source.tools.info.summarise", side_effect=PermissionError(13, "Permission denied", "x.h5"))
     assert main(["info", str(run_file)]) == 2
     assert capsys.readouterr().err == "calibsuite-h5 info: error: PermissionError: [Errno 13] Permission denied: 'x.h5'\n"
-    mocker.patch("calibsuite_h5source.info.summarise", side_effect=KeyboardInterrupt)
+    mocker.patch("calibsuite_h5source.tools.info.summarise", side_effect=KeyboardInterrupt)
     assert main(["info", str(run_file)]) == 130
 
 

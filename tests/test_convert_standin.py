@@ -8,8 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource, H5SourceError, convert
+from calibsuite_h5source import DataSource, H5SourceError
 from calibsuite_h5source.cli import main
+from calibsuite_h5source.write.convert import convert
 
 
 class StandInRun:

@@ -25,8 +25,8 @@ from calibsuite_h5source import (
     RunWriter,
     TimestampError,
 )
-from calibsuite_h5source import timestamps as T
-from calibsuite_h5source.run_index import open_run_index
+from calibsuite_h5source.format import timestamps as T
+from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 

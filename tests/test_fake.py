@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import DataSource
-from calibsuite_h5source.fake import FE55_KEV, DetectorModel, SyntheticRun
+from calibsuite_h5source.synthetic.run import FE55_KEV, DetectorModel, SyntheticRun
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import DataSource
-from calibsuite_h5source.fake import BeamTiming, SyntheticRun
+from calibsuite_h5source.synthetic.run import BeamTiming, SyntheticRun
 from calibsuite_h5source.testing import make_synthetic_run
 
 SUITE_DETECTORS = ["epixm", "timing", "MfxDg1BmMon"]  # psana2Base.get_ds without ignoreEventCodeCheck

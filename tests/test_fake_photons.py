@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import DataSource
-from calibsuite_h5source.fake import FE55_KEV, PHOTON_DTYPE, SyntheticRun
-from calibsuite_h5source.fake_photons import deposit, draw_photons
+from calibsuite_h5source.synthetic.photons import deposit, draw_photons
+from calibsuite_h5source.synthetic.run import FE55_KEV, PHOTON_DTYPE, SyntheticRun
 from calibsuite_h5source.testing import make_synthetic_run
 
 OFFSETS = {1: [(0, 0)], 2: [(0, 0), (0, 1)], 4: [(0, 0), (0, 1), (1, 0), (1, 1)]}

@@ -1,4 +1,4 @@
-"""Compressed chunks decompressed outside h5py (calibsuite_h5source.fastcompressed): identical, or h5py reads."""
+"""Compressed chunks decompressed outside h5py (calibsuite_h5source.h5.fastcompressed): identical, or h5py reads."""
 
 import shutil
 import subprocess
@@ -8,8 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DamagedFileError, DataSource, fastcompressed, fastread
-from calibsuite_h5source.run_index import open_run_index
+from calibsuite_h5source import DamagedFileError, DataSource
+from calibsuite_h5source.h5 import fastcompressed, fastread
+from calibsuite_h5source.read.run_index import open_run_index
 
 hdf5plugin = pytest.importorskip("hdf5plugin")
 
@@ -226,7 +227,7 @@ def test_damaged_chunks_are_errors_never_crashes_or_wrong_data(tmp_path, name, a
     code = """
 import sys
 from calibsuite_h5source import DamagedFileError
-from calibsuite_h5source.run_index import open_run_index
+from calibsuite_h5source.read.run_index import open_run_index
 ea = open_run_index(sys.argv[1]).area['epixM'].steps[0]
 ea.read(0); ea.read(1)
 try:
@@ -249,7 +250,7 @@ else:
 def test_importing_the_package_imports_no_decompressor():
     code = ("import sys, calibsuite_h5source; "
             "print([m for m in ('bitshuffle', 'blosc2', 'zstandard', 'hdf5plugin', "
-            "'calibsuite_h5source.fastcompressed') if m in sys.modules])")
+            "'calibsuite_h5source.h5.fastcompressed') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -1,4 +1,4 @@
-"""Direct reads (calibsuite_h5source.fastread): byte-identical to h5py's, taken only where exact."""
+"""Direct reads (calibsuite_h5source.h5.fastread): byte-identical to h5py's, taken only where exact."""
 
 import os
 
@@ -6,8 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DamagedFileError, DataSource, H5SourceError, fastread
-from calibsuite_h5source.run_index import open_run_index
+from calibsuite_h5source import DamagedFileError, DataSource, H5SourceError
+from calibsuite_h5source.h5 import fastread
+from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.testing.layouts import LAYOUTS, declare_run, write_layout
 
 DTYPES = ("uint16", "int32", "float32", "float64", "uint8", "int64")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import DataSource, RunWriter
-from calibsuite_h5source.fastwrite import AttrSetter, DatasetMaker, ValueAppender, append_rows
+from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender, append_rows
 
 
 def _creation(ds):

@@ -15,7 +15,7 @@ pytest.importorskip("hdf5plugin")
 CHILD = textwrap.dedent("""
     import json, sys
     from calibsuite_h5source import DataSource
-    from calibsuite_h5source.validate import validate
+    from calibsuite_h5source.tools.validate import validate
     path = sys.argv[1]
     run = next(DataSource(files=path).runs())
     det = run.Detector('epixM')

@@ -12,7 +12,7 @@ from calibsuite_h5source import (
     MissingScriptTypeError,
     NotHDF5Error,
 )
-from calibsuite_h5source.validate import validate
+from calibsuite_h5source.tools.validate import validate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

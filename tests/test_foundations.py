@@ -6,8 +6,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from calibsuite_h5source import errors, script_types, timestamps
-from calibsuite_h5source.detector_types import detector_type
+from calibsuite_h5source import errors
+from calibsuite_h5source.format import script_types, timestamps
+from calibsuite_h5source.format.detector_types import detector_type
 
 # -- timestamps ---------------------------------------------------------------
 

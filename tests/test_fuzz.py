@@ -3,7 +3,7 @@
 Each case copies one of a few small runs and flips bytes, truncates it, or
 zeroes a byte range, then reads everything the reader serves (header values,
 scan values, every event's timestamp, raw, calib and side data) in a child
-process with a time limit (:func:`calibsuite_h5source.isolate.run_isolated`),
+process with a time limit (:func:`calibsuite_h5source.tools.isolate.run_isolated`),
 and validates it. Outcomes:
 
 * ``correct``: the same observation as the intact run;
@@ -39,9 +39,14 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import DataSource, H5SourceError, RunWriter
-from calibsuite_h5source import timestamps as T
-from calibsuite_h5source.isolate import run_isolated
-from calibsuite_h5source.validate import BITSHUFFLE_CRASH, GLOBAL_HEAP_LOOP, UNREADABLE, validate
+from calibsuite_h5source.format import timestamps as T
+from calibsuite_h5source.tools.isolate import run_isolated
+from calibsuite_h5source.tools.validate import (
+    BITSHUFFLE_CRASH,
+    GLOBAL_HEAP_LOOP,
+    UNREADABLE,
+    validate,
+)
 
 CASES = int(os.environ.get("CALIBSUITE_FUZZ_CASES", "100"))
 SEED = int(os.environ.get("CALIBSUITE_FUZZ_SEED", "20261126"))

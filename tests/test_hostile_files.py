@@ -25,7 +25,7 @@ from calibsuite_h5source import (
     TimestampError,
 )
 from calibsuite_h5source.cli import main
-from calibsuite_h5source.validate import ERROR, UNREADABLE, validate
+from calibsuite_h5source.tools.validate import ERROR, UNREADABLE, validate
 
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
 

@@ -4,9 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource, FormatError, InconsistentRunError, layout
-from calibsuite_h5source.layout import StepCounter
-from calibsuite_h5source.run_index import open_run_index
+from calibsuite_h5source import DataSource, FormatError, InconsistentRunError
+from calibsuite_h5source.read import layout
+from calibsuite_h5source.read.layout import StepCounter
+from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 STEPS = tuple(1 + k % 4 for k in range(100))  # > layout.EAGER_STEPS

@@ -13,7 +13,7 @@ import pytest
 
 from calibsuite_h5source import DataSource
 from calibsuite_h5source.errors import H5SourceError, NotHDF5Error, WriterGoneError
-from calibsuite_h5source.live import LiveRun, resolve_max_retries
+from calibsuite_h5source.psana2.live import LiveRun, resolve_max_retries
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX processes")
 
@@ -298,7 +298,7 @@ def test_open_step_reads_take_chunks_whole_and_never_fill_values(tmp_path):
     """In the open step, a chunk HDF5 cannot find is an error to retry, not zeros (live._read_chunks)."""
     import h5py
 
-    from calibsuite_h5source.live import _read_chunks
+    from calibsuite_h5source.psana2.live import _read_chunks
 
     data = np.arange(7 * 2 * 3, dtype=np.uint16).reshape(7, 2, 3) + 1
     with h5py.File(tmp_path / "c.h5", "w") as f:

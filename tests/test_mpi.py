@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from mpi_scripts.launch import launch, needs_mpi
 
-from calibsuite_h5source import DataSource, partition
-from calibsuite_h5source import timestamps as _ts
+from calibsuite_h5source import DataSource
+from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.psana2 import partition
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 

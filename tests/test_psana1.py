@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import calibsuite_h5source.psana1 as psana
-from calibsuite_h5source import NotHDF5Error, UnknownDetectorError, partition
+from calibsuite_h5source import NotHDF5Error, UnknownDetectorError
+from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.psana2 import partition
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
-from calibsuite_h5source.timestamps import LCLS_EPOCH_OFFSET
 
 HERE = Path(__file__).parent
 REPO = HERE.parent

@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource, MissingDependencyError, convert
+from calibsuite_h5source import DataSource, MissingDependencyError
+from calibsuite_h5source.write.convert import convert
 
 DATA = Path(os.environ.get("CALIBSUITE_XTC2_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "xtc2"))
 EPIX = DATA / "test_epix_calib.xtc2"

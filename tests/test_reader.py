@@ -264,7 +264,7 @@ def test_runs_yields_one_run_per_file_and_header_fields(tmp_path):
 
 def test_frames_are_read_one_event_at_a_time(tmp_path, mocker):
     """Opening reads no frame data; each raw() call reads exactly one event."""
-    from calibsuite_h5source.index_types import EventArray
+    from calibsuite_h5source.read.index_types import EventArray
 
     decl = declare_run(steps=(5, 5), shape=(2, 4, 6))
     path = write_layout(tmp_path / "r.h5", decl)

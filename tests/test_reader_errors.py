@@ -13,7 +13,7 @@ from calibsuite_h5source import (
     MissingScriptTypeError,
     NotHDF5Error,
 )
-from calibsuite_h5source.run_index import open_run_index
+from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 
@@ -151,7 +151,7 @@ def test_file_is_closed_after_an_error(valid):
 
 def writer_run(path, counts=(3, 2, 4)):
     from calibsuite_h5source import RunWriter
-    from calibsuite_h5source import timestamps as T
+    from calibsuite_h5source.format import timestamps as T
 
     t = T.from_unix(1_700_000_000)
     with RunWriter(path, "dark") as w:
@@ -174,7 +174,7 @@ def test_writer_index_opens_steps_lazily(tmp_path):
 
 
 def test_a_stale_writer_index_is_caught_when_the_step_is_read(tmp_path):
-    from calibsuite_h5source.validate import validate
+    from calibsuite_h5source.tools.validate import validate
 
     path = writer_run(tmp_path / "r.h5")
     with h5py.File(path, "a") as f:

@@ -8,7 +8,7 @@ import pytest
 from mpi_scripts.launch import launch, needs_mpi
 
 from calibsuite_h5source import DataSource
-from calibsuite_h5source.smalldata import SmallData, SmallDataError
+from calibsuite_h5source.psana2.smalldata import SmallData, SmallDataError
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
 

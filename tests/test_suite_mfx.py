@@ -17,7 +17,7 @@ import pytest
 from suite_support import EPIXM_MASK as MASK
 from suite_support import mfx_config, needs_suite, run_script
 
-from calibsuite_h5source.fake import SyntheticRun
+from calibsuite_h5source.synthetic.run import SyntheticRun
 
 pytestmark = [needs_suite, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from suite_support import EPIXM_MASK, EPIXM_PIXELS, mfx_config, needs_suite, run_on, write_config
 
-from calibsuite_h5source.fake import SyntheticRun
+from calibsuite_h5source.synthetic.run import SyntheticRun
 
 pytestmark = [needs_suite, pytest.mark.slow]
 

@@ -51,7 +51,7 @@ def test_synthetic_run_fixture_passes_mfx_options(synthetic_run):
 
 
 def test_declared_timing_run_reads_as_the_streamed_one(tmp_path):
-    from calibsuite_h5source.fake import SyntheticRun
+    from calibsuite_h5source.synthetic.run import SyntheticRun
     from calibsuite_h5source.testing import write_layout
 
     def content(path):

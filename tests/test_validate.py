@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
-from calibsuite_h5source.validate import ERROR, WARNING, list_checks, validate
+from calibsuite_h5source.tools.validate import ERROR, WARNING, list_checks, validate
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_missing_virtual_dataset_source_is_an_error(tmp_path, valid):
 
 
 def test_a_failing_check_is_reported_not_raised(valid, mocker):
-    mocker.patch("calibsuite_h5source.validate._filters", side_effect=RuntimeError("boom"))
+    mocker.patch("calibsuite_h5source.tools.validate._filters", side_effect=RuntimeError("boom"))
     problems = validate(valid, isolate=False)
     assert [(p.code, p.message) for p in problems] == [("data", "could not be checked: RuntimeError: boom")]
 

@@ -11,7 +11,7 @@ from calibsuite_h5source import (
     UnknownScriptTypeError,
     WriterError,
 )
-from calibsuite_h5source import timestamps as T
+from calibsuite_h5source.format import timestamps as T
 
 
 def frames(n, shape=(2, 4, 6), seed=0, dtype=np.uint16):

@@ -16,7 +16,7 @@ import pytest
 
 from calibsuite_h5source import DataSource, H5SourceError, RunWriter
 from calibsuite_h5source.errors import NotHDF5Error
-from calibsuite_h5source.writer import ERROR_BYTES
+from calibsuite_h5source.write.writer import ERROR_BYTES
 
 WRITER = textwrap.dedent("""
     import sys, time

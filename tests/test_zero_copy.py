@@ -10,7 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from calibsuite_h5source import DataSource, H5SourceError, RunWriter, fastread
+from calibsuite_h5source import DataSource, H5SourceError, RunWriter
+from calibsuite_h5source.h5 import fastread
 
 BIG = (4, 176, 192)  # 270 KB of uint16: mapped
 SMALL = (2, 16, 16)  # copied

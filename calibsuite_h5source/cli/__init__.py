@@ -21,8 +21,8 @@ import logging
 import os
 import sys
 
-from .._version import __version__
-from ..errors import H5SourceError
+from calibsuite_h5source._version import __version__
+from calibsuite_h5source.errors import H5SourceError
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 import sys
 
-from . import main
+from calibsuite_h5source.cli import main
 
 sys.exit(main())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import UsageError
+from calibsuite_h5source.cli import UsageError
 
 
 def add_parser(sub) -> None:
-    from ..storage import COMPRESSIONS
+    from calibsuite_h5source.write.storage import COMPRESSIONS
 
     p = sub.add_parser("convert", help="convert a psana (xtc2) run to an h5 run",
                        description="Read a run with the real psana and write it as a canonical h5 run "
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..convert import convert
+    from calibsuite_h5source.write.convert import convert
 
     if args.exp and args.run is None:
         raise UsageError("--exp needs --run")

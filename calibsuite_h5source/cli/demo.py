@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import UsageError
+from calibsuite_h5source.cli import UsageError
 
 
 def add_parser(sub) -> None:
@@ -79,7 +79,7 @@ def analyse(path: str, detector: str, truth) -> dict:
 
 
 def run(args) -> int:
-    from calibsuite_h5source.fake import SyntheticRun
+    from calibsuite_h5source.synthetic.run import SyntheticRun
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "demo_delayScan.h5"

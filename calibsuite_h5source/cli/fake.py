@@ -1,11 +1,11 @@
-"""``calibsuite-h5 fake OUT``: write a synthetic run (see calibsuite_h5source.fake)."""
+"""``calibsuite-h5 fake OUT``: write a synthetic run (see calibsuite_h5source.synthetic.run)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import UsageError
+from calibsuite_h5source.cli import UsageError
 
 
 def _floats(text: str) -> list[float]:
@@ -23,8 +23,8 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def add_parser(sub) -> None:
-    from ..fake import RUN_TYPES
-    from ..storage import COMPRESSIONS
+    from calibsuite_h5source.synthetic.run import RUN_TYPES
+    from calibsuite_h5source.write.storage import COMPRESSIONS
 
     p = sub.add_parser("fake", help="write a synthetic run with known pedestal, noise and signal",
                        description="Write a reproducible synthetic run for tests and demonstrations. "
@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..fake import SyntheticRun
+    from calibsuite_h5source.synthetic.run import SyntheticRun
 
     try:
         synthetic = SyntheticRun(

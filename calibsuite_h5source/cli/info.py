@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..errors import H5SourceError
-from . import error
+from calibsuite_h5source.cli import error
+from calibsuite_h5source.errors import H5SourceError
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..info import format_summary, summarise
+    from calibsuite_h5source.tools.info import format_summary, summarise
 
     out, status = [], 0
     for path in args.files:

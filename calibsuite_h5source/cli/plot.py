@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..plot import plot_run
+    from calibsuite_h5source.tools.plot import plot_run
 
     print(plot_run(args.file, args.output, det=args.det, step=args.step, event=args.event))
     return 0

@@ -33,7 +33,7 @@ def _progress(files):
 
 
 def run(args) -> int:
-    from ..validate import ERROR, TIMEOUT, UNREADABLE, list_checks, validate
+    from calibsuite_h5source.tools.validate import ERROR, TIMEOUT, UNREADABLE, list_checks, validate
 
     if args.list_checks:
         for code, description in list_checks():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NotHDF5Error, WriterGoneError
+from calibsuite_h5source.errors import NotHDF5Error, WriterGoneError
 
 EXIT_COMPLETE, EXIT_WRITER_GONE = 0, 1
 FLUX_FIELDS = ("flux", "peakAmplitude")
@@ -102,7 +102,7 @@ def _scan_text(run, step) -> str:
 
 
 def run(args) -> int:
-    from ..factory import DataSource
+    from calibsuite_h5source.psana2.factory import DataSource
 
     progress_tty = sys.stderr.isatty()
     try:

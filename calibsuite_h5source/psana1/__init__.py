@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 
-from .datasource import (
+from calibsuite_h5source.psana1.datasource import (
     DataSource,
     Env,
     Event,
@@ -61,7 +61,7 @@ from .datasource import (
     parse_spec,
     run_files,
 )
-from .detectors import (
+from calibsuite_h5source.psana1.detectors import (
     ControlDataDetector,
     Detector,
     DetNames,
@@ -70,7 +70,7 @@ from .detectors import (
     Source,
     resolve,
 )
-from .smalldata import SmallData
+from calibsuite_h5source.psana1.smalldata import SmallData
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import re
 import weakref
 from pathlib import Path
 
-from .. import partition as _partition
-from ..errors import NotHDF5Error
-from ..source import H5DataSource
-from ..timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.errors import NotHDF5Error
+from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.psana2 import partition as _partition
+from calibsuite_h5source.psana2.source import H5DataSource
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class Event:
 
     def get(self, type_, src=None, key=None):
         """Return ``EventId``, EVR data (``EvrData.DataV3/V4``) or None, as psana1's ``evt.get``."""
-        from . import detectors
+        from calibsuite_h5source.psana1 import detectors
 
         return detectors.event_get(self, type_, src)
 
@@ -221,7 +221,7 @@ class Run:
 
     def times(self) -> list[EventTime]:
         """Every event's time, in run order, from the index (psana1's indexed mode)."""
-        from .detectors import run_fiducials
+        from calibsuite_h5source.psana1.detectors import run_fiducials
 
         return [EventTime.from_psana2(int(t), int(fid))
                 for t, fid in zip(self._run.times(), run_fiducials(self._run), strict=True)]
@@ -272,17 +272,17 @@ class Env:
         return 0
 
     def configStore(self):  # noqa: N802
-        from .detectors import Store
+        from calibsuite_h5source.psana1.detectors import Store
 
         return Store()
 
     def calibStore(self):  # noqa: N802
-        from .detectors import Store
+        from calibsuite_h5source.psana1.detectors import Store
 
         return Store()
 
     def epicsStore(self):  # noqa: N802
-        from .detectors import EpicsStore
+        from calibsuite_h5source.psana1.detectors import EpicsStore
 
         return EpicsStore(self._ds)
 
@@ -364,7 +364,7 @@ class DataSource:
 
     def small_data(self, filename=None, keys_to_save=(), gather_interval=100, **kwargs):
         """psana1's ``SmallData`` (see :mod:`calibsuite_h5source.psana1.smalldata`)."""
-        from .smalldata import SmallData
+        from calibsuite_h5source.psana1.smalldata import SmallData
 
         sd = SmallData(self, filename=filename, keys_to_save=keys_to_save, **kwargs)
         self._attach_small_data(sd, gather_interval)

@@ -12,7 +12,7 @@ Name matching (:func:`resolve`), first rule that matches wins:
    wrappers allowed): a group whose ``detType``/``dettype`` attribute or name
    equals the device type, case-insensitively (``Wave8`` -> ``wave8``); then
    a group of the same detector family (``Epix10ka2M`` -> a group of type
-   ``epix10ka`` or named ``epix10k``, see :mod:`calibsuite_h5source.detector_types`).
+   ``epix10ka`` or named ``epix10k``, see :mod:`calibsuite_h5source.format.detector_types`).
 
 Two groups matching at the same rule is an error naming them: give one an
 ``alias`` attribute. No match raises ``KeyError`` (``UnknownDetectorError``)
@@ -27,9 +27,9 @@ import re
 import h5py
 import numpy as np
 
-from ..detector_types import detector_type
-from ..errors import UnknownDetectorError
-from .datasource import Event, current_env, unix_time
+from calibsuite_h5source.errors import UnknownDetectorError
+from calibsuite_h5source.format.detector_types import detector_type
+from calibsuite_h5source.psana1.datasource import Event, current_env, unix_time
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class EventId:
         return self._evt._run.runnum
 
     def idxtime(self):
-        from .datasource import EventTime
+        from calibsuite_h5source.psana1.datasource import EventTime
 
         return EventTime.from_psana2(self._evt.timestamp, self.fiducials())
 

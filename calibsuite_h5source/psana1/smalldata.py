@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from ..smalldata import flatten, len_key, missing_value
+from calibsuite_h5source.psana2.smalldata import flatten, len_key, missing_value
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class SmallData:
     # -- per-event data ------------------------------------------------------------------
     def event(self, *args, **kwargs) -> None:
         """Add data to the current event's row (nested dicts become groups)."""
-        from .detectors import EventId
+        from calibsuite_h5source.psana1.detectors import EventId
 
         evt = self.currevt
         if evt is None:

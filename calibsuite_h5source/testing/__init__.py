@@ -1,8 +1,8 @@
 """Helpers for tests: synthetic runs in any layout, declared runs, a pytest plugin.
 
 ``make_synthetic_run(path, steps=(3, 2, 4), detector='epixM')`` writes a
-reproducible synthetic run (see :mod:`calibsuite_h5source.fake`) and returns
-its :class:`~calibsuite_h5source.fake.Truth`; the pytest plugin
+reproducible synthetic run (see :mod:`calibsuite_h5source.synthetic.run`) and returns
+its :class:`~calibsuite_h5source.synthetic.run.Truth`; the pytest plugin
 (``calibsuite_h5source.testing.plugin``, registered as a ``pytest11`` entry
 point) gives tests a ``synthetic_run`` factory fixture writing into
 ``tmp_path``.
@@ -10,8 +10,8 @@ point) gives tests a ``synthetic_run`` factory fixture writing into
 
 from __future__ import annotations
 
-from ..fake import SyntheticRun, Truth
-from .layouts import LAYOUTS, declare_run, write_layout
+from calibsuite_h5source.synthetic.run import SyntheticRun, Truth
+from calibsuite_h5source.testing.layouts import LAYOUTS, declare_run, write_layout
 
 __all__ = ["make_synthetic_run", "declare_run", "write_layout", "LAYOUTS"]
 
@@ -41,7 +41,7 @@ def make_synthetic_run(path, steps=(3, 2, 4), detector="epixM", shape=None, layo
     compression : str, optional
         Frame compression (canonical layout).
     **kwargs
-        More :class:`~calibsuite_h5source.fake.SyntheticRun` options:
+        More :class:`~calibsuite_h5source.synthetic.run.SyntheticRun` options:
         ``timing=True`` (MFX event codes and beam-monitor events),
         ``flux_monitor``, ``flux_sign``, ``flux``, ``scan_values``,
         ``occupancy``, ``photon_energy``, ``clusters``, ``constants``...

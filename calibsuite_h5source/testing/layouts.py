@@ -23,7 +23,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from .. import timestamps as _ts
+from calibsuite_h5source.format import timestamps as _ts
 
 LAYOUTS = ("canonical", "padded", "stepgroups", "legacy")
 

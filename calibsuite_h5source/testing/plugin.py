@@ -16,7 +16,7 @@ import pytest
 @pytest.fixture
 def synthetic_run(tmp_path):
     """Return ``make(name='run.h5', **kwargs) -> (path, truth)`` writing into ``tmp_path``."""
-    from . import make_synthetic_run
+    from calibsuite_h5source.testing import make_synthetic_run
 
     counter = iter(range(10**6))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from calibsuite_h5source import partition
+from calibsuite_h5source.psana2 import partition
 
 HERE = Path(__file__).parent
 #: Seconds a launched script may take: a deadlock fails the test instead of hanging it.

@@ -1,0 +1,521 @@
+"""Random access and whole arrays: a run as numpy, dask and xarray arrays.
+
+The event loop is psana's interface; notebooks want arrays. This module gives
+them, over every layout (the :class:`~calibsuite_h5source.read.index_types.RunIndex`
+has already normalised it):
+
+* :class:`TimeIndex`: ``run.times()`` and ``run.event(ts)`` (psana1's indexed mode);
+* :func:`frames`, :func:`dask_array`, :func:`to_xarray`: what an area detector's
+  ``det.raw.frames()``, ``.dask_array()`` and ``.xarray()`` delegate to;
+* :func:`field_array` (and its dask/xarray forms): side data such as
+  ``wave8.raw.array('peakAmplitude')``;
+* :func:`scan_array`: a scan variable's value at every event.
+
+Rows and selections
+-------------------
+An array's first axis is ``event``: the stored events of one step
+(``step=k``) or of every step in run order (``step=None``). ``events`` (a
+slice, an int or an index array, negative values counting from the end)
+selects along that axis: event numbers within the step when ``step`` is
+given, run-wide event numbers (``0 .. sum(n_events) - 1``) otherwise; an index
+array's order (and repeats) are kept; an int selects one event and keeps the
+event axis. ``max_events``, ``timestamps=`` and the
+MPI partition of the DataSource do not apply: arrays address the stored run.
+
+Missing events (the ``present`` mask)
+-------------------------------------
+Where a detector's ``present`` mask is False the event loop's
+``det.raw.raw(evt)`` returns None. ``missing='drop'`` (the default) leaves
+those events out, so the array equals the loop's non-None frames stacked; the
+``timestamp``/``step`` coordinates of :func:`to_xarray` say which events
+remain. ``missing='keep'`` returns every stored event, absent ones as stored
+(zeros, docs/format.rst); ``det.raw.present()`` gives the mask.
+
+Reads
+-----
+Reads follow the dataset's chunks along the event axis: selected events are
+grouped by chunk, neighbouring chunks merged up to :data:`BLOCK_BYTES`, and a
+contiguous group is read straight into the output (``read_direct``, through a
+handle without HDF5's chunk cache, see :func:`uncached`). A
+:func:`frames` call that would need more than ``max_bytes`` (default
+:data:`DEFAULT_MAX_BYTES`) raises :class:`~calibsuite_h5source.errors.ArrayTooLargeError`
+naming the size, before reading anything.
+
+dask blocks each cover a chunk-aligned range of one step's events. A block's
+task holds only the file path, the dataset path and the event range: it opens
+the file itself, so the graph pickles and runs under the threaded,
+multiprocessing or ``dask.distributed`` schedulers. dask and xarray are
+imported only when these functions are called (extras ``dask``, ``xarray``).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+
+import h5py
+import numpy as np
+
+from calibsuite_h5source.errors import ArrayTooLargeError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+#: Target bytes of one read, and of one dask block (64 MiB).
+BLOCK_BYTES = 64 * 2**20
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
+
+
+#: Default ``max_bytes`` of :func:`frames`: 4 GiB, or half the physical memory when smaller.
+DEFAULT_MAX_BYTES = min(4 * 2**30, (_physical_memory() or 8 * 2**30) // 2)
+
+MISSING_CHOICES = ("drop", "keep")
+
+
+def human_bytes(n: int) -> str:
+    """Format a byte count as ``'1.5 GiB'``."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+# -- random access by timestamp ------------------------------------------------------------
+
+class TimeIndex:
+    """Every stored event's timestamp, and the lookup timestamp -> ``(step, event)``.
+
+    Built from the run index (its per-step timestamp arrays): no frame is read.
+    A timestamp stored twice (a file the validator flags) finds its first event.
+    """
+
+    def __init__(self, index):
+        counts = np.asarray(index.n_events, dtype=np.int64)
+        parts = [np.asarray(index.timestamps[k], dtype=np.uint64) for k in range(len(counts))]
+        self.times = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.counts = counts
+        self._order = np.argsort(self.times, kind="stable")
+        self._sorted = self.times[self._order]
+
+    def locate(self, timestamps) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return ``(found, step, event)`` arrays for an array of timestamps."""
+        t = np.asarray(timestamps, dtype=np.uint64).ravel()
+        pos = np.searchsorted(self._sorted, t)
+        ok = pos < len(self._sorted)
+        ok[ok] = self._sorted[pos[ok]] == t[ok]
+        flat = self._order[np.where(ok, pos, 0)] if len(self._order) else np.zeros(len(t), np.int64)
+        step = np.searchsorted(self.starts, flat, side="right") - 1
+        return ok, step, flat - self.starts[np.maximum(step, 0)]
+
+    def find(self, timestamp) -> tuple[int, int] | None:
+        """Return ``(step, event)`` of one timestamp, or None when the run does not hold it.
+
+        Raises
+        ------
+        TypeError
+            ``timestamp`` is not an integer (a float would lose nanoseconds).
+        """
+        try:
+            t = operator.index(timestamp)
+        except TypeError:
+            raise TypeError(f"a psana timestamp is an integer ((seconds << 32) | nanoseconds); "
+                            f"got {type(timestamp).__name__} {timestamp!r}") from None
+        if not 0 <= t < 2**64:
+            return None
+        ok, step, event = self.locate([t])
+        return (int(step[0]), int(event[0])) if ok[0] else None
+
+
+# -- row selection ---------------------------------------------------------------------------
+
+def _steps(n_steps: int, step) -> list[int]:
+    if step is None:
+        return list(range(n_steps))
+    try:
+        k = operator.index(step)
+    except TypeError:
+        raise TypeError(f"step must be an int or None; got {type(step).__name__}") from None
+    if not -n_steps <= k < n_steps:
+        raise IndexError(f"step {k} does not exist: the run has {n_steps} steps")
+    return [k % n_steps]
+
+
+def select_rows(counts, step=None, events=None, present=None, missing="drop") -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(steps, events)``: the step and in-step event number of every output row.
+
+    Parameters
+    ----------
+    counts : sequence of int
+        Stored events per step.
+    step : int or None
+        One step, or every step in run order.
+    events : slice, int, array of int or None
+        Selection along the event axis (see the module docstring).
+    present : sequence of (bool ndarray or None), optional
+        Per-step ``present`` masks.
+    missing : {'drop', 'keep'}
+        Leave out events whose ``present`` is False, or keep them.
+    """
+    if missing not in MISSING_CHOICES:
+        raise ValueError(f"missing must be one of {MISSING_CHOICES}; got {missing!r}")
+    counts = np.asarray(counts, dtype=np.int64)
+    steps = _steps(len(counts), step)
+    n = int(counts[steps].sum())
+    if events is None:
+        rows = np.arange(n, dtype=np.int64)
+    elif isinstance(events, slice):
+        rows = np.arange(n, dtype=np.int64)[events]
+    else:
+        rows = np.asarray(events)
+        if rows.dtype == bool:
+            raise TypeError("events must be a slice, an int or an array of event numbers, not a boolean mask "
+                            "(use np.flatnonzero(mask))")
+        if rows.size == 0:
+            rows = rows.astype(np.int64)
+        if rows.dtype.kind not in "iu":
+            raise TypeError(f"events must be a slice, an int or an array of int; got dtype {rows.dtype}")
+        rows = rows.astype(np.int64).ravel()
+        bad = (rows < -n) | (rows >= n)
+        if bad.any():
+            raise IndexError(f"event {int(rows[bad][0])} does not exist: the selection has {n} events")
+        rows = rows % max(n, 1)
+    starts = np.concatenate([[0], np.cumsum(counts[steps])[:-1]]).astype(np.int64)
+    which = np.searchsorted(starts, rows, side="right") - 1
+    row_step = np.asarray(steps, dtype=np.int64)[which] if len(rows) else np.zeros(0, np.int64)
+    row_event = rows - starts[which] if len(rows) else np.zeros(0, np.int64)
+    if missing == "drop" and present is not None:
+        keep = np.ones(len(rows), dtype=bool)
+        for k in np.unique(row_step):
+            mask = present[int(k)]
+            if mask is not None:
+                at = row_step == k
+                keep[at] = mask[row_event[at]]
+        row_step, row_event = row_step[keep], row_event[keep]
+    return row_step, row_event
+
+
+# -- chunk-aligned reads ------------------------------------------------------------------
+
+def _chunk_events(ds: h5py.Dataset, axis: int) -> int:
+    return int(ds.chunks[axis]) if ds.chunks else 1
+
+
+def block_groups(idx: np.ndarray, chunk: int, row_bytes: int, block_bytes: int = BLOCK_BYTES) -> list[tuple[int, int]]:
+    """Split sorted unique event numbers into chunk-aligned read groups.
+
+    Indices whose chunks touch are grouped; a group never crosses a
+    boundary of ``block_events`` (a multiple of ``chunk`` holding about
+    ``block_bytes``). Returns ``[(start, stop)]`` positions into ``idx``.
+    """
+    if len(idx) == 0:
+        return []
+    block_events = max(chunk, (block_bytes // max(row_bytes, 1)) // chunk * chunk)
+    cid = idx // chunk
+    bid = idx // block_events
+    cut = np.flatnonzero((np.diff(cid) > 1) | (np.diff(bid) != 0)) + 1
+    edges = [0, *cut.tolist(), len(idx)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def uncached(ds: h5py.Dataset) -> h5py.Dataset:
+    """The same dataset opened without a chunk cache.
+
+    Whole-chunk reads then go straight from the file into the output buffer
+    (HDF5 otherwise copies each chunk through its cache): about twice as fast
+    for one-event chunks, and each chunk is read once by these functions anyway.
+    """
+    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    dapl.set_chunk_cache(0, 0, 1.0)
+    return h5py.Dataset(h5py.h5d.open(ds.file.id, ds.name.encode(), dapl))
+
+
+def read_sorted(ea, idx: np.ndarray, out: np.ndarray, at: int = 0) -> None:
+    """Read events ``idx`` (sorted, unique) of an EventArray into ``out[at:at + len(idx)]``."""
+    ds = uncached(ea.dataset) if len(idx) > 1 else ea.dataset
+    axis = len(ea.prefix)
+    row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[axis + 1:], dtype=np.int64))
+    for a, b in block_groups(idx, _chunk_events(ds, axis), row_bytes):
+        lo, hi = int(idx[a]), int(idx[b - 1]) + 1
+        if hi - lo == b - a:  # contiguous: straight into the output
+            if hi > lo:
+                ds.read_direct(out, np.s_[ea.prefix + (slice(lo, hi),)], np.s_[at + a:at + b])
+        else:
+            block = ds[ea.prefix + (slice(lo, hi),)]
+            out[at + a:at + b] = block[idx[a:b] - lo]
+
+
+def gather(per_step, row_step: np.ndarray, row_event: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Fill ``out[j]`` with event ``row_event[j]`` of ``per_step[row_step[j]]`` (EventArrays)."""
+    if len(row_step) == 0:
+        return out
+    bounds = np.flatnonzero(np.diff(row_step)) + 1
+    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), len(row_step)], strict=True):
+        ea, ev = per_step[int(row_step[a])], row_event[a:b]
+        if np.all(np.diff(ev) == 1):  # the usual case: a run of consecutive events
+            read_sorted(ea, ev, out, a)
+            continue
+        u, inv = np.unique(ev, return_inverse=True)
+        tmp = np.empty((len(u), *out.shape[1:]), dtype=out.dtype)
+        read_sorted(ea, u, tmp)
+        out[a:b] = tmp[inv.ravel()]
+    return out
+
+
+def _check_size(shape, dtype, max_bytes, what: str) -> None:
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if nbytes > limit:
+        raise ArrayTooLargeError(
+            f"{what} would need {human_bytes(nbytes)} ({shape[0]} events of {tuple(shape[1:])} {np.dtype(dtype)}), "
+            f"over the limit of {human_bytes(limit)}: select one step or fewer events (events=slice(0, 1000)), "
+            f"use .dask_array(), or pass max_bytes=")
+
+
+# -- area detectors ---------------------------------------------------------------------
+
+def _area(raw):
+    return raw._src, getattr(raw, "_run", None)
+
+
+def area_rows(raw, step=None, events=None, missing="drop"):
+    """Rows ``(steps, events)`` of an area detector's selection."""
+    src, _ = _area(raw)
+    return select_rows([ea.n for ea in src.steps], step, events, src.present, missing)
+
+
+def frames(raw, step=None, events=None, *, missing="drop", max_bytes=None) -> np.ndarray:
+    """Return an area detector's frames as one ``[event, module, row, col]`` array, stored dtype.
+
+    Parameters
+    ----------
+    raw : the detector's ``det.raw``
+    step : int or None
+        One step, or every step in run order.
+    events : slice, int, array of int or None
+        Events along the event axis (within the step, or run-wide when ``step`` is None).
+    missing : {'drop', 'keep'}
+        Events whose ``present`` mask is False: left out, or kept as stored.
+    max_bytes : int, optional
+        Refuse (before reading) an array larger than this; default :data:`DEFAULT_MAX_BYTES`.
+
+    Raises
+    ------
+    ArrayTooLargeError
+        The array would exceed ``max_bytes``; the message names its size.
+    IndexError
+        A step or event that does not exist.
+    """
+    src, _ = _area(raw)
+    rows = area_rows(raw, step, events, missing)
+    shape = (len(rows[0]), *src.frame_shape)
+    _check_size(shape, src.dtype, max_bytes, f"frames of {src.name}")
+    out = np.empty(shape, dtype=src.dtype)
+    return gather(src.steps, *rows, out)
+
+
+def present(raw, step=None) -> np.ndarray:
+    """Return the ``present`` mask over the stored events (all True where the file has none)."""
+    src, _ = _area(raw)
+    parts = [np.ones(src.steps[k].n, bool) if src.present[k] is None else np.asarray(src.present[k], bool)
+             for k in _steps(len(src.steps), step)]
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
+# -- dask ----------------------------------------------------------------------------------------
+
+def _import(name: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise MissingDependencyError(f"{name} is not installed: pip install 'calibsuite_h5source[{extra}]'") from exc
+
+
+def read_block(path: str, h5path: str, prefix: tuple, lo: int, hi: int, picks) -> np.ndarray:
+    """A dask task: open ``path`` and read events ``lo:hi`` of ``h5path`` (then ``picks``, absolute)."""
+    from calibsuite_h5source.h5.filters import require_filters
+
+    with h5py.File(path, "r", rdcc_nbytes=0) as f:  # no chunk cache: chunks go straight to the block
+        ds = f[h5path]
+        require_filters(ds)
+        block = ds[tuple(prefix) + (slice(lo, hi),)]
+    return block if picks is None else block[np.asarray(picks) - lo]
+
+
+def _dask_from(path: str, per_step, row_step, row_event, tail, dtype, name: str):
+    da = _import("dask.array", "dask")
+    from dask.base import tokenize
+
+    dtype = np.dtype(dtype)
+    if len(row_step) == 0:
+        return da.from_array(np.zeros((0, *tail), dtype), chunks=-1)
+    row_bytes = dtype.itemsize * int(np.prod(tail, dtype=np.int64))
+    tasks, sizes = [], []
+    bounds = np.flatnonzero(np.diff(row_step)) + 1
+    for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), len(row_step)], strict=True):
+        ea, ev = per_step[int(row_step[a])], row_event[a:b]
+        ds = ea.dataset
+        axis = len(ea.prefix)
+        chunk = _chunk_events(ds, axis)
+        block_events = max(chunk, (BLOCK_BYTES // max(row_bytes, 1)) // chunk * chunk)
+        bid = ev // block_events
+        cut = np.flatnonzero(np.diff(bid)) + 1
+        for s, e in zip([0, *cut.tolist()], [*cut.tolist(), len(ev)], strict=True):
+            lo, hi = int(ev[s]), int(ev[e - 1]) + 1
+            picks = None if hi - lo == e - s else ev[s:e].copy()
+            tasks.append((ds.file.filename, ds.name, tuple(ea.prefix), lo, hi, picks))
+            sizes.append(e - s)
+    key = f"{name}-{tokenize(path, tasks)}"
+    graph = {(key, j) + (0,) * len(tail): (read_block, *t) for j, t in enumerate(tasks)}
+    chunks = (tuple(sizes), *((n,) for n in tail))
+    return da.Array(graph, key, chunks=chunks, dtype=dtype)
+
+
+def dask_array(raw, step=None, *, missing="drop"):
+    """Return an area detector's frames as a lazy dask array ``[event, module, row, col]``.
+
+    One block per chunk-aligned range of one step's events (about
+    :data:`BLOCK_BYTES`); each block opens the file by path, so any scheduler
+    works (threads, processes, ``dask.distributed``).
+    """
+    src, _ = _area(raw)
+    rows = area_rows(raw, step, None, missing)
+    return _dask_from(src.steps[0].dataset.file.filename if src.steps else "", src.steps, *rows,
+                      src.frame_shape, src.dtype, f"frames-{src.name}")
+
+
+# -- xarray ------------------------------------------------------------------------------------
+
+def coords(run, row_step: np.ndarray, row_event: np.ndarray) -> dict:
+    """Per-row coordinates: ``timestamp``, ``step``, ``event`` (run-wide number) and every scan variable."""
+    index = run._index
+    starts = np.concatenate([[0], np.cumsum(index.n_events)[:-1]]).astype(np.int64)
+    ts = np.zeros(len(row_step), np.uint64)
+    for k in np.unique(row_step):
+        at = row_step == k
+        ts[at] = np.asarray(index.timestamps[int(k)], np.uint64)[row_event[at]]
+    out = {"event": ("event", starts[row_step] + row_event if len(row_step) else row_step),
+           "timestamp": ("event", ts), "step": ("event", row_step.copy())}
+    for name, det in run._scan.items():
+        if name == "step_docstring":
+            continue
+        if name in out or name in ("module", "row", "col"):
+            log.debug("scan variable %r clashes with a dimension or coordinate name; left out", name)
+            continue
+        out[name] = ("event", scan_values(det._var, row_step, row_event))
+    return out
+
+
+def _xarray(data, run, rows, dims, name, attrs):
+    xr = _import("xarray", "xarray")
+    c = coords(run, *rows) if run is not None else {}
+    if name in c and name not in dims:  # a scan variable's own array: its values are the data
+        del c[name]
+    return xr.DataArray(data, dims=dims, coords=c, name=name, attrs=attrs)
+
+
+def to_xarray(raw, step=None, events=None, *, missing="drop", lazy=False, max_bytes=None):
+    """Return an area detector's frames as an ``xarray.DataArray``.
+
+    Dims ``(event, module, row, col)``; coordinates on ``event``: ``event``
+    (the run-wide stored event number), ``timestamp``, ``step`` and every scan
+    variable (``step_value`` included; ``step_docstring`` left out). The data
+    is :func:`frames` (numpy), or :func:`dask_array` when ``lazy`` (then
+    ``events`` must be None).
+    """
+    src, run = _area(raw)
+    if lazy:
+        if events is not None:
+            raise ValueError("lazy=True reads every event of the selection; select with .isel(event=...) instead")
+        data = dask_array(raw, step, missing=missing)
+    else:
+        data = frames(raw, step, events, missing=missing, max_bytes=max_bytes)
+    rows = area_rows(raw, step, events, missing)
+    return _xarray(data, run, rows, ("event", "module", "row", "col"), src.name,
+                   {"detector": src.name, "file": getattr(run, "path", ""), "missing": missing})
+
+
+# -- side data and scan variables ---------------------------------------------------------------
+
+def _field(side_raw, field: str):
+    fields = side_raw._fields
+    if field not in fields:
+        from calibsuite_h5source.errors import UnknownDetectorError
+
+        raise UnknownDetectorError(f"{side_raw._name} stores no field {field!r}; fields: {sorted(fields)}")
+    return fields[field]
+
+
+def side_rows(side_raw, per_step, step=None, events=None, missing="drop"):
+    """Selected ``(step, event)`` rows of side data, leaving out events its ``present`` mask marks absent."""
+    masks = [side_raw.present(k) for k in range(len(per_step))] if side_raw._present_steps is not None else None
+    return select_rows([ea.n for ea in per_step], step, events, masks, missing)
+
+
+def field_array(side_raw, field: str, step=None, events=None, *, missing="drop", max_bytes=None) -> np.ndarray:
+    """Return one side-data field (``peakAmplitude``, ``eventcodes``...) as ``[event, ...]``, stored dtype.
+
+    Events where the source has no data (its ``present`` mask) are left out,
+    or kept as stored (zeros) with ``missing='keep'``, as for :func:`frames`.
+    """
+    per_step = _field(side_raw, field)
+    rows = side_rows(side_raw, per_step, step, events, missing)
+    ds = per_step[0].dataset
+    shape = (len(rows[0]), *ds.shape[len(per_step[0].prefix) + 1:])
+    _check_size(shape, ds.dtype, max_bytes, f"{side_raw._name}.{field}")
+    return gather(per_step, *rows, np.empty(shape, dtype=ds.dtype))
+
+
+def field_dask_array(side_raw, field: str, step=None, *, missing="drop"):
+    """Lazy dask form of :func:`field_array` (same blocks as :func:`dask_array`)."""
+    per_step = _field(side_raw, field)
+    rows = side_rows(side_raw, per_step, step, None, missing)
+    ds = per_step[0].dataset
+    tail = ds.shape[len(per_step[0].prefix) + 1:]
+    return _dask_from(ds.file.filename, per_step, *rows, tail, ds.dtype, f"{side_raw._name}-{field}")
+
+
+def field_xarray(side_raw, field: str, step=None, events=None, *, missing="drop", max_bytes=None):
+    """:func:`field_array` as a DataArray; dims ``event`` then ``dim_1``, ``dim_2``..., the run's coordinates."""
+    per_step = _field(side_raw, field)
+    rows = side_rows(side_raw, per_step, step, events, missing)
+    data = field_array(side_raw, field, step, events, missing=missing, max_bytes=max_bytes)
+    dims = ("event", *(f"dim_{j}" for j in range(1, data.ndim)))
+    return _xarray(data, getattr(side_raw, "_run", None), rows, dims, field,
+                   {"detector": side_raw._name, "field": field})
+
+
+def scan_values(var, row_step: np.ndarray, row_event: np.ndarray) -> np.ndarray:
+    """A scan variable's value at each row: per-event values when stored, else the step's."""
+    if var.per_event is None:
+        return np.asarray(var.per_step)[row_step]
+    out = np.empty(len(row_step), dtype=np.asarray(var.per_step).dtype)
+    for k in np.unique(row_step):
+        at = row_step == k
+        out[at] = np.asarray(var.per_event[int(k)])[row_event[at]]
+    return out
+
+
+def scan_array(scan_det, step=None, events=None) -> np.ndarray:
+    """A scan variable's value at every selected event (``[event]``, float64; str for ``step_docstring``)."""
+    run = scan_det._run
+    rows = select_rows(run._index.n_events, step, events)
+    return scan_values(scan_det._var, *rows)
+
+
+def scan_xarray(scan_det, step=None, events=None):
+    """:func:`scan_array` as a DataArray over ``event`` with the run's coordinates."""
+    run = scan_det._run
+    rows = select_rows(run._index.n_events, step, events)
+    return _xarray(scan_values(scan_det._var, *rows), run, rows, ("event",), scan_det.name,
+                   {"scan_variable": scan_det.name})

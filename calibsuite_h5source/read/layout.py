@@ -1,0 +1,592 @@
+"""Open a run file, read its header, detect its layout and collect its per-step members.
+
+The four layouts of ``docs/format.rst`` (canonical, padded, step sub-groups,
+legacy) are collected into one :class:`LayoutMembers` shape here;
+:mod:`calibsuite_h5source.read.run_index` checks them and builds the ``RunIndex``.
+Nothing here reads frame data.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from calibsuite_h5source.errors import (
+    DataTypeError,
+    EventCountError,
+    FormatError,
+    InconsistentRunError,
+    NotHDF5Error,
+)
+from calibsuite_h5source.format import rules
+from calibsuite_h5source.format.detector_types import DETECTOR_TYPES
+from calibsuite_h5source.h5.guard import guard
+from calibsuite_h5source.h5.links import Origin, items, open_member
+from calibsuite_h5source.read.index_types import EventArray
+
+log = logging.getLogger(__name__)
+
+HEADER = "ancillaryData"
+RESERVED_ROOT = {HEADER, "timestamp", "nEvents"}
+RESERVED_DETECTOR = {"present", "calib", "nEvents"}
+_STEP_RE = re.compile(r"^(?:step_?)?(\d+)$")
+#: A canonical run without the writer's index and with more steps than this is opened lazily
+#: (names listed; each step's datasets opened, counted and checked when the step is first reached).
+EAGER_STEPS = 64
+
+
+def step_number(name: str) -> int | None:
+    """Return the step number of a member named ``3``, ``step3`` or ``step_3``; else None."""
+    if name.isdigit() and name.isascii():  # the canonical layout's names: no regex
+        return int(name)
+    m = _STEP_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
+def open_h5(path) -> h5py.File:
+    """Open ``path`` read-only, turning every failure into a clear :class:`NotHDF5Error`."""
+    with guard(str(path), None, "opening the file"):
+        return _open_h5(Path(path))
+
+
+def _open_h5(p: Path) -> h5py.File:
+    if not p.exists():
+        raise NotHDF5Error("file does not exist", file=str(p))
+    if p.is_dir():
+        raise NotHDF5Error("is a directory, not an HDF5 file", file=str(p))
+    if not os.access(p, os.R_OK):
+        raise NotHDF5Error("permission denied: the file is not readable", file=str(p))
+    if not h5py.is_hdf5(p):
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+        raise NotHDF5Error(
+            f"not an HDF5 file: no HDF5 signature; found first bytes {head!r} (size {p.stat().st_size} bytes)",
+            file=str(p),
+        )
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        if "unable to lock file" not in str(exc).lower():
+            raise NotHDF5Error(f"HDF5 file is truncated or corrupted: {exc}", file=str(p)) from exc
+        try:  # a writer holds it: read what it has made durable (docs/format.rst, "What a live file looks like")
+            return open_unlocked(p)
+        except OSError as exc2:
+            raise NotHDF5Error(f"the file is being written and could not be read without its lock: {exc2}",
+                               file=str(p)) from exc2
+
+
+def open_unlocked(path, attempts: int = 5) -> h5py.File:
+    """Open a file that a writer holds, read-only and without HDF5's file lock.
+
+    A flush of the writer can be caught half-done, so a failed open is
+    retried a few times (``attempts``, 20 ms apart) before its error is raised.
+    """
+    for attempt in range(attempts):
+        try:
+            return h5py.File(path, "r", locking=False)
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.02)
+    raise AssertionError("unreachable")
+
+
+def is_unlocked(f: h5py.File) -> bool:
+    """True when ``f`` was opened without HDF5's file lock (:func:`open_unlocked`: a writer holds it)."""
+    try:
+        return not f.id.get_access_plist().get_file_locking()[0]
+    except (AttributeError, OSError):
+        return False
+
+
+def to_python(value):
+    """Decode an HDF5 attribute/scalar into a plain python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        if value.shape == ():
+            return to_python(value[()])
+        return [to_python(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_header(f: h5py.File, origin: Origin | None = None, *, check: bool = True) -> dict:
+    """Return the header: ``/ancillaryData`` attributes and scalar datasets (legacy: root).
+
+    Values are decoded (:func:`calibsuite_h5source.format.rules.decode`) and every
+    documented one checked against its rule (:data:`calibsuite_h5source.format.rules.HEADER`).
+
+    Raises
+    ------
+    HeaderError
+        A documented header value of the wrong type or out of range
+        (unless ``check`` is False: the validator checks each value itself).
+    """
+    origin = origin or Origin(f.filename)
+    header = {}
+    group = open_member(f, HEADER, origin)
+    where = f"/{HEADER}"
+    if isinstance(group, h5py.Group):
+        header.update({k: rules.decode(v) for k, v in group.attrs.items()})
+        for k, obj in items(group, origin):
+            if isinstance(obj, h5py.Dataset) and obj.shape == () and k not in header:
+                header[k] = rules.decode(obj[()])
+    else:  # legacy files keep it at the root
+        where = "/"
+        if "scriptType" in f.attrs:
+            header["scriptType"] = rules.decode(f.attrs["scriptType"])
+        else:
+            obj = open_member(f, "scriptType", origin)
+            if isinstance(obj, h5py.Dataset) and obj.shape is not None:
+                header["scriptType"] = rules.decode(obj[()])
+    return rules.apply(rules.HEADER, header, origin.file, where) if check else header
+
+
+def detect_layout(f: h5py.File, origin: Origin | None = None) -> str:
+    """Return ``'legacy'``, ``'stepgroups'``, ``'padded'`` or ``'canonical'``."""
+    origin = origin or Origin(f.filename)
+    if isinstance(open_member(f, "frames", origin), h5py.Dataset):
+        return "legacy"
+    names = list(f.keys())
+    if any(name.startswith("step") and step_number(name) is not None for name in names):
+        return "stepgroups"
+    if "nEvents" in names or isinstance(open_member(f, "timestamp", origin), h5py.Dataset):
+        return "padded"
+    if any(isinstance(open_member(f, n, origin), h5py.Dataset) for n in names if n not in RESERVED_ROOT):
+        return "padded"
+    return "canonical"
+
+
+def event_counts(values, file: str, h5path: str, limit: int | None = None) -> np.ndarray:
+    """Return declared event counts as int64 after checking the rule; raise :class:`EventCountError`.
+
+    Counts must be non-negative integers (integral floats are accepted) and,
+    when ``limit`` is given, no larger than it (the events the data holds).
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype.kind not in "iuf":
+        raise EventCountError(f"event counts must be a 1-D array of integers; found {values.dtype} shape {values.shape}",
+                              file=file, h5path=h5path)
+    bad = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
+    with np.errstate(invalid="ignore"):
+        bad |= values < 0
+        if values.dtype.kind == "f":
+            bad |= values != np.round(values)
+        if limit is not None:
+            bad |= values > limit
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        rule = "non-negative integers" + ("" if limit is None else f" no larger than the data ({limit} events)")
+        raise EventCountError(f"event counts must be {rule}; step {k} has {values[k].item()!r} "
+                              f"(counts {values.tolist()[:20]})", file=file, h5path=h5path)
+    if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
+        raise EventCountError(f"event counts must fit in int64; found {values.max()}", file=file, h5path=h5path)
+    return values.astype(np.int64)
+
+
+def events_in(ds: h5py.Dataset, file: str) -> int:
+    """Return the length of ``ds``'s event axis; raise :class:`DataTypeError` when it has none."""
+    if ds.shape is None:
+        raise DataTypeError("per-event data must be an array with an event axis; found a null dataspace (no data)",
+                            file=file, h5path=ds.name)
+    if ds.ndim == 0:
+        raise DataTypeError("per-event data must be an array with an event axis; found a scalar",
+                            file=file, h5path=ds.name)
+    return ds.shape[0]
+
+
+class LayoutMembers:
+    """The per-step members of one file, collected by layout, not yet checked.
+
+    ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path, headers}}``
+    (``headers``: ``{field: {k: EventArray}}``, the per-event header fields
+    ``/<name>/<field>/<step>`` of the canonical layout);
+    ``side``: ``{name: {field: {k: EventArray}}}``; ``timestamps``: ``{k: EventArray}``.
+    :mod:`calibsuite_h5source.read.run_index` checks and normalises them; the
+    validator runs its own checks on them.
+    """
+
+    def __init__(self, f: h5py.File, path: str, origin: Origin | None = None):
+        self.f = f
+        self.path = path
+        self.origin = origin or Origin(path)
+        self.area: dict[str, dict] = {}  # name -> {steps: {k: EventArray}, present: {k: arr}, ...}
+        self.side: dict[str, dict[str, dict[int, EventArray]]] = {}
+        self.timestamps: dict[int, EventArray] = {}
+        self.ts_path = "/timestamp"
+        self.ts_group = None
+        self.indexed = False
+        self.counter: StepCounter | None = None
+
+    def error(self, cls, h5path, message):
+        return cls(message, file=self.path, h5path=h5path)
+
+    # -- collection, one method per layout ---------------------------------------
+    def member(self, group: h5py.Group, name: str):
+        """``group[name]`` with its link checked (:func:`calibsuite_h5source.h5.links.open_member`); None if absent."""
+        return open_member(group, name, self.origin)
+
+    def items(self, group: h5py.Group):
+        """``(name, object)`` of every member of ``group``, links checked."""
+        return items(group, self.origin)
+
+    def event_array(self, ds: h5py.Dataset) -> EventArray:
+        """One dataset per step: ``[nEvents, ...]``."""
+        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin)
+
+    def steps_of(self, group: h5py.Group) -> dict[int, h5py.Dataset]:
+        out = {}
+        for name, obj in self.items(group):
+            k = step_number(name)
+            if k is not None and isinstance(obj, h5py.Dataset):
+                if k in out:
+                    raise self.error(FormatError, obj.name, f"step {k} is stored twice (as {name} and another name)")
+                out[k] = obj
+        return out
+
+    def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None, headers=None):
+        self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path,
+                               headers=headers or {})
+
+    def header_groups(self, group: h5py.Group) -> dict[str, h5py.Group]:
+        """An area detector's header-field sub-groups: those holding step members, but not ``present``/``calib``."""
+        return {name: sub for name in group if name not in RESERVED_DETECTOR and step_number(name) is None
+                for sub in [self.member(group, name)]  # opened only when not a step: steps are many
+                if isinstance(sub, h5py.Group) and any(step_number(m) is not None for m in sub)}
+
+    def collect_canonical(self):
+        for name, obj in self.items(self.f):
+            if name in (HEADER,) or not isinstance(obj, h5py.Group):
+                continue
+            if name == "timestamp":
+                self.timestamps = {k: self.event_array(ds) for k, ds in self.steps_of(obj).items()}
+                continue
+            steps = self.steps_of(obj)
+            if steps:
+                present = self.member(obj, "present")
+                calib = self.member(obj, "calib")
+                self.add_area(
+                    name, obj.name,
+                    {k: self.event_array(ds) for k, ds in steps.items()},
+                    dict(obj.attrs),
+                    present={k: self.event_array(ds).read_all().astype(bool) for k, ds in self.steps_of(present).items()}
+                    if isinstance(present, h5py.Group) else None,
+                    calib=calib if isinstance(calib, h5py.Group) else None,
+                    headers={field: {k: self.event_array(ds) for k, ds in self.steps_of(sub).items()}
+                             for field, sub in self.header_groups(obj).items()},
+                )
+                continue
+            fields = {}
+            for field_name, sub in self.items(obj):
+                if isinstance(sub, h5py.Group):
+                    fsteps = self.steps_of(sub)
+                    if fsteps:
+                        fields[field_name] = {k: self.event_array(ds) for k, ds in fsteps.items()}
+            if fields:
+                self.side[name] = fields
+            else:
+                log.debug("%s: ignoring group %s (no step datasets)", self.path, obj.name)
+
+    def many_steps(self) -> bool:
+        """True when the first group holding step datasets has more than :data:`EAGER_STEPS` of them."""
+        for name in self.f:
+            if name in RESERVED_ROOT:
+                continue
+            obj = self.member(self.f, name)
+            if isinstance(obj, h5py.Group):
+                n = sum(1 for m in obj if step_number(m) is not None)
+                if n:
+                    return n > EAGER_STEPS
+        return False
+
+    def collect_indexed(self, counts: np.ndarray | None, complete: bool):
+        """Canonical layout with the writer's ``/ancillaryData/nEvents``: list names, open nothing per step.
+
+        Each step's datasets are opened, and checked against ``counts``, when
+        first used (``EventArray`` and ``LazySteps``). Without ``counts`` (a
+        long run from another writer) a step's datasets are opened, counted
+        and checked against each other when the step is first reached
+        (:class:`StepCounter`).
+        """
+        self.indexed = True
+        counter = self.counter = StepCounter(self.path) if counts is None else None
+        n = None if counts is None else len(counts)
+
+        def named_steps(group, what):
+            steps = {}
+            for m in group:
+                k = step_number(m)
+                if k is not None:
+                    steps[k] = m
+            keys = sorted(steps)
+            if counter is not None:  # numbering checked with the other sources (LayoutMembers.contiguous)
+                return {k: steps[k] for k in keys}
+            if keys[:n] != list(range(n)) or (complete and len(keys) != n):
+                raise self.error(InconsistentRunError, what, f"/ancillaryData/nEvents lists {n} steps; "
+                                 f"found steps {keys[:20]}{' ...' if len(keys) > 20 else ''}")
+            return {k: steps[k] for k in range(n)}
+
+        def lazy(group, names, with_expect=True, kind="data"):
+            if not names:
+                return {}
+            k0, m0 = next(iter(names.items()))
+            first = self.member(group, m0)
+            if not isinstance(first, h5py.Dataset):
+                raise self.error(FormatError, f"{group.name}/{m0}", f"expected a dataset; found {type(first).__name__}")
+            events_in(first, self.path)
+            expect = (first.shape[1:], first.dtype) if with_expect else None
+            if counter is None:
+                steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin)
+                         for k, m in names.items()}
+                steps[0]._dataset = steps[0]._resolve()
+                return steps
+            steps = {k: EventArray(None, (), None, group=group, name=m, expect=expect, origin=self.origin)
+                     for k, m in names.items()}
+            steps[k0]._dataset = first
+            counter.add(f"{group.name.rstrip('/')}", kind, steps)
+            return steps
+
+        for name, obj in self.items(self.f):
+            if name == HEADER or not isinstance(obj, h5py.Group):
+                continue
+            if name == "timestamp":
+                self.timestamps = lazy(obj, named_steps(obj, obj.name), with_expect=False, kind="timestamp")
+                self.ts_group = obj
+                continue
+            step_members = [m for m in obj if step_number(m) is not None]
+            if step_members:
+                names = named_steps(obj, obj.name)
+                present = self.member(obj, "present")
+                calib = self.member(obj, "calib")
+                self.add_area(name, obj.name, lazy(obj, names), dict(obj.attrs),
+                              present={"group": present} if isinstance(present, h5py.Group) else None,
+                              calib=calib if isinstance(calib, h5py.Group) else None,
+                              headers={field: lazy(sub, named_steps(sub, sub.name))
+                                       for field, sub in self.header_groups(obj).items()})
+                continue
+            fields = {}
+            for field_name, sub in self.items(obj):
+                if isinstance(sub, h5py.Group):
+                    fields[field_name] = lazy(sub, named_steps(sub, sub.name))
+            if fields:
+                self.side[name] = fields
+
+    def collect_padded(self):
+        def read_counts(ds):
+            if not isinstance(ds, h5py.Dataset) or ds.shape is None:
+                raise self.error(EventCountError, getattr(ds, "name", "/nEvents"),
+                                 f"nEvents must be a 1-D integer dataset; found {type(ds).__name__}")
+            return event_counts(ds[()], self.path, ds.name)
+
+        n_events = self.member(self.f, "nEvents")
+        if n_events is None:  # a detector group's own nEvents then holds for the whole run
+            n_events = next((sub for _, g in self.items(self.f) if isinstance(g, h5py.Group)
+                             for sub in [self.member(g, "nEvents")] if isinstance(sub, h5py.Dataset)), None)
+        root_n = None if n_events is None else read_counts(n_events)
+
+        def padded(ds, n):
+            if ds.shape is None or ds.ndim < 2:
+                raise self.error(FormatError, ds.name, f"padded data must be [nSteps, maxEvents, ...]; found shape {ds.shape}")
+            counts = np.full(ds.shape[0], ds.shape[1], dtype=np.int64) if n is None else n
+            if len(counts) != ds.shape[0]:
+                raise self.error(InconsistentRunError, ds.name,
+                                 f"nEvents has {len(counts)} entries but the data has {ds.shape[0]} steps")
+            if np.any(counts > ds.shape[1]) or np.any(counts < 0):
+                raise self.error(EventCountError, ds.name,
+                                 f"nEvents {counts.tolist()} exceeds the padded event axis ({ds.shape[1]})")
+            return {k: EventArray(ds, (k,), int(counts[k]), origin=self.origin) for k in range(ds.shape[0])}
+
+        for name, obj in self.items(self.f):
+            if name in (HEADER, "nEvents"):
+                continue
+            if name == "timestamp":
+                self.timestamps = padded(obj, root_n)
+                continue
+            if isinstance(obj, h5py.Dataset):
+                self.add_area(name, obj.name, padded(obj, root_n), dict(obj.attrs))
+            elif isinstance(obj, h5py.Group):
+                members = dict(self.items(obj))
+                local_n = read_counts(members["nEvents"]) if "nEvents" in members else root_n
+                data = [ds for k, ds in members.items() if isinstance(ds, h5py.Dataset) and k != "nEvents"]
+                if len(data) == 1 and data[0].ndim == 5 and "nEvents" in members:
+                    self.add_area(name, obj.name, padded(data[0], local_n), dict(obj.attrs))
+                else:
+                    self.side[name] = {k: padded(ds, local_n) for k, ds in members.items()
+                                       if isinstance(ds, h5py.Dataset) and k != "nEvents"}
+
+    def collect_stepgroups(self):
+        for gname, group in self.items(self.f):
+            k = step_number(gname)
+            if k is None or not gname.startswith("step") or not isinstance(group, h5py.Group):
+                continue
+            for name, obj in self.items(group):
+                if name == "timestamp" and isinstance(obj, h5py.Dataset):
+                    self.timestamps[k] = self.event_array(obj)
+                elif isinstance(obj, h5py.Dataset):
+                    entry = self.area.setdefault(name, dict(steps={}, attrs=dict(obj.attrs), present={}, calib=None,
+                                                            h5path=f"/step<k>/{name}"))
+                    entry["steps"][k] = self.event_array(obj)
+                elif isinstance(obj, h5py.Group):
+                    for field_name, ds in self.items(obj):
+                        if isinstance(ds, h5py.Dataset):
+                            self.side.setdefault(name, {}).setdefault(field_name, {})[k] = self.event_array(ds)
+        self.ts_path = "/step<k>/timestamp"
+
+    def collect_legacy(self):
+        frames = self.member(self.f, "frames")
+        if frames.shape is None or frames.ndim != 5:
+            raise self.error(FormatError, frames.name,
+                             f"legacy frames must be [step, event, module, row, col]; found shape {frames.shape}")
+        name = to_python(frames.attrs.get("detector", "")) or _legacy_detector_name(frames.shape[2:])
+        self.add_area(name, frames.name, {k: EventArray(frames, (k,), frames.shape[1], origin=self.origin)
+                                                for k in range(frames.shape[0])},
+                      dict(frames.attrs))
+
+    # -- normalisation ---------------------------------------------------------------
+    def contiguous(self, steps: dict, what: str, n_keep: int | None) -> list:
+        keys = sorted(steps)
+        if n_keep is not None:
+            keys = [k for k in keys if k < n_keep]
+        if keys != list(range(len(keys))):
+            raise self.error(FormatError, what, f"steps must be numbered contiguously from 0; found {keys}")
+        return [steps[k] for k in keys]
+
+
+def _legacy_detector_name(frame_shape) -> str:
+    matches = [t.name for t in DETECTOR_TYPES.values() if t.frame_shape == tuple(frame_shape)]
+    return matches[0] if len(matches) == 1 else "frames"
+
+
+class StepCounter:
+    """Counts the events of one step of a run without the writer's index, when first asked.
+
+    Every per-step source (area detector, header field, side field,
+    timestamps) registers its lazy :class:`EventArray` s; counting step ``k``
+    opens step ``k``'s dataset of each, checks that all hold the same number
+    of events (the rule the eager open checks for every step), and sets each
+    array's ``n``.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.sources: list[tuple[str, str, dict]] = []  # (h5path, kind, {k: EventArray})
+        self.counts: dict[int, int] = {}
+
+    def add(self, h5path: str, kind: str, steps: dict) -> None:
+        """Register a source's lazy arrays (``kind``: ``'data'`` or ``'timestamp'``)."""
+        self.sources.append((h5path, kind, steps))
+        for k, ea in steps.items():
+            ea._count = functools.partial(self.count, k)
+
+    def count(self, k: int) -> int:
+        """Return the events of step ``k``, opening and checking its datasets the first time.
+
+        Raises
+        ------
+        InconsistentRunError
+            The sources disagree on the step's events.
+        DataTypeError, FormatError, LinkError
+            A step member that is not per-event data of the expected kind.
+        """
+        n = self.counts.get(k)
+        if n is not None:
+            return n
+        with guard(self.path, None, f"counting the events of step {k}"):
+            opened, ref = [], None
+            for h5path, kind, steps in self.sources:
+                ea = steps.get(k)
+                if ea is None:
+                    continue  # steps missing in one source are reported when the index is built
+                ds = ea._dataset if ea._dataset is not None else ea._open()
+                where = f"{h5path}/{ea._name}"
+                m = events_in(ds, self.path)
+                if kind == "timestamp":
+                    opened.append((ea, ds, m, where, kind))
+                    continue
+                if ref is None:
+                    ref = (h5path, m)
+                elif m != ref[1]:
+                    raise InconsistentRunError(f"every detector must have the same events per step; step {k}: "
+                                               f"{ref[0]} has {ref[1]} events, {h5path} has {m}",
+                                               file=self.path, h5path=h5path)
+                opened.append((ea, ds, m, where, kind))
+            if ref is None:
+                ref = (None, opened[0][2] if opened else 0)
+            for ea, ds, m, where, kind in opened:
+                if kind == "timestamp" and m != ref[1]:
+                    raise InconsistentRunError(f"timestamps of step {k} must be [nEvents={ref[1]}]; found shape {ds.shape}",
+                                               file=self.path, h5path=where)
+                ea._dataset, ea._n = ds, m
+            self.counts[k] = ref[1]
+            return ref[1]
+
+
+class StepCounts(Sequence):
+    """Events per step of a lazily opened run: ``counts[k]`` counts step ``k`` only; ``np.asarray`` counts all.
+
+    Parameters
+    ----------
+    n_steps : int
+        Steps of the run.
+    counter : StepCounter
+        What counts a step.
+    """
+
+    def __init__(self, n_steps: int, counter: StepCounter):
+        self._n, self._counter = n_steps, counter
+        self._all = None
+        self._starts = [0]  # run-wide index of each step's first event, as far as counted in order
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return np.asarray(self)[k]
+        k = int(k)
+        if k < 0:
+            k += self._n
+        if not 0 <= k < self._n:
+            raise IndexError(f"step {k} of {self._n}")
+        return np.int64(self._counter.count(k))
+
+    def __array__(self, dtype=None, copy=None):
+        if self._all is None:
+            self._all = np.array([self._counter.count(k) for k in range(self._n)], dtype=np.int64)
+        return self._all if dtype is None else self._all.astype(dtype)
+
+    # the ndarray methods callers use on ``RunIndex.n_events`` (each counts every step)
+    def tolist(self) -> list:
+        return np.asarray(self).tolist()
+
+    def sum(self, *args, **kwargs):
+        return np.asarray(self).sum(*args, **kwargs)
+
+    def max(self, *args, **kwargs):
+        return np.asarray(self).max(*args, **kwargs)
+
+    def min(self, *args, **kwargs):
+        return np.asarray(self).min(*args, **kwargs)
+
+    def astype(self, dtype, **kwargs):
+        return np.asarray(self).astype(dtype, **kwargs)
+
+    def start(self, k: int) -> int:
+        """Run-wide index of step ``k``'s first event (counts the steps before it)."""
+        while len(self._starts) <= k:
+            j = len(self._starts) - 1
+            self._starts.append(self._starts[j] + self._counter.count(j))
+        return self._starts[k]
+
+    def __repr__(self):
+        return f"<StepCounts {len(self._counter.counts)} of {self._n} steps counted>"

@@ -1,0 +1,401 @@
+"""Build the cached :class:`~calibsuite_h5source.read.index_types.RunIndex` of a run file.
+
+``open_run_index(path)`` opens the file, collects its members by layout
+(:mod:`calibsuite_h5source.read.layout`), checks every rule of ``docs/format.rst``
+that can be checked without reading frame data, and reads the small things
+once: event counts, timestamps, scan values, ``present`` masks. With the
+writer's ``/ancillaryData/nEvents`` index, per-step datasets and timestamps
+are opened (and checked) on first use instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+
+from calibsuite_h5source.errors import (
+    DataTypeError,
+    FormatError,
+    InconsistentRunError,
+    MissingScriptTypeError,
+    NotHDF5Error,
+)
+from calibsuite_h5source.format import rules
+from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.script_types import is_known_script_type
+from calibsuite_h5source.h5.guard import guard
+from calibsuite_h5source.h5.links import Origin
+from calibsuite_h5source.read.index_types import (
+    AreaSource,
+    EventArray,
+    LazySteps,
+    RunIndex,
+    ScanVariable,
+)
+from calibsuite_h5source.read.layout import (
+    HEADER,
+    LayoutMembers,
+    StepCounts,
+    detect_layout,
+    event_counts,
+    is_unlocked,
+    open_h5,
+    read_header,
+    step_number,
+    to_python,
+)
+
+log = logging.getLogger(__name__)
+
+def _present_masks(b: LayoutMembers, entry: dict, steps: list) -> Sequence:
+    present = entry["present"]
+    if "group" not in present:
+        return [present.get(k) for k in range(len(steps))]
+    group = present["group"]
+
+    names = {}
+
+    def load(k):
+        if not names:  # listed once, at the first load
+            names.update({step_number(m): m for m in group})
+            names.setdefault(None, None)
+        if k not in names:
+            return None
+        ds = b.member(group, names[k])
+        where = f"{group.name}/{names[k]}"
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (steps[k].n,):
+            raise b.error(InconsistentRunError, where, f"present mask must have nEvents={steps[k].n} entries; "
+                          f"found {getattr(ds, 'shape', type(ds).__name__)}")
+        if ds.dtype.kind not in "biu":
+            raise b.error(DataTypeError, where, f"present mask must be bool; found {ds.dtype}")
+        return ds[()].astype(bool)
+
+    return LazySteps(len(steps), load, b.path, group.name)
+
+
+def _timestamp_steps(b: LayoutMembers, arrays: list[EventArray], n_events: np.ndarray, where) -> list:
+    """Stored timestamps as lazy per-step sequences; opened steps have their shape and dtype checked now."""
+    out = []
+    for k, ea in enumerate(arrays):
+        n = int(n_events[k])
+
+        def read(start, stop, ea=ea, k=k, n=n):
+            with guard(b.path, where(k), f"reading the timestamps of step {k}"):
+                _check_timestamp_dataset(b, ea, k, n, where(k))
+                return ea.read_range(start, stop)
+
+        if ea._dataset is not None:
+            _check_timestamp_dataset(b, ea, k, n, where(k))
+        out.append(_ts.StoredTimestamps(read, n, b.path, where(k)))
+    return out
+
+
+def _check_timestamp_dataset(b: LayoutMembers, ea: EventArray, k: int, n: int, where: str) -> None:
+    ds = ea.dataset
+    shape = None if ds.shape is None else ds.shape[len(ea.prefix):]
+    if shape is None or len(shape) != 1 or shape[0] < n:
+        raise b.error(InconsistentRunError, where, f"timestamps of step {k} must be [nEvents={n}]; found shape {shape}")
+    _ts.check_dtype(ds.dtype, b.path, where)
+
+
+def _check_area(b: LayoutMembers, name: str, steps: list[EventArray], h5path: str):
+    """Return ``(frame shape, dtype)`` after checking every opened step: numeric ``[module, row, col]`` alike."""
+    first = None
+    for k, ea in enumerate(steps):
+        if ea._dataset is None:  # lazy: checked against step 0 when first used
+            continue
+        ds = ea.dataset
+        shape = ds.shape[len(ea.prefix):]
+        where = f"{ds.name}" + (f"[{k}]" if ea.prefix else "")
+        if len(shape) != 4:
+            raise b.error(FormatError, where, f"{name} step {k} has shape {shape}: per-event data must be "
+                          "[module, row, col] (a single module still has the module axis)")
+        if ds.dtype.kind not in "biuf":
+            raise b.error(DataTypeError, where, f"frames must be numeric (integer, float or bool); found "
+                          f"{'compound' if ds.dtype.names else 'string' if ds.dtype.kind in 'SUO' else ds.dtype.kind} "
+                          f"dtype {ds.dtype}")
+        if first is None:
+            first = (shape[1:], ds.dtype)
+        elif (shape[1:], ds.dtype) != first:
+            raise b.error(FormatError, where, f"per-event shape/dtype must be the same in every step; step 0 has "
+                          f"{first[0]} {first[1]}, step {k} has {shape[1:]} {ds.dtype}")
+    return first
+
+
+#: calibration constants whose shape must be the frame's or ``[gain, *frame]``.
+SHAPED_CONSTANTS = ("pedestals", "pixel_gain", "pixel_rms", "pixel_status")
+
+
+def _check_calib(b: LayoutMembers, calib: h5py.Group | None, frame_shape: tuple) -> None:
+    """Every member of ``calib/`` is a numeric dataset; the known constants have the frame's shape."""
+    if calib is None:
+        return
+    for ctype, ds in b.items(calib):
+        where = f"{calib.name}/{ctype}"
+        if not isinstance(ds, h5py.Dataset) or ds.shape is None:
+            raise b.error(DataTypeError, where, f"a calibration constant must be an array; found {type(ds).__name__}")
+        if ctype in SHAPED_CONSTANTS:
+            if ds.dtype.kind not in "biuf":
+                raise b.error(DataTypeError, where, f"{ctype} must be numeric; found dtype {ds.dtype}")
+            if frame_shape and ds.shape not in (frame_shape, ds.shape[:1] + frame_shape) or len(ds.shape) not in (3, 4):
+                raise b.error(FormatError, where, f"{ctype} must be [module, row, col] = {list(frame_shape)} or "
+                              f"[gain, module, row, col]; found shape {ds.shape}")
+
+
+def _detector_attrs(b: LayoutMembers, attrs: dict, dtype, h5path: str) -> dict:
+    """Decoded group attributes with the documented ones checked (:data:`calibsuite_h5source.format.rules.DETECTOR`)."""
+    values = rules.apply(rules.DETECTOR, {k: rules.decode(v) for k, v in attrs.items()}, b.path, h5path)
+    if "gainBitsMask" in values:
+        values["gainBitsMask"] = rules.check("gainBitsMask", lambda v: rules.gain_bits_mask(v, dtype),
+                                             values["gainBitsMask"], b.path, h5path)
+    return values
+
+
+def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tuple[dict, np.ndarray | None, list | None]:
+    f, n_steps = b.f, len(n_events)
+    group = f.get(HEADER)
+    scan, step_value, step_doc = {}, None, None
+    members = dict(group.items()) if isinstance(group, h5py.Group) else {}
+    if "step_value" not in members and isinstance(f.get("step_value"), h5py.Dataset):
+        members["step_value"] = f["step_value"]  # legacy: at the root
+    declared = header.get("ancillaryDataType") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    for name in declared:
+        if name not in members:
+            log.warning("%s: ancillaryDataType names %r but /%s/%s does not exist", b.path, name, HEADER, name)
+    members.pop("nEvents", None)  # the writer's index of events per step
+    for name, obj in members.items():
+        where = obj.name
+        if isinstance(obj, h5py.Dataset) and obj.shape == ():
+            continue  # header value
+        if name == "step_docstring":
+            vals = [to_python(v) for v in obj[()][:n_steps]] if obj.ndim == 1 else []
+            if len(vals) != n_steps:
+                raise b.error(InconsistentRunError, where, f"step_docstring must have nSteps={n_steps} entries; found {obj.shape}")
+            step_doc = [str(v) for v in vals]
+            continue
+        if isinstance(obj, h5py.Group):
+            per = b.steps_of(obj)
+            arrays = []
+            for k in range(n_steps):
+                if k not in per:
+                    raise b.error(InconsistentRunError, f"{where}/{k}", f"per-event scan variable has no dataset for step {k}")
+                arr = per[k][()]
+                if arr.shape[:1] != (n_events[k],):
+                    raise b.error(InconsistentRunError, per[k].name,
+                                  f"per-event scan variable must have nEvents={n_events[k]} values; found shape {arr.shape}")
+                arrays.append(arr)
+        elif obj.dtype.kind not in "biuf":
+            log.debug("%s: %s is not numeric; not a scan variable", b.path, where)
+            continue
+        elif obj.ndim == 1:
+            data = obj[()]
+            if data.shape[0] < n_steps or (data.shape[0] != n_steps and b.complete):
+                raise b.error(InconsistentRunError, where,
+                              f"per-step scan variable must have nSteps={n_steps} values; found {data.shape[0]}")
+            data = data[:n_steps].astype(np.float64)
+            if name == "step_value":
+                step_value = data
+            else:
+                scan[name] = ScanVariable(name, data)
+            continue
+        elif obj.ndim == 2:
+            most = int(np.max(n_events)) if n_steps else 0
+            if obj.shape[0] < n_steps or obj.shape[1] < most:
+                raise b.error(InconsistentRunError, where,
+                              f"padded per-event scan variable must be [nSteps={n_steps}, maxEvents>={most}]; found {obj.shape}")
+            data = obj[()]
+            arrays = [data[k, : n_events[k]] for k in range(n_steps)]
+        else:
+            raise b.error(FormatError, where, f"a scan variable must be [nSteps], [nSteps, maxEvents] or a group of steps; found shape {obj.shape}")
+        per_step = np.array([float(a[0]) if len(a) else np.nan for a in arrays], dtype=np.float64)
+        var = ScanVariable(name, per_step, [np.asarray(a) for a in arrays])
+        if name == "step_value":
+            step_value = per_step
+        else:
+            scan[name] = var
+    return scan, step_value, step_doc
+
+
+def open_run_index(path, zero_copy: bool = False) -> RunIndex:
+    """Open ``path`` and build its :class:`RunIndex` (see ``docs/architecture.rst``).
+
+    ``zero_copy``: read large frames as copy-on-write mappings of the file
+    (see :mod:`calibsuite_h5source.h5.fastread`).
+
+    Raises
+    ------
+    NotHDF5Error
+        Missing, unreadable, not HDF5, truncated or corrupted.
+    MissingScriptTypeError
+        No ``scriptType`` in the header.
+    FormatError, InconsistentRunError
+        Any other broken rule of ``docs/format.rst``.
+    """
+    path = str(path)
+    for attempt in range(3):
+        f = open_h5(path)
+        unlocked = is_unlocked(f)
+        try:
+            with guard(path, None, "opening the run"):
+                return _build(f, path, zero_copy)
+        except NotHDF5Error:  # includes DamagedFileError: retried when a writer's flush may be half-done
+            f.close()
+            if attempt == 2 or not unlocked:
+                raise
+        except BaseException:
+            f.close()
+            raise
+    raise AssertionError("unreachable")
+
+
+def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
+    origin = Origin(path, zero_copy)
+    b = LayoutMembers(f, path, origin)
+    with guard(path, f"/{HEADER}", "reading the header"):
+        header = read_header(f, origin)
+    script_type = header.get("scriptType")
+    if not script_type:
+        found = sorted(header) or "nothing"
+        raise MissingScriptTypeError(
+            f"the header must have a 'scriptType' attribute (docs/format.rst); found {found}",
+            file=path, h5path=f"/{HEADER}")
+    if not is_known_script_type(script_type):
+        log.warning("%s: scriptType %r is not a recognised type (see calibsuite_h5source.known_script_types())",
+                    path, script_type)
+    layout = detect_layout(f, origin)
+    complete = header.get("complete", True)
+    n_keep = None
+    if not complete:
+        n_keep = header.get("stepsComplete", 0)
+        if is_unlocked(f) and not header.get("error"):
+            log.warning("%s: the run is being written; reading its %d finished steps "
+                        "(DataSource(files=..., live=True) follows it as it grows)", path, n_keep)
+        else:
+            log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
+                        path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
+    b.complete = complete
+    group = b.member(f, HEADER) if layout == "canonical" else None
+    index = b.member(group, "nEvents") if isinstance(group, h5py.Group) else None
+    if isinstance(index, h5py.Dataset) and index.ndim == 1:
+        counts = event_counts(index[()], path, index.name)
+        b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
+    elif layout == "canonical" and b.many_steps():
+        b.collect_indexed(None, complete)
+    else:
+        getattr(b, f"collect_{layout}")()
+
+    # every source as a list of per-step EventArrays; all must agree on steps and events
+    sources: list[tuple[str, list[EventArray]]] = []
+    area = {}
+    for name, entry in b.area.items():
+        steps = b.contiguous(entry["steps"], entry["h5path"], n_keep)
+        frame = _check_area(b, name, steps, entry["h5path"])
+        present = _present_masks(b, entry, steps)
+        frame_shape, dtype = (tuple(frame[0]), frame[1]) if frame else ((), None)
+        attrs = _detector_attrs(b, entry["attrs"], dtype, entry["h5path"])
+        _check_calib(b, entry["calib"], frame_shape)
+        sources.append((entry["h5path"], steps))
+        headers = {}
+        for field_name, fsteps in entry.get("headers", {}).items():  # per-event header fields
+            hpath = f"{entry['h5path']}/{field_name}"
+            headers[field_name] = b.contiguous(fsteps, hpath, n_keep)
+            sources.append((hpath, headers[field_name]))
+        area[name] = AreaSource(name, steps, frame_shape, dtype, present, attrs, entry["calib"], entry["h5path"], headers)
+    side = {}
+    for name, fields in b.side.items():
+        side[name] = {}
+        for field_name, steps in fields.items():
+            lst = b.contiguous(steps, f"/{name}/{field_name}", n_keep)
+            side[name][field_name] = lst
+            sources.append((f"/{name}/{field_name}", lst))
+    if not sources:
+        raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
+                      f"(top-level members: {sorted(f.keys())})")
+    ref_path, ref = sources[0]
+    for spath, steps in sources[1:]:
+        if len(steps) != len(ref):
+            raise b.error(InconsistentRunError, spath,
+                          f"every detector must have the same steps; {ref_path} has {len(ref)} steps, {spath} has {len(steps)}")
+    if b.counter is not None:  # a long run without the writer's index: each step counted when first reached
+        n_events = StepCounts(len(ref), b.counter)
+        sources = []
+    else:
+        n_events = np.array([ea.n for ea in ref], dtype=np.int64)
+    for spath, steps in sources[1:]:
+        counts = [ea.n for ea in steps]
+        bad = [k for k in range(len(ref)) if counts[k] != n_events[k]]
+        if bad:
+            k = bad[0]
+            raise b.error(InconsistentRunError, spath,
+                          f"every detector must have the same events per step; step {k}: {ref_path} has "
+                          f"{n_events[k]} events, {spath} has {counts[k]}")
+    for name, src in area.items():
+        if isinstance(src.present, LazySteps):
+            continue  # each mask is checked when loaded
+        for k, mask in enumerate(src.present):
+            if mask is not None and mask.shape != (n_events[k],):
+                raise b.error(InconsistentRunError, f"/{name}/present/{k}",
+                              f"present mask must have nEvents={n_events[k]} entries; found {mask.shape}")
+    if len(n_events) == 0:
+        raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
+
+    run_id = header.get("run", 0)
+    if b.timestamps:
+        ts_list = b.contiguous(b.timestamps, b.ts_path, n_keep)
+        if len(ts_list) != len(n_events):
+            raise b.error(InconsistentRunError, b.ts_path,
+                          f"timestamps must exist for every step; found {len(ts_list)} of {len(n_events)} steps")
+        for k, ea in enumerate(ts_list):
+            if ea._dataset is not None and ea.n != n_events[k]:
+                raise b.error(InconsistentRunError, _ts_where(b, k, ea),
+                              f"timestamps of step {k} must be [nEvents={n_events[k]}]; found shape {ea.dataset.shape}")
+        if b.counter is not None:
+            timestamps = LazySteps(len(ts_list), lambda k: _timestamp_steps(
+                b, [ts_list[k]], [n_events[k]], lambda _: _ts_where(b, k, ts_list[k]))[0], path, b.ts_path)
+        else:
+            timestamps = _timestamp_steps(b, ts_list, n_events, lambda k: _ts_where(b, k, ts_list[k]))
+        if not b.indexed:  # small runs: every rule checked now; large ones block by block when read
+            _check_first_blocks(path, timestamps)
+        synthesised = False
+    elif b.counter is not None:
+        base_ns = max(int(run_id) - _ts.LCLS_EPOCH_OFFSET, 0) * 1_000_000_000
+        timestamps = LazySteps(len(n_events), lambda k: _ts.SyntheticTimestamps(
+            base_ns, n_events.start(k), int(n_events[k])), path, None)
+        synthesised = True
+    else:
+        timestamps = _ts.synthetic_steps(run_id, n_events)
+        synthesised = True
+
+    scan, step_value, step_doc = _scan_variables(b, header, n_events)
+    return RunIndex(
+        path=path, file=f, layout=layout, header=header, script_type=str(script_type), run_id=run_id,
+        complete=complete, n_events=n_events, timestamps=timestamps, timestamps_synthesised=synthesised,
+        area=area, side=side, scan=scan, step_value=step_value, step_docstring=step_doc,
+    )
+
+
+def _ts_where(b: LayoutMembers, k: int, ea: EventArray) -> str:
+    if "<k>" in b.ts_path:
+        return b.ts_path.replace("<k>", str(k))
+    if ea._dataset is None and b.ts_group is not None:  # lazy: named without opening anything
+        return f"{b.ts_path}/{ea._name}"
+    file, h5path = ea.where()
+    return h5path if not ea.prefix else f"{h5path}[{k}]"
+
+
+def _check_first_blocks(path: str, timestamps: list) -> None:
+    """Load (and so check) the first block of every step; warn when those do not strictly increase."""
+    last = None
+    for ts in timestamps:
+        if not len(ts):
+            continue
+        block = ts.block(0, min(len(ts), _ts.BLOCK))
+        ts.at(0)  # keep the block cached for the first reads
+        if (len(block) > 1 and np.any(block[1:] <= block[:-1])) or (last is not None and block[0] <= last):
+            log.warning("%s: timestamps are not strictly increasing (validate reports where)", path)
+            return
+        last = block[-1] if len(block) == len(ts) else None

@@ -1,0 +1,128 @@
+"""What is in a run file, at a glance (``calibsuite-h5 info``).
+
+:func:`summarise` reads the index only (header, shapes, counts, timestamps,
+scan values, storage sizes): no frame data, so it is fast on large files.
+:func:`format_summary` renders it for people.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from calibsuite_h5source.format.timestamps import to_datetime
+from calibsuite_h5source.read.run_index import open_run_index
+
+_FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf", 32001: "blosc", 32008: "bitshuffle", 32015: "zstd", 32004: "lz4"}
+
+
+def _storage(datasets) -> tuple[str, int, int]:
+    """(compression, stored bytes, raw bytes) of some datasets."""
+    names, stored, raw = set(), 0, 0
+    for ds in datasets:
+        plist = ds.id.get_create_plist()
+        for i in range(plist.get_nfilters()):
+            code = plist.get_filter(i)[0]
+            names.add(_FILTERS.get(code, f"filter {code}"))
+        stored += ds.id.get_storage_size()
+        raw += ds.size * ds.dtype.itemsize
+    names.discard("shuffle") if len(names) > 1 else None
+    return ("+".join(sorted(names)) or "none"), stored, raw
+
+
+def _plain(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return v
+
+
+def summarise(path) -> dict:
+    """Return a json-serialisable summary of the run file ``path``."""
+    idx = open_run_index(path)
+    try:
+        n = idx.n_events
+        ts = [t for t in idx.timestamps if len(t)]
+        first, last = (int(ts[0][0]), int(ts[-1][-1])) if ts else (None, None)
+        detectors = {}
+        for name, src in idx.area.items():
+            datasets = list({id(ea.dataset): ea.dataset for ea in src.steps}.values())
+            comp, stored, raw = _storage(datasets)
+            if src.steps and src.steps[0].prefix:  # padded or legacy: count only real events
+                raw = int(n.sum()) * int(np.prod(src.frame_shape)) * src.dtype.itemsize
+            missing = sum(int((~p).sum()) for p in src.present if p is not None)
+            detectors[name] = {
+                "shape": list(src.frame_shape), "dtype": str(src.dtype), "compression": comp,
+                "stored_MB": round(stored / 1e6, 3), "raw_MB": round(raw / 1e6, 3),
+                "events_without_data": missing,
+                "calib": sorted(src.calib_group) if src.calib_group is not None else [],
+                "attrs": {k: _plain(v) for k, v in src.attrs.items() if k not in ("NX_class", "signal")},
+            }
+        side = {name: {f: {"shape": list(steps[0].dataset.shape[1 + len(steps[0].prefix):]) if steps else [],
+                           "dtype": str(steps[0].dataset.dtype) if steps else ""}
+                       for f, steps in fields.items() if f != "present"}
+                for name, fields in idx.side.items()}
+        side_missing = {name: sum(int((~ea.read_all().astype(bool)).sum()) for ea in fields["present"])
+                        for name, fields in idx.side.items() if "present" in fields}
+        scan = {name: {"per": "event" if var.per_event is not None else "step", "values": var.per_step.tolist()}
+                for name, var in idx.scan.items()}
+        if idx.step_value is not None:
+            scan["step_value"] = {"per": "step", "values": idx.step_value.tolist()}
+        return {
+            "file": str(path), "file_MB": round(os.path.getsize(path) / 1e6, 3),
+            "format_version": _plain(idx.file.attrs.get("format_version", "")) or None,
+            "layout": idx.layout, "complete": idx.complete,
+            "header": {k: _plain(v) for k, v in idx.header.items()},
+            "steps": idx.n_steps, "events": int(n.sum()), "events_per_step": n.tolist(),
+            "detectors": detectors, "side_data": side, "side_events_without_data": side_missing, "scan": scan,
+            "timestamps": {
+                "stored": not idx.timestamps_synthesised,
+                "first": None if first is None else to_datetime(first).isoformat(),
+                "last": None if last is None else to_datetime(last).isoformat(),
+                "duration_s": None if first is None else round(((last >> 32) - (first >> 32)) + ((last & 0xFFFFFFFF) - (first & 0xFFFFFFFF)) / 1e9, 6),
+            },
+        }
+    finally:
+        idx.close()
+
+
+def format_summary(s: dict) -> str:
+    """Render :func:`summarise`'s dict for people."""
+    h = s["header"]
+    lines = [
+        f"{s['file']}  ({s['file_MB']:.1f} MB, format {s['format_version'] or '?'}, {s['layout']} layout"
+        f"{'' if s['complete'] else ', INCOMPLETE'})",
+        f"  run {h.get('run', '?')}  scriptType {h.get('scriptType')}  date {h.get('date', '?')}  "
+        f"location {h.get('location', '?')}",
+    ]
+    extra = {k: v for k, v in h.items() if k not in ("run", "scriptType", "date", "location", "complete",
+                                                     "stepsComplete", "ancillaryDataType")}
+    for k, v in extra.items():
+        lines.append(f"  {k}: {v}")
+    per = s["events_per_step"]
+    shown = ", ".join(map(str, per[:12])) + (", ..." if len(per) > 12 else "")
+    lines.append(f"  {s['steps']} steps, {s['events']} events  (per step: {shown})")
+    t = s["timestamps"]
+    lines.append(f"  time {t['first']} .. {t['last']}  ({t['duration_s']} s){'' if t['stored'] else '  [synthesised]'}")
+    lines.append("  detectors:")
+    for name, d in s["detectors"].items():
+        ratio = f", x{d['raw_MB'] / d['stored_MB']:.1f}" if d["stored_MB"] else ""
+        lines.append(f"    {name:<16} {tuple(d['shape'])} {d['dtype']:<8} {d['compression']:<10} "
+                     f"{d['stored_MB']:.1f} MB stored{ratio}"
+                     + (f", {d['events_without_data']} events without data" if d["events_without_data"] else "")
+                     + (f", calib: {', '.join(d['calib'])}" if d["calib"] else ""))
+    if s["side_data"]:
+        lines.append("  side data:")
+        for name, fields in s["side_data"].items():
+            missing = s["side_events_without_data"].get(name)
+            lines.append(f"    {name:<16} " + ", ".join(f"{f} {tuple(v['shape'])} {v['dtype']}" for f, v in fields.items())
+                         + (f", {missing} events without data" if missing else ""))
+    if s["scan"]:
+        lines.append("  scan variables:")
+        for name, v in s["scan"].items():
+            vals = ", ".join(f"{x:g}" for x in v["values"][:10]) + (", ..." if len(v["values"]) > 10 else "")
+            lines.append(f"    {name:<16} per {v['per']:<5} [{vals}]")
+    return "\n".join(lines)
+

@@ -1,0 +1,525 @@
+"""Check a run file against ``docs/format.rst``: checks are plain functions returning problems.
+
+``validate(path) -> list[Problem]``. Each check is registered with
+:func:`check` and receives a :class:`Context` (the open file, its layout and
+header, and the per-step members the layout module collected, not yet
+checked); it yields :class:`Problem` records. Problems of one kind are folded
+into one record with a ``count``. Last, the reader itself opens the file: if
+it refuses it for a reason no check reported, that is reported too, so a
+file that validates clean always reads.
+
+Checks run in three phases: ``file`` (every attribute readable, links,
+header values: no layout needed), ``run`` (the layout's members, collected
+as the reader collects them) and ``data`` (every stored chunk decoded).
+
+``validate`` never raises and always ends: the checks run in a child process
+(:mod:`calibsuite_h5source.tools.isolate`) that is killed after ``timeout`` seconds
+without progress; a hang or a crash is reported as ``unreadable``, naming the
+upstream fault when it is a known one (``docs/upstream-faults.rst``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import h5py
+import numpy as np
+
+from calibsuite_h5source.errors import H5SourceError, HeaderError, LinkError, NotHDF5Error
+from calibsuite_h5source.format import rules
+from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.script_types import is_known_script_type
+from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.h5.filters import require_filters
+from calibsuite_h5source.h5.guard import translate
+from calibsuite_h5source.h5.links import Origin, check_virtual, open_member
+from calibsuite_h5source.read.layout import (
+    HEADER,
+    LayoutMembers,
+    detect_layout,
+    open_h5,
+    read_header,
+)
+from calibsuite_h5source.read.run_index import open_run_index
+from calibsuite_h5source.tools.isolate import no_progress, run_isolated
+
+log = logging.getLogger(__name__)
+
+ERROR, WARNING = "error", "warning"
+UNREADABLE = "unreadable"
+FOLD_AFTER = 3  # more problems of one code than this are folded into one with a count
+#: Seconds a check may run without progress before the file is declared unreadable.
+TIMEOUT = 60.0
+#: Bytes decoded per read when a dataset is not chunked.
+DECODE_BLOCK = 16 << 20
+#: HDF5 filter id of bitshuffle (hdf5plugin).
+BITSHUFFLE = 32008
+
+#: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
+GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
+                    "corrupted (docs/upstream-faults.rst, 'global heap loop')")
+BITSHUFFLE_CRASH = ("the hdf5plugin bitshuffle filter crashes on a chunk whose header is corrupted "
+                    "(docs/upstream-faults.rst, 'bitshuffle crash')")
+
+
+@dataclass
+class Problem:
+    """One thing wrong with a file."""
+
+    code: str
+    severity: str
+    message: str
+    file: str
+    h5path: str = "/"
+    found: object = None
+    expected: object = None
+    count: int = 1
+
+    def __str__(self) -> str:
+        more = f" [{self.count} like this]" if self.count > 1 else ""
+        return f"{self.file}: {self.h5path}: {self.severity} {self.code}: {self.message}{more}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("found", "expected"):
+            if d[key] is not None and not isinstance(d[key], (int, float, str, bool, list)):
+                d[key] = str(d[key])
+        return d
+
+
+@dataclass
+class Context:
+    """What a check sees (``members`` is None in the ``file`` phase, or when collection failed)."""
+
+    path: str
+    file: h5py.File
+    layout: str
+    header: dict
+    members: LayoutMembers | None
+    problems: list = field(default_factory=list)
+    origin: Origin | None = None
+    progress: Callable = no_progress
+
+    def problem(self, code, severity, message, h5path="/", found=None, expected=None) -> Problem:
+        return Problem(code, severity, message, self.path, h5path, found, expected)
+
+    def sources(self) -> dict:
+        """``{h5path: {step: EventArray}}`` of every detector and side-data field."""
+        m = self.members
+        if m is None:
+            return {}
+        out = {e["h5path"]: e["steps"] for e in m.area.values()}
+        out.update({f"/{n}/{f}": steps for n, fields in m.side.items() for f, steps in fields.items()})
+        return out
+
+
+@dataclass(frozen=True)
+class Check:
+    code: str
+    description: str
+    func: Callable[[Context], Iterator[Problem]]
+    phase: str = "run"
+
+
+CHECKS: list[Check] = []
+PHASES = ("file", "run", "data")
+
+
+def check(code: str, description: str, phase: str = "run"):
+    """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc)."""
+    assert phase in PHASES, phase
+
+    def register(func):
+        CHECKS.append(Check(code, description, func, phase))
+        return func
+    return register
+
+
+def list_checks() -> list[tuple[str, str]]:
+    """``[(code, description)]`` of every registered check, in the order they run."""
+    return [(c.code, c.description) for phase in PHASES for c in CHECKS if c.phase == phase]
+
+
+# -- the checks ---------------------------------------------------------------------
+
+@check("attributes", "every attribute of every object can be read", phase="file")
+def _attributes(ctx: Context):
+    for _, obj in [("/", ctx.file), *_objects(ctx.file)]:
+        ctx.progress(obj.name, "reading the attributes of")
+        try:
+            for key in obj.attrs:
+                obj.attrs[key]
+        except Exception as exc:
+            yield ctx.problem("attributes", ERROR, f"an attribute cannot be read: {type(exc).__name__}: {exc}",
+                              obj.name)
+
+
+@check("links", "links resolve; external links and virtual-dataset sources stay inside the file's folder",
+       phase="file")
+def _links(ctx: Context):
+    found = []
+    ctx.file.visititems_links(lambda name, link: found.append(name)
+                              if isinstance(link, (h5py.SoftLink, h5py.ExternalLink)) else None)
+    for name in found:
+        parent, _, member = f"/{name}".rpartition("/")
+        ctx.progress(f"/{name}", "following the link")
+        try:
+            open_member(ctx.file[parent or "/"], member, ctx.origin)
+        except LinkError as exc:
+            yield ctx.problem("link", ERROR, exc.rule, exc.h5path or f"/{name}")
+    for _, obj in _objects(ctx.file):
+        if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+            try:
+                check_virtual(obj, ctx.origin)
+            except LinkError as exc:
+                yield ctx.problem("link", ERROR, exc.rule, exc.h5path or obj.name)
+
+
+@check("header-values", "every documented header value has its type and range")
+def _header_values(ctx: Context):
+    where = f"/{HEADER}" if ctx.layout != "legacy" else "/"
+    for name, rule in rules.HEADER.items():
+        if name in ctx.header:
+            try:
+                rules.check(name, rule, ctx.header[name], ctx.path, where)
+            except HeaderError as exc:
+                yield ctx.problem("header-value", ERROR, exc.rule, where, found=repr(ctx.header[name]))
+
+
+@check("header", "the /ancillaryData header exists and has a recognised scriptType")
+def _header(ctx: Context):
+    if ctx.layout != "legacy" and not isinstance(ctx.file.get(HEADER), h5py.Group):
+        yield ctx.problem("header", ERROR, "no /ancillaryData group: the header is required", f"/{HEADER}")
+    st = ctx.header.get("scriptType")
+    if not st:
+        yield ctx.problem("header", ERROR, "no scriptType in the header (required)", f"/{HEADER}",
+                          found=sorted(ctx.header), expected="scriptType")
+    elif isinstance(st, str) and not is_known_script_type(st):
+        yield ctx.problem("script-type", WARNING, f"scriptType {st!r} is not a recognised type", f"/{HEADER}",
+                          found=st)
+
+
+@check("run-id", "the header's run (Unix seconds) is plausible")
+def _run_id(ctx: Context):
+    run = ctx.header.get("run")
+    if run is None:
+        if ctx.layout != "legacy":
+            stored = ctx.members is not None and bool(ctx.members.timestamps)
+            consequence = "run.timestamp comes from the first event" if stored else \
+                "timestamps will be synthesised from 1990-01-01"
+            yield ctx.problem("run-id", WARNING, f"no run id: {consequence}",
+                              f"/{HEADER}", expected="run = Unix seconds of the run start")
+        return
+    now = time.time() + 86400
+    if isinstance(run, int) and not isinstance(run, bool) and not LCLS_EPOCH_OFFSET <= run <= now:
+        yield ctx.problem("run-id", ERROR, "run must be an int of Unix seconds between 1990 and now",
+                          f"/{HEADER}", found=run, expected=f"{LCLS_EPOCH_OFFSET}..{int(now)}")
+
+
+@check("steps", "at least one step; steps numbered 0, 1, ...; every detector has the same steps and events")
+def _steps(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
+    sources = ctx.sources()
+    if not sources:
+        yield ctx.problem("steps", ERROR, "no detector or side data: a run needs at least one step", "/")
+        return
+    ref_path, ref = next(iter(sources.items()))
+    for path, steps in sources.items():
+        keys = sorted(steps)
+        if keys != list(range(len(keys))):
+            yield ctx.problem("step-numbering", ERROR, "steps must be numbered contiguously from 0", path,
+                              found=keys, expected=list(range(len(keys))))
+    if not ref:
+        yield ctx.problem("steps", ERROR, "zero steps", ref_path)
+    index = ctx.file.get(f"{HEADER}/nEvents")
+    if ctx.layout == "canonical" and isinstance(index, h5py.Dataset):
+        counts = index[()].tolist()
+        actual = [ref[k].n for k in sorted(ref)][: len(counts)]
+        if counts != actual:
+            yield ctx.problem("nevents-index", ERROR, "/ancillaryData/nEvents disagrees with the data", index.name,
+                              found=counts, expected=actual)
+    for path, steps in sources.items():
+        if len(steps) != len(ref):
+            yield ctx.problem("same-steps", ERROR, f"{path} has {len(steps)} steps, {ref_path} has {len(ref)}",
+                              path, found=len(steps), expected=len(ref))
+            continue
+        for k in sorted(set(steps) & set(ref)):
+            if steps[k].n != ref[k].n:
+                yield ctx.problem("same-events", ERROR, f"step {k}: {steps[k].n} events, {ref_path} has {ref[k].n}",
+                                  path, found=steps[k].n, expected=ref[k].n)
+
+
+@check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step")
+def _frames(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
+    for entry in ctx.members.area.values():
+        first = None
+        for k, ea in sorted(entry["steps"].items()):
+            shape = ea.dataset.shape[len(ea.prefix):]
+            where = ea.dataset.name
+            if len(shape) != 4:
+                yield ctx.problem("frame-shape", ERROR, f"step {k}: per-event data must be [module, row, col]",
+                                  where, found=shape[1:], expected="[module, row, col]")
+                continue
+            if ea.dataset.dtype.kind not in "biuf":
+                yield ctx.problem("frame-dtype", ERROR, f"step {k}: frames must be numeric", where,
+                                  found=str(ea.dataset.dtype), expected="an integer, float or bool dtype")
+            if first is None:
+                first = (shape[1:], str(ea.dataset.dtype))
+            elif (shape[1:], str(ea.dataset.dtype)) != first:
+                yield ctx.problem("frame-consistency", ERROR, f"step {k} differs from step 0", where,
+                                  found=(shape[1:], str(ea.dataset.dtype)), expected=first)
+
+
+@check("timestamps", "timestamps have nEvents entries per step and strictly increase")
+def _timestamps(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
+    m = ctx.members
+    if not m.timestamps:
+        return
+    sources = ctx.sources()
+    ref = next(iter(sources.values()), {})
+    last = prev_last = None
+    for k in sorted(m.timestamps):
+        ea = m.timestamps[k]
+        where = m.ts_path.replace("<k>", str(k)) if "<k>" in m.ts_path else f"{m.ts_path}/{k}"
+        ctx.progress(where, "checking the timestamps of")
+        if k in ref and ea.n != ref[k].n:
+            yield ctx.problem("timestamp-length", ERROR, f"step {k} needs one timestamp per event", where,
+                              found=[ea.n], expected=[ref[k].n])
+            continue
+        bad, first = 0, None
+        try:
+            for start in range(0, ea.n, _ts.BLOCK):  # block by block: a declared extent is not allocated
+                ts = _ts.checked(ea.read_range(start, min(start + _ts.BLOCK, ea.n)), ctx.path, where, first=start)
+                first = ts[0] if first is None else first
+                bad += int(np.sum(ts[1:] <= ts[:-1])) + int(last is not None and start > 0 and ts[0] <= last)
+                last = ts[-1]
+                if bad:  # one block is enough to report the step
+                    break
+        except H5SourceError as exc:
+            yield ctx.problem("timestamp-value", ERROR, exc.rule, exc.h5path or where)
+            continue
+        if bad:
+            yield ctx.problem("timestamp-order", ERROR, f"step {k}: timestamps do not increase", where,
+                              found=bad, expected=0)
+        elif first is not None and k > 0 and prev_last is not None and first <= prev_last:
+            yield ctx.problem("timestamp-order", ERROR, f"step {k} starts before step {k - 1} ends", where)
+        prev_last = last
+    if ref and sorted(m.timestamps) != sorted(ref):
+        yield ctx.problem("timestamp-length", ERROR, "timestamps must exist for every step", m.ts_path,
+                          found=sorted(m.timestamps), expected=sorted(ref))
+
+
+@check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step")
+def _scan(ctx: Context):
+    if ctx.members is None:  # the layout could not be collected (reported)
+        return
+    g = ctx.file.get(HEADER) if ctx.layout != "legacy" else ctx.file
+    ref = next(iter(ctx.sources().values()), {})
+    n_steps = len(ref)
+    if not isinstance(g, h5py.Group) or not n_steps:
+        return
+    complete = bool(ctx.header.get("complete", True))
+    for name, obj in g.items():
+        if (ctx.layout == "legacy" and name != "step_value") or name == "nEvents":
+            continue
+        if isinstance(obj, h5py.Group):
+            for k, ds in obj.items():
+                v = ds[()]
+                if v.ndim == 1 and len(v) and np.any(v != v[0]):
+                    yield ctx.problem("scan-constant", WARNING, f"per-event scan value changes inside step {k}",
+                                      ds.name, found=[v.min().item(), v.max().item()], expected="one value")
+        elif obj.ndim == 1 and obj.dtype.kind in "biufO":
+            if len(obj) != n_steps and (complete or len(obj) < n_steps):
+                yield ctx.problem("scan-length", ERROR, "a per-step value needs one entry per step", obj.name,
+                                  found=len(obj), expected=n_steps)
+
+
+@check("complete", "the run was closed cleanly by its writer")
+def _complete(ctx: Context):
+    if not bool(ctx.header.get("complete", True)):
+        error = ctx.header.get("error")
+        yield ctx.problem("incomplete", WARNING, f"the run is incomplete: only {ctx.header.get('stepsComplete', 0)} "
+                          f"steps were finished{f' ({error})' if error else ''}", f"/{HEADER}")
+
+
+@check("data", "every stored chunk decodes; no declared data left unwritten", phase="data")
+def _data(ctx: Context):
+    for _, ds in _objects(ctx.file):
+        if not isinstance(ds, h5py.Dataset) or ds.shape is None or ds.is_virtual:
+            continue
+        filters = _filters(ds)
+        strings = ds.dtype.kind == "O" or h5py.check_vlen_dtype(ds.dtype) is not None
+        activity = "reading the variable-length strings of" if strings else "decoding"
+        ctx.progress(ds.name, activity, filters)
+        try:
+            require_filters(ds)
+            regions, written, declared = _stored_regions(ds)
+            for region in regions:
+                ds[region]
+                ctx.progress(ds.name, activity, filters)
+        except Exception as exc:
+            err = translate(exc, ctx.path, ds.name, "decoding the stored data")
+            yield ctx.problem("damaged-data", ERROR, err.rule, ds.name)
+            continue
+        if written < declared:
+            yield ctx.problem("unwritten", WARNING, f"{declared - written} of {declared} chunks were never written: "
+                              "their elements read as the fill value", ds.name, found=written, expected=declared)
+
+
+def _objects(f: h5py.File) -> list[tuple[str, object]]:
+    """Every object reachable by hard links (each once)."""
+    out = []
+    f.visititems(lambda n, o: out.append((n, o)))
+    return out
+
+
+def _filters(ds: h5py.Dataset) -> str:
+    plist = ds.id.get_create_plist()
+    names = []
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        names.append("bitshuffle" if code == BITSHUFFLE else name.decode("ascii", "replace") or str(code))
+    return ",".join(names)
+
+
+def _stored_regions(ds: h5py.Dataset):
+    """``(regions, written, declared)``: selections covering the stored data, and chunks written / declared.
+
+    Chunked data: one region per stored chunk (nothing read for a declared but
+    unwritten extent). Contiguous data: blocks of :data:`DECODE_BLOCK` bytes
+    along the first axis (none when no storage was allocated).
+    """
+    if ds.shape == ():
+        return [()], 1, 1
+    if ds.chunks is None:
+        if ds.size == 0 or ds.id.get_storage_size() == 0:
+            return [], 0, 0
+        rows = max(1, DECODE_BLOCK // max(1, ds.dtype.itemsize * math.prod(ds.shape[1:])))
+        return [slice(a, min(a + rows, ds.shape[0])) for a in range(0, ds.shape[0], rows)], 0, 0
+    offsets = []
+    ds.id.chunk_iter(lambda info: offsets.append(info.chunk_offset))
+    regions = [tuple(slice(o, min(o + c, n)) for o, c, n in zip(off, ds.chunks, ds.shape, strict=True))
+               for off in offsets if all(o < n for o, n in zip(off, ds.shape, strict=True))]
+    declared = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True))
+    return regions, len(offsets), declared
+
+
+# -- running them ---------------------------------------------------------------------
+
+def _fold(problems: list[Problem]) -> list[Problem]:
+    by_code: dict[str, list[Problem]] = {}
+    for p in problems:
+        by_code.setdefault(p.code, []).append(p)
+    out = []
+    for group in by_code.values():
+        if len(group) > FOLD_AFTER:
+            first = group[0]
+            first.count = sum(p.count for p in group)
+            first.message += f" (and {len(group) - 1} more like it)"
+            out.append(first)
+        else:
+            out.extend(group)
+    return out
+
+
+def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Problem]:
+    """Check ``path`` and return its problems (an empty list for a clean file). Never raises; always ends.
+
+    Parameters
+    ----------
+    path : str or path
+        The run file.
+    timeout : float
+        Seconds the checks may go without progress before the file is
+        reported ``unreadable`` (a libhdf5 hang).
+    isolate : bool
+        Run the checks in a child process (default), so that a hang or a
+        crash of an underlying library is reported instead of suffered.
+    """
+    path = str(path)
+    if not isolate:
+        return _fold(check_here(path))
+    out = run_isolated(check_here, (path,), timeout)
+    if out.status == "done":
+        return _fold(out.result)
+    h5path, activity, detail = out.at
+    where = f"while {activity} {h5path}" + (f" (filters: {detail})" if detail else "")
+    if out.status == "timeout":
+        fault = GLOBAL_HEAP_LOOP if "attributes" in activity or "strings" in activity or activity == "starting" \
+            else "an upstream fault of libhdf5 or a filter"
+        message = f"no progress for {timeout:g} s {where}: {fault}"
+    elif out.status == "crashed":
+        fault = BITSHUFFLE_CRASH if activity == "decoding" and "bitshuffle" in detail \
+            else "an upstream fault of libhdf5, h5py or a filter"
+        message = f"the HDF5 library crashed ({out.signal_name}) {where}: {fault}"
+    else:
+        message = f"the checks failed {where}: {out.result}"
+    return [Problem(UNREADABLE, ERROR, message, path, h5path)]
+
+
+def check_here(path: str, progress: Callable = no_progress) -> list[Problem]:
+    """Run every check on ``path`` in this process (what :func:`validate` runs in its child). Never raises."""
+    try:
+        return _check_here(str(path), progress)
+    except H5SourceError as exc:
+        code = UNREADABLE if isinstance(exc, NotHDF5Error) else "link" if isinstance(exc, LinkError) else "layout"
+        return [Problem(code, ERROR, exc.rule, str(path), exc.h5path or "/")]
+    except Exception as exc:  # never a traceback: say what failed
+        log.debug("validate %s", path, exc_info=True)
+        err = translate(exc, str(path), "/", "checking the file")
+        return [Problem(UNREADABLE, ERROR, err.rule, str(path), "/")]
+
+
+def _run_phase(ctx: Context, phase: str) -> list[Problem]:
+    problems = []
+    for c in CHECKS:
+        if c.phase != phase:
+            continue
+        try:
+            problems.extend(c.func(ctx))
+        except Exception as exc:  # a check must never hide the others
+            log.debug("check %s failed", c.code, exc_info=True)
+            problems.append(Problem(c.code, ERROR, f"could not be checked: {type(exc).__name__}: {exc}", ctx.path, "/"))
+    return problems
+
+
+def _check_here(path: str, progress: Callable) -> list[Problem]:
+    progress("/", "opening")
+    try:
+        f = open_h5(path)
+    except NotHDF5Error as exc:
+        return [Problem(UNREADABLE, ERROR, exc.rule, path, "/")]
+    with f:
+        origin = Origin(path)
+        ctx = Context(path, f, "canonical", {}, None, origin=origin, progress=progress)
+        problems = _run_phase(ctx, "file")
+        if any(p.code in ("attributes", "link") for p in problems):
+            return problems  # the layout cannot be read safely
+        progress(f"/{HEADER}", "reading the attributes of")
+        ctx.header = read_header(f, origin, check=False)
+        ctx.layout = detect_layout(f, origin)
+        members = LayoutMembers(f, path, origin)
+        try:
+            getattr(members, f"collect_{ctx.layout}")()
+        except H5SourceError as exc:
+            problems.append(Problem("layout", ERROR, exc.rule, path, exc.h5path or "/"))
+        else:
+            ctx.members = members
+        problems += _run_phase(ctx, "run")
+        problems += _run_phase(ctx, "data")
+    if not any(p.severity == ERROR for p in problems):
+        progress("/", "opening with the reader")
+        try:
+            open_run_index(path).close()
+        except H5SourceError as exc:
+            problems.append(Problem("reader", ERROR, f"the reader refuses the file: {exc.rule}", path, exc.h5path or "/"))
+    return problems

@@ -1,0 +1,173 @@
+"""The seed's ``runDict`` form: a whole run as nested python dicts.
+
+::
+
+    runDict = {
+        'ancillaryData': {'scriptType': 'delayScan', 'location': 'ASC',
+                          'ancillaryDataType': 'delay',
+                          'delay': {0: 10.0, 1: 20.0}},           # per step (or a list)
+        'epixM': {0: frames0, 1: frames1},                        # [event, module, row, col] per step
+        'wave8': {'peakAmplitude': {0: amp0, 1: amp1}},           # side data per step
+        'timestamp': {0: ts0, 1: ts1},                            # optional
+    }
+
+Accepted variants: steps as ``0``/``'0'``/``'step0'`` keys or a list; a
+detector as one padded array ``[step, event, ...]`` with ``runDict['nEvents']``;
+per-event scan values as ``{step: {event: v}}``, ``{step: array}`` or nested
+lists. :func:`read_run_dict` returns the normalised form: ``{step: value}``
+for per-step scan values, ``{step: array}`` for everything per event.
+It reads the whole run into memory: use it for small runs and tests.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+
+import numpy as np
+
+from calibsuite_h5source.errors import H5SourceError, WriterError
+from calibsuite_h5source.read.layout import HEADER, step_number
+from calibsuite_h5source.read.run_index import open_run_index
+from calibsuite_h5source.write.rules import check_numeric_array
+from calibsuite_h5source.write.writer import RunWriter
+
+RESERVED = {HEADER, "nEvents", "timestamp"}
+_WRITER_SET = {"complete", "stepsComplete", "error"}
+
+
+def _per_step(value, n_events=None, what=""):
+    """``{step: x}`` / list / padded array -> list indexed by step."""
+    if isinstance(value, dict):
+        keys = {(k if isinstance(k, int) else step_number(str(k))): v for k, v in value.items()}
+        if None in keys or sorted(keys) != list(range(len(keys))):
+            raise WriterError(f"{what}: steps must be keyed 0, 1, ... (or 'step0', ...); found {list(value)}")
+        return [keys[k] for k in range(len(keys))]
+    if isinstance(value, np.ndarray) and n_events is not None and value.ndim >= 2:
+        return [value[k, :n] for k, n in enumerate(n_events)]
+    if isinstance(value, (str, bytes)) or np.ndim(value) == 0:
+        raise WriterError(f"{what}: must hold one entry per step ({{step: value}}, a list or an array); "
+                          f"found {type(value).__name__} {value!r}"[:200])
+    return list(value)
+
+
+def _events(value, what=""):
+    """``{event: v}`` / list / array -> ndarray in event order."""
+    if isinstance(value, dict):
+        keys = {step_number(str(k)): k for k in value}
+        if None in keys or sorted(keys) != list(range(len(keys))):
+            raise WriterError(f"{what}: events must be keyed 0, 1, ...; found {list(value)[:10]}")
+        return np.asarray([value[keys[i]] for i in range(len(keys))])
+    return np.asarray(value)
+
+
+def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> str:  # noqa: N803
+    """Write a seed-style ``runDict`` as a canonical run file; return the path.
+
+    Every value goes through the same checks as :class:`RunWriter`'s; a
+    runDict that breaks a rule leaves no file (with ``overwrite=True`` the
+    file it replaced is gone already).
+
+    Parameters
+    ----------
+    path : str or path
+        The file to create.
+    runDict : dict
+        See the module docstring.
+    scriptType : str, optional
+        The run's ``scriptType`` when ``runDict['ancillaryData']`` has none
+        (giving a different one than it has is an error).
+    **writer_kwargs
+        Passed to :class:`RunWriter` (``compression``, ``overwrite``...).
+
+    Raises
+    ------
+    WriterError
+        The runDict breaks a rule of the format or of :class:`RunWriter`.
+    """
+    if not isinstance(runDict, dict) or not isinstance(runDict.get(HEADER, {}), dict):
+        raise WriterError(f"runDict must be a dict with a dict {HEADER!r}; found {type(runDict).__name__}", file=str(path))
+    anc = dict(runDict.get(HEADER, {}))
+    script_type = anc.pop("scriptType", None)
+    if scriptType is not None and script_type is not None and scriptType != script_type:
+        raise WriterError(f"scriptType={scriptType!r} contradicts the runDict's {HEADER}/scriptType {script_type!r}; "
+                          "give it in one place", file=str(path), h5path=f"/{HEADER}")
+    script_type = scriptType if script_type is None else script_type
+    if script_type is None:
+        raise WriterError(f"the runDict has no {HEADER}/scriptType; add it or pass scriptType=...",
+                          file=str(path), h5path=f"/{HEADER}")
+    n_events = runDict.get("nEvents")
+    try:
+        n_events = None if n_events is None else [operator.index(n) for n in np.asarray(n_events).tolist()]
+    except TypeError as exc:
+        raise WriterError(f"nEvents must be integers, one per step; found {n_events!r}"[:200], file=str(path)) from exc
+    detectors, side = {}, {}
+    for name, value in runDict.items():
+        if name in RESERVED:
+            continue
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()) \
+                and not all(step_number(str(k)) is not None for k in value):
+            side[name] = {f: [check_numeric_array(a, f"{name}/{f}", file=str(path))
+                              for a in _per_step(v, n_events, f"{name}/{f}")] for f, v in value.items()}
+        else:
+            detectors[name] = [check_numeric_array(a, str(name), file=str(path)) for a in _per_step(value, n_events, name)]
+    lengths = [len(v) for v in detectors.values()] + [len(f) for s in side.values() for f in s.values()]
+    if not lengths:
+        raise WriterError("runDict holds no detector or side data", file=str(path))
+    n_steps = lengths[0]
+    if any(n != n_steps for n in lengths):
+        raise WriterError(f"every detector must have the same steps; found step counts {lengths}", file=str(path))
+    ts = runDict.get("timestamp")
+    ts = None if ts is None else _per_step(ts, n_events, "timestamp")
+    declared = anc.get("ancillaryDataType") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    scan_per_step, scan_per_event = {}, {}
+    for name in declared + [k for k in ("step_value", "step_docstring") if k in anc]:
+        if name not in anc:
+            continue
+        steps = _per_step(anc.pop(name), n_events, f"{HEADER}/{name}")
+        if len(steps) != n_steps:
+            raise WriterError(f"scan variable {name} must have {n_steps} steps; found {len(steps)}", file=str(path))
+        if isinstance(steps[0], str) or np.ndim(_events(steps[0], name)) == 0:
+            scan_per_step[name] = steps
+        else:
+            scan_per_event[name] = [_events(v, name) for v in steps]
+    for key in _WRITER_SET:
+        anc.pop(key, None)
+    w = RunWriter(path, script_type, **{**anc, **writer_kwargs})
+    try:
+        with w:
+            for k in range(n_steps):
+                data = {name: steps[k] for name, steps in detectors.items()}
+                data.update({name: {f: steps[k] for f, steps in fields.items()} for name, fields in side.items()})
+                w.add_step(data, timestamps=None if ts is None else _events(ts[k], "timestamp"),
+                           scan={n: v[k] for n, v in scan_per_event.items()} or None,
+                           **{n: v[k] for n, v in scan_per_step.items()})
+    except H5SourceError:
+        os.unlink(w.path)  # a runDict is written whole or not at all
+        raise
+    return str(path)
+
+
+def read_run_dict(path) -> dict:
+    """Read any run file (every layout) into the normalised ``runDict`` form."""
+    idx = open_run_index(path)
+    try:
+        out = {HEADER: {k: v for k, v in idx.header.items() if k not in _WRITER_SET}}
+        anc = out[HEADER]
+        for name, var in idx.scan.items():
+            anc[name] = ({k: a for k, a in enumerate(var.per_event)} if var.per_event is not None
+                         else {k: float(v) for k, v in enumerate(var.per_step)})
+        if idx.step_value is not None:
+            anc["step_value"] = {k: float(v) for k, v in enumerate(idx.step_value)}
+        if idx.step_docstring is not None:
+            anc["step_docstring"] = dict(enumerate(idx.step_docstring))
+        for name, src in idx.area.items():
+            out[name] = {k: ea.read_all() for k, ea in enumerate(src.steps)}
+        for name, fields in idx.side.items():
+            out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in fields.items()}
+        if not idx.timestamps_synthesised:
+            out["timestamp"] = {k: np.asarray(ts) for k, ts in enumerate(idx.timestamps)}
+        return out
+    finally:
+        idx.close()
