@@ -2,20 +2,18 @@
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-import warnings
 
 import h5py
+import killpoints
 import numpy as np
 import pytest
 
 from calibsuite_h5source import DataSource, H5SourceError, RunWriter
-from calibsuite_h5source.errors import NotHDF5Error
 from calibsuite_h5source.write.writer import ERROR_BYTES
 
 WRITER = textwrap.dedent("""
@@ -55,17 +53,12 @@ def test_sigkill_mid_step_keeps_finished_steps(tmp_path):
 
 # -- repeated kills at random moments ------------------------------------------------------------
 #
-# What holds at every kill: no wrong data is ever served, and every step a file yields is whole.
-# What holds at nearly every kill: every step confirmed as flushed reads back. HDF5 (without SWMR)
-# is not crash-consistent while it writes metadata: a kill in the middle of the flush that adds
-# the next step's links can tear a group's symbol table (B-tree node and local heap written
-# apart), and the reader then refuses the file with an H5SourceError ("HDF5 file is damaged")
-# although earlier steps were flushed. Measured: about 1 kill in 200-250 (docs/format.rst,
-# "Crash safety"). Such kills are counted and warned about; CALIBSUITE_KILL_STRICT=1 fails on them.
+# At every kill: no wrong data is ever served, every step a file yields is whole, and every step
+# confirmed as flushed reads back (the writer's groups have room for their links from the start:
+# adding a step's link never splits or regrows a symbol table; docs/format.rst, "Crash safety").
 
 KILL_RUNS = int(os.environ.get("CALIBSUITE_KILL_RUNS", "20"))  # more by hand: CALIBSUITE_KILL_RUNS=200
 KILL_SEED = int(os.environ.get("CALIBSUITE_KILL_SEED", "20261126"))
-KILL_STRICT = os.environ.get("CALIBSUITE_KILL_STRICT", "") not in ("", "0")
 KILL_WINDOW_S = 0.4
 
 LOOPER = textwrap.dedent("""
@@ -97,153 +90,140 @@ def _kill_once(path, delay, compression):
     return proc.returncode, confirmed
 
 
-def _read_back(path):
-    """Every step the killed file yields, as ``[(delay, [(value, amp, ts), ...]), ...]``; or the H5SourceError."""
-    try:
-        run = next(DataSource(files=str(path)).runs())
-        det, wave8, delay = run.Detector("epixM"), run.Detector("wave8"), run.Detector("delay")
-        return [(delay(step), [(det.raw.raw(e), wave8.raw.amp(e), e.timestamp) for e in step.events()])
-                for step in run.steps()]
-    except H5SourceError as exc:
-        return exc
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_repeated_random_kills_serve_no_wrong_data_and_keep_flushed_steps(tmp_path):
+def test_repeated_random_kills_serve_no_wrong_data_and_keep_confirmed_steps(tmp_path):
     rng = random.Random(KILL_SEED)
-    outcomes = {"steps read": 0, "unreadable, nothing confirmed": 0, "torn HDF5 metadata, flushed steps refused": 0}
+    outcomes = {"steps read": 0, "unreadable, nothing confirmed": 0}
     for n in range(KILL_RUNS):
         path = tmp_path / f"killed{n}.h5"
         delay, compression = rng.uniform(0, KILL_WINDOW_S), rng.choice(["none", "gzip"])
         code, confirmed = _kill_once(path, delay, compression)
         where = f"kill {n} (seed {KILL_SEED}, {delay:.3f} s, {compression}): {confirmed} steps confirmed"
         assert code == -signal.SIGKILL, where
-        steps = _read_back(path)
+        steps = killpoints.read_back(path)
         if isinstance(steps, H5SourceError):
-            if confirmed == 0:  # killed before its first step was flushed
-                outcomes["unreadable, nothing confirmed"] += 1
-                continue
-            assert not KILL_STRICT, f"{where}; file refused: {steps}"
-            assert isinstance(steps, NotHDF5Error), f"{where}; file refused for another reason: {steps!r}"
-            warnings.warn(f"{where}; HDF5 metadata torn by the kill, file refused: {steps}", stacklevel=1)
-            outcomes["torn HDF5 metadata, flushed steps refused"] += 1
+            assert confirmed == 0, f"{where}; file refused: {steps}"
+            outcomes["unreadable, nothing confirmed"] += 1
             continue
         assert len(steps) >= confirmed, f"{where}; only {len(steps)} steps read back"  # never lost silently
-        _check_steps(steps, where)
+        assert killpoints.wrong_steps(steps) == [], where
         outcomes["steps read"] += len(steps)
     print(f"{KILL_RUNS} kills: {outcomes}")
 
 
 # -- a kill before every write: each state the file passes through, deterministically ----------------
 #
-# strace injects SIGKILL when the writer enters its Nth pwrite64, so the file holds exactly the
-# first N-1 writes: every state a kill between two system calls can leave. A 4-step run makes
-# about 110 writes; CI tries every one of them (CALIBSUITE_KILL_EVERY=N: every Nth, quicker). Every one
-# matters: a stretch of four kill points while closing once tore the header, between sampled points.
-# CALIBSUITE_KILL_STEPS=12 shows HDF5's own limit: from the 9th step on, adding a step's link
-# splits or regrows a group's symbol table (B-tree node, local heap) across several writes, and
-# a kill between them loses earlier steps on disk (docs/format.rst, "Incomplete runs").
+# A writer killed as it enters its Nth pwrite64 leaves exactly its first N-1 writes on disk. One run
+# traced by strace gives every such state (tests/killpoints.py rebuilds them), checked here against
+# real kills (strace -e inject=pwrite64:signal=KILL:when=N, one writer per kill point) at sampled
+# points. Checked in every state: the confirmed steps are whole on disk (plain h5py) and the reader
+# reads them all, and nothing it serves is wrong. Endings: a clean close, a close after an exception
+# (writes 'error'), and a run with discarded steps (each followed by a flush that writes stepsDiscarded).
 
-KILL_EVERY = int(os.environ.get("CALIBSUITE_KILL_EVERY", "1"))
-ENUM_STEPS = int(os.environ.get("CALIBSUITE_KILL_STEPS", "4"))
-STRACE = shutil.which("strace")
-
-
-#: The looper's run, ended by an exception after its last step: the writer closes uncleanly (writes ``error``).
-FAILING_LOOPER = textwrap.dedent("""
-    import sys
-    import numpy as np
-    from calibsuite_h5source import RunWriter
-    try:
-        with RunWriter(sys.argv[1], 'delayScan', flush_every=4) as w:
-            for k in range(100000):
-                with w.step(delay=float(k)) as s:
-                    for i in range(3 + k % 7):
-                        s.event(epixM=np.full((2, 16, 16), (1000 * k + i) % 65536, np.uint16),
-                                wave8={'amp': float(k) + i / 100}, timestamp=(1 << 60) + 1000 * k + i)
-                print('closed', k, flush=True)
-            raise RuntimeError('DAQ died')
-    except RuntimeError:
-        pass
-""")
+needs_strace = pytest.mark.skipif(killpoints.STRACE is None or not sys.platform.startswith("linux"),
+                                  reason="needs strace (Linux)")
+ENDINGS = ["clean", "error", "discard"]
 
 
-def _kill_before_write(path, n, looper=LOOPER):
-    code = looper.replace("range(100000)", f"range({ENUM_STEPS})")
-    proc = subprocess.run([STRACE, "-qq", "-o", os.devnull, "-e", "trace=pwrite64",
+def _summary(outcomes):
+    """Kill points, those losing a confirmed step, steps lost, wrong data: the figures of docs/format.rst."""
+    lost = [o for o in outcomes if o.lost]
+    return {"kill points": len(outcomes), "losing steps": len(lost), "steps lost": sum(o.lost for o in lost),
+            "wrong": sum(bool(o.wrong) for o in outcomes), "with confirmed steps": sum(o.confirmed > 0 for o in outcomes),
+            "first losses": [(o.n, o.confirmed, o.on_disk or o.refused) for o in lost[:3]]}
+
+
+def _assert_none_lost(outcomes, where):
+    summary = _summary(outcomes)
+    print(f"{where}: {summary}")
+    assert summary["losing steps"] == 0 and summary["wrong"] == 0, f"{where}: {summary}"
+    assert all(o.read is None or o.read >= o.confirmed for o in outcomes)
+
+
+@needs_strace
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_kill_before_every_write_of_a_12_step_run_loses_no_confirmed_step(tmp_path, ending):
+    tr, outcomes = killpoints.run_kills(tmp_path, 12, 4, ending)
+    assert len(outcomes) == tr.n_writes > 250
+    assert outcomes[-1].confirmed == 12
+    _assert_none_lost(outcomes, f"12 steps, {ending}")
+
+
+@needs_strace
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_kill_before_every_write_of_a_40_step_run_loses_no_confirmed_step(tmp_path, ending):
+    tr, outcomes = killpoints.run_kills(tmp_path, 40, 4, ending)
+    assert len(outcomes) == tr.n_writes > 800
+    _assert_none_lost(outcomes, f"40 steps, {ending}")
+
+
+LONG_RUNS = [(400, 1, "clean"), (400, 10, "discard"), (400, 100, "error"),
+             (1000, 3, "clean"), (1000, 7, "discard"), (1000, 50, "error")]
+
+
+@needs_strace
+@pytest.mark.slow
+@pytest.mark.parametrize("n_steps,flush_every,ending", LONG_RUNS)
+def test_kill_points_sampled_over_long_runs_lose_no_confirmed_step(tmp_path, n_steps, flush_every, ending):
+    """Over each run's whole write sequence: 30 kill points per run, 90 per length (seeded)."""
+    tr, outcomes = killpoints.run_kills(tmp_path, n_steps, flush_every, ending, samples=30,
+                                        seed=KILL_SEED + n_steps + flush_every)
+    assert len(outcomes) == 30 and max(o.confirmed for o in outcomes) > n_steps // 2
+    _assert_none_lost(outcomes, f"{n_steps} steps, flush_every {flush_every}, {ending}")
+
+
+def _real_kill(path, n, n_steps, flush_every, ending):
+    """Run the looper under strace, killed as it enters its nth pwrite64; return what it printed."""
+    proc = subprocess.run([killpoints.STRACE, "-qq", "-o", os.devnull, "-e", "trace=pwrite64",
                            "-e", f"inject=pwrite64:signal=KILL:when={n}",
-                           sys.executable, "-c", code, str(path), "none"], capture_output=True, text=True, timeout=120)
-    return proc.returncode, proc.stdout.count("closed")
-
-
-def _on_disk(path, confirmed):
-    """The confirmed steps as plain h5py reads them (the writer's part of the guarantee); None when whole."""
-    if confirmed == 0:
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            for k in range(confirmed):
-                m = 3 + k % 7
-                frames = f[f"epixM/{k}"][()]
-                assert f["ancillaryData/nEvents"][k] == m and f["ancillaryData/delay"][k] == k
-                assert frames.shape == (m, 2, 16, 16)
-                assert [int(fr.flat[0]) for fr in frames] == [(1000 * k + i) % 65536 for i in range(m)]
-                assert f[f"timestamp/{k}"][()].tolist() == [(1 << 60) + 1000 * k + i for i in range(m)]
-        return None
-    except (OSError, KeyError, AssertionError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-
-
-@pytest.fixture(scope="module", params=["clean close", "close after an error"])
-def kills_before_writes(request, tmp_path_factory):
-    """``[(n, confirmed, on_disk_problem, read_back)]`` for a kill before write n, every KILL_EVERY-th n.
-
-    Both ways a writer closes: cleanly (``complete``) and after an exception (``error``).
-    """
-    looper = LOOPER if request.param == "clean close" else FAILING_LOOPER
-    tmp = tmp_path_factory.mktemp("enum")
-    out, n = [], 1
-    while True:
-        path = tmp / f"k{n}.h5"
-        code, confirmed = _kill_before_write(path, n, looper)
-        if code == 0:  # the run finished before its nth write
-            with h5py.File(path, "r") as f:
-                error = f["ancillaryData"].attrs.get("error")
-            assert (error is None) == (looper is LOOPER), f"{request.param}: error attribute {error!r}"
-            return out
-        assert code == -signal.SIGKILL, f"kill before write {n}: exit {code}"
-        out.append((n, confirmed, _on_disk(path, confirmed), _read_back(path) if confirmed else None))
-        n += KILL_EVERY
-
-
-def _check_steps(steps, where):
-    """Every step the reader yields is whole and right."""
-    for k, (value, events) in enumerate(steps):
-        assert value == float(k) and len(events) == 3 + k % 7, f"{where}; step {k}"
-        for i, (frame, amp, ts) in enumerate(events):
-            assert frame.shape == (2, 16, 16) and np.all(frame == (1000 * k + i) % 65536), f"{where}; {k}/{i}"
-            assert amp == float(k) + i / 100 and ts == (1 << 60) + 1000 * k + i, f"{where}; {k}/{i}"
-
-
-needs_strace = pytest.mark.skipif(STRACE is None or not sys.platform.startswith("linux"), reason="needs strace (Linux)")
+                           *killpoints.python_argv(killpoints.LOOPER, str(path), str(n_steps), str(flush_every), ending)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"kill before write {n}: exit {proc.returncode} {proc.stderr[-300:]}"
+    return proc.stdout
 
 
 @needs_strace
-def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(kills_before_writes):
-    assert len(kills_before_writes) >= 25 * ENUM_STEPS // KILL_EVERY
-    assert [(n, confirmed, p) for n, confirmed, p, _ in kills_before_writes if p is not None] == []
-    for n, confirmed, _, steps in kills_before_writes:
-        where = f"kill before write {n}: {confirmed} steps confirmed"
-        if isinstance(steps, list):
-            assert len(steps) >= confirmed, where  # never lost silently
-            _check_steps(steps, where)
-        else:
-            assert steps is None or isinstance(steps, NotHDF5Error), f"{where}: {steps!r}"
+@pytest.mark.parametrize("ending", ["clean", "discard"])
+def test_rebuilt_states_are_the_states_real_kills_leave(tmp_path, ending):
+    """The traced-run states match real kills (strace fault injection) at sampled kill points:
+    same size, same bytes but for the writer's identity and times, same outcome."""
+    tr, outcomes = killpoints.run_kills(tmp_path / "traced", 12, 4, ending, samples=8, seed=KILL_SEED)
+    state = tmp_path / "state.h5"
+    for o, (n, printed) in zip(outcomes, killpoints.states(tr, [o.n for o in outcomes], str(state)), strict=True):
+        rebuilt = state.read_bytes()
+        real = tmp_path / f"real{n}.h5"
+        stdout = _real_kill(real, n, 12, 4, ending)
+        assert stdout.count("closed") == printed.count("closed") == o.confirmed
+        got = real.read_bytes()
+        assert len(got) == len(rebuilt), f"kill before write {n}"
+        differ = sum(a != b for a, b in zip(got, rebuilt, strict=True))
+        assert differ <= 1000, f"kill before write {n}: {differ} bytes differ"  # pid, date, run, object times
+        real_outcome = killpoints.check_state(real, n, stdout)
+        assert (real_outcome.lost, real_outcome.read, real_outcome.wrong) == (o.lost, o.read, o.wrong)
 
 
-@needs_strace
-def test_kill_before_any_write_reader_reads_every_confirmed_step(kills_before_writes):
-    assert [(n, confirmed, str(r)) for n, confirmed, _, r in kills_before_writes if isinstance(r, H5SourceError)] == []
+def test_steps_discarded_is_counted_in_place(tmp_path):
+    """``stepsDiscarded`` exists from the start and is overwritten in place: the header keeps its
+    attributes, in the same places, and the file does not grow for the count."""
+    path = tmp_path / "d.h5"
+    with RunWriter(path, "dark") as w:
+        w.add_step({"epixM": np.zeros((2, 2, 3, 4), np.uint16)})
+        w.flush()
+        with h5py.File(path, "r", locking=False) as f:
+            before = list(f["ancillaryData"].attrs)
+            assert f["ancillaryData"].attrs["stepsDiscarded"] == 0
+        for _ in range(3):
+            with pytest.raises(KeyError), w.step() as s:
+                s.event(epixM=np.ones((2, 3, 4), np.uint16))
+                raise KeyError("discard")
+        w.flush()
+        with h5py.File(path, "r", locking=False) as f:
+            assert list(f["ancillaryData"].attrs) == before
+            assert f["ancillaryData"].attrs["stepsDiscarded"] == 3
+        w.add_step({"epixM": np.full((1, 2, 3, 4), 5, np.uint16)})
+    run = next(DataSource(files=str(path)).runs())
+    assert [len(list(s.events())) for s in run.steps()] == [2, 1]
 
 
 @pytest.mark.parametrize("error", [None, "short", "x" * 5000, "é" * 900], ids=["clean", "short", "long", "utf8"])

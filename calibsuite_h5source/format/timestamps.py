@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from calibsuite_h5source.errors import TimestampError
+from calibsuite_h5source.errors import HeaderError, TimestampError
 
 #: Seconds from the Unix epoch (1970) to the LCLS epoch (1990-01-01 UTC).
 LCLS_EPOCH_OFFSET = 631152000
@@ -61,6 +61,24 @@ def to_datetime(timestamp: int) -> _dt.datetime:
     timestamp = int(timestamp)
     # exactly psana's arithmetic: float microseconds, rounded by timedelta
     return _LCLS_EPOCH + _dt.timedelta(seconds=timestamp >> 32, microseconds=(timestamp & 0xFFFFFFFF) / 1000)
+
+
+#: Latest ``run`` (Unix seconds) timestamps can be synthesised from: psana's seconds since 1990 are 32
+#: bits, less 2**20 s (a billion events 1 ms apart) for the events after the start.
+LAST_RUN_START = LCLS_EPOCH_OFFSET + 2**32 - 2**20
+
+
+def check_run_start(run_unix_seconds, file: str | None = None) -> None:
+    """Raise :class:`HeaderError` naming ``ancillaryData.run`` when timestamps cannot be made from it.
+
+    Only a run that stores no timestamps needs this (they are synthesised from ``run``).
+    """
+    if int(run_unix_seconds) > LAST_RUN_START:
+        raise HeaderError(f"attribute run = {run_unix_seconds} (Unix seconds) is past "
+                          f"{_dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=LAST_RUN_START):%Y-%m-%d}, the "
+                          f"last start psana timestamps (32-bit seconds since 1990) can hold; the file stores no "
+                          f"/timestamp, so timestamps are made from run: store them, or fix run",
+                          file=file, h5path="/ancillaryData")
 
 
 def synthesise(run_unix_seconds: int, n_events_per_step, start_event: int = 0) -> list[np.ndarray]:
@@ -184,6 +202,7 @@ class SyntheticTimestamps(_Timestamps):
 
 def synthetic_steps(run_unix_seconds: int, n_events_per_step) -> list[SyntheticTimestamps]:
     """Return :func:`synthesise`'s timestamps as lazy per-step sequences (no per-event memory)."""
+    check_run_start(run_unix_seconds)
     base_ns = max(int(run_unix_seconds) - LCLS_EPOCH_OFFSET, 0) * _NS
     out, k = [], 0
     for n in n_events_per_step:

@@ -43,7 +43,12 @@ class H5Backend:
 
         files = _files(args, kwargs)
         for f in files:
-            if not Path(f).is_file() and not (kwargs.get("live") and not Path(f).exists()):  # live: may appear
+            try:
+                found, exists = Path(f).is_file(), Path(f).exists()
+            except OSError as exc:  # a directory on the way that this user may not search
+                raise NotHDF5Error(f"cannot be read: {exc.strerror or exc} (a directory on its path may not be "
+                                   "searchable by this user)", file=f) from exc
+            if not found and not (kwargs.get("live") and not exists):  # live: may appear
                 raise NotHDF5Error("file does not exist", file=f)
         kwargs = {k: v for k, v in kwargs.items() if k != "files"}
         return H5DataSource(files=files, **kwargs)

@@ -344,6 +344,8 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
         raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
 
     run_id = header.get("run", 0)
+    if not b.timestamps:
+        _ts.check_run_start(run_id, file=path)
     if b.timestamps:
         ts_list = b.contiguous(b.timestamps, b.ts_path, n_keep)
         if len(ts_list) != len(n_events):

@@ -65,8 +65,12 @@ def _open(psana, source: dict):
     for key in ("files", "dir"):
         paths = source.get(key)
         for path in [paths] if isinstance(paths, (str, os.PathLike)) else (paths or []):
-            if not os.path.exists(path):
-                raise H5SourceError(f"psana source {key}={path}: no such {'file' if key == 'files' else 'folder'}")
+            try:
+                os.stat(path)
+            except PermissionError as exc:  # a directory on its path this user may not search
+                raise H5SourceError(f"psana source {key}={path}: cannot be read: permission denied") from exc
+            except OSError as exc:
+                raise H5SourceError(f"psana source {key}={path}: no such {'file' if key == 'files' else 'folder'}") from exc
     try:
         ds = psana.DataSource(**source)
         run = next(ds.runs(), None)

@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.errors import MissingDependencyError, WriterError
+from calibsuite_h5source.write import linkstore
 from calibsuite_h5source.write.fastwrite import append_rows
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,87 @@ def _held_message(state: str) -> str:
     return "the file is open for reading elsewhere (a reader holds HDF5's read lock); close it first; not replaced"
 
 
-def create_file(path: str, overwrite: bool = False) -> h5py.File:
-    """Create a new HDF5 file at ``path`` without ever destroying a file another process holds.
+#: Room made when a file is created, in links per group: steps a run can have before a group's
+#: symbol table must split or regrow (RunWriter's ``expected_steps``; docs/format.rst, "Crash safety").
+EXPECTED_STEPS = 2048
+#: How groups store their links: ``'presized'`` (the writer's), ``'plain'`` (HDF5's defaults, the
+#: writer before 0.x: for comparison only) or ``'compact'`` (HDF5 1.8 format, measured and not
+#: chosen). Only ``benchmarks/bench_write.py`` changes it.
+LINK_LAYOUT = "presized"
+
+
+def _plists(expected_steps: int):
+    """``(fapl, fcpl, gcpl)`` of a run file."""
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)  # h5py's default, HDF5 1.x's format
+    if LINK_LAYOUT == "presized":
+        fcpl, gcpl = linkstore.presized_plists(expected_steps)
+        linkstore.set_local_heap_size_hint(fcpl, 4096)  # the root group: the run's few sources
+        return fapl, fcpl, gcpl
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    if LINK_LAYOUT == "compact":
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_V18, h5py.h5f.LIBVER_V18)
+        gcpl = linkstore.compact_group_plist(expected_steps)
+    return fapl, fcpl, gcpl
+
+
+def _new_file(path: str, expected_steps: int) -> tuple[h5py.File, h5py.h5p.PropGCID]:
+    """A new file at ``path`` (an error if it exists) in the writer's format; and its group-creation list."""
+    fapl, fcpl, gcpl = _plists(expected_steps)
+    try:
+        fid = h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_EXCL, fcpl=fcpl, fapl=fapl)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if os.path.lexists(path):
+            raise FileExistsError(str(exc)) from exc
+        raise
+    return h5py.File(fid), gcpl
+
+
+class GroupMaker:
+    """Creates the run's groups, every one with the file's group-creation property list.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The run file.
+    gcpl : h5py.h5p.PropGCID
+        Its group-creation property list (from :func:`create_file`).
+    """
+
+    def __init__(self, f: h5py.File, gcpl: h5py.h5p.PropGCID):
+        self._f = f
+        self._gcpl = gcpl
+        self._made: set[str] = set()
+
+    def require(self, h5path: str) -> h5py.Group:
+        """The group ``h5path``, made (with its missing parents) when absent."""
+        self.make(h5path)
+        return self._f[h5path]
+
+    def make(self, h5path: str) -> None:
+        """Make the group ``h5path`` and its missing parents (nothing when it exists)."""
+        h5path = h5path.strip("/")
+        if not h5path or h5path in self._made:
+            return
+        f = self._f
+        parts = h5path.split("/")
+        for k in range(1, len(parts) + 1):
+            sub = "/".join(parts[:k])
+            if sub not in self._made and sub not in f:
+                h5py.h5g.create(f.id, sub.encode(), gcpl=self._gcpl)
+            self._made.add(sub)
+
+
+def create_file(path: str, overwrite: bool = False,
+                expected_steps: int = EXPECTED_STEPS) -> tuple[h5py.File, GroupMaker]:
+    """Create a new run file at ``path`` without ever destroying a file another process holds.
+
+    Returns the open file and the :class:`GroupMaker` that makes its groups, with symbol tables
+    sized for ``expected_steps`` steps.
 
     Without ``overwrite`` an existing file is an error. With it, the existing
     file is locked exclusively first (refused when another process holds it),
@@ -100,7 +180,8 @@ def create_file(path: str, overwrite: bool = False) -> h5py.File:
     """
     try:
         if not overwrite or not os.path.lexists(path):
-            return h5py.File(path, "x")
+            f, gcpl = _new_file(path, expected_steps)
+            return f, GroupMaker(f, gcpl)
     except FileExistsError as exc:
         state = lock_state(path)
         raise WriterError(_held_message(state) if state else "file exists; pass overwrite=True to replace it",
@@ -124,7 +205,7 @@ def create_file(path: str, overwrite: bool = False) -> h5py.File:
             except OSError:  # a filesystem without flock: nothing to probe
                 log.debug("%s: cannot lock; replacing without the probe", path)
         try:
-            f = h5py.File(tmp, "x")
+            f, gcpl = _new_file(tmp, expected_steps)
         except OSError as exc:
             raise WriterError(f"cannot create the file beside the one it replaces: {exc}", file=path) from exc
         try:
@@ -133,7 +214,7 @@ def create_file(path: str, overwrite: bool = False) -> h5py.File:
             f.close()
             os.unlink(tmp)
             raise WriterError(f"cannot replace the file: {exc}", file=path) from exc
-        return f
+        return f, GroupMaker(f, gcpl)
     finally:
         os.close(fd)  # releases the lock on the old file, which is no longer at this path
 

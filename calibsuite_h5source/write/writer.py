@@ -36,7 +36,7 @@ from calibsuite_h5source._version import __version__
 from calibsuite_h5source.errors import UnknownScriptTypeError, WriterError
 from calibsuite_h5source.format.script_types import canonical_script_type, known_script_types
 from calibsuite_h5source.read.layout import HEADER
-from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender
+from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender, append_rows
 from calibsuite_h5source.write.rules import (
     check_field_name,
     check_header,
@@ -47,7 +47,13 @@ from calibsuite_h5source.write.rules import (
     check_source_name,
     check_timestamp,
 )
-from calibsuite_h5source.write.storage import Column, compression_kwargs, create_file, lock_state
+from calibsuite_h5source.write.storage import (
+    EXPECTED_STEPS,
+    Column,
+    compression_kwargs,
+    create_file,
+    lock_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,9 @@ def writer_identity(path: str) -> dict:
     """
     return {"writerHost": socket.gethostname(), "writerPid": os.getpid(), "writerLock": lock_state(path) == "written"}
 
+
+#: Largest ``expected_steps``: a symbol-table node holds at most 2 * 65535 links.
+MAX_EXPECTED_STEPS = 2 * 65535
 
 #: Longest ``error`` text stored, in UTF-8 bytes (longer ones are cut, ending in '...'); the writer
 #: keeps room for it in the file from the start.
@@ -341,6 +350,7 @@ class StepWriter:
             self._column(("timestamp",), (), np.dtype(np.uint64)).flush()
         for name in schema["scan"]:  # an empty step still gets its (empty) dataset
             self._column(("scan", name), (), np.dtype(np.float64)).flush()
+        w._settle_leftovers(self.n_events)
         w._finish_step(self)
         self._closed = True
 
@@ -355,13 +365,18 @@ class StepWriter:
         return False
 
     def discard(self) -> None:
-        """Drop this unfinished step's data (finished steps are untouched)."""
-        f = self.writer._file
+        """Drop this unfinished step's data (finished steps are untouched).
+
+        Its datasets are kept, to be rewritten by the next step (which has the same index), not
+        deleted: deleting a link frees its name in the group's heap, which HDF5 then shrinks and
+        regrows in two places at once, and a kill between them loses the whole group.
+        """
+        w = self.writer
         for col in self._columns.values():
-            if col.ds is not None and col.h5path in f:
-                del f[col.h5path]
+            if col.ds is not None:
+                w._leftover[col.h5path] = col.ds
         self._closed = True
-        self.writer._discard_step(self)
+        w._discard_step(self)
 
 
 class RunWriter:
@@ -386,6 +401,13 @@ class RunWriter:
         (checked at each event); default 2.0. Steps end with a flush too.
     overwrite : bool
         Replace an existing file; otherwise an existing file is an error.
+    expected_steps : int
+        Steps the file makes room for when it is created (default 2048, at
+        most 131070): up to this many, a writer killed at any moment keeps
+        every step it confirmed. A run may go past it; a kill while one of
+        the later steps is added can then tear a group's link table
+        (``docs/format.rst``, "Crash safety"). The room costs about 50 bytes
+        per step and group.
     **header
         More ``/ancillaryData`` attributes (``location``, ``experiment``,
         ``runnum``...). ``acquisitionScript``, ``commandLine``, ``date``,
@@ -394,7 +416,7 @@ class RunWriter:
 
     def __init__(self, path, scriptType, *, compression=None, compression_opts=None,  # noqa: N803
                  flush_every: int = 100, flush_seconds: float = 2.0, allow_unknown_script_type: bool = False,
-                 overwrite: bool = False, **header):
+                 overwrite: bool = False, expected_steps: int = EXPECTED_STEPS, **header):
         self.path = str(path)
         if not isinstance(scriptType, str):
             raise WriterError(f"scriptType must be a str; found {type(scriptType).__name__} {scriptType!r}",
@@ -410,6 +432,11 @@ class RunWriter:
             raise WriterError(f"flush_every must be a positive int; found {flush_every!r}", file=self.path)
         self.flush_every = int(flush_every)
         self.flush_seconds = float(flush_seconds)
+        if (isinstance(expected_steps, bool) or not isinstance(expected_steps, (int, np.integer))
+                or not 1 <= expected_steps <= MAX_EXPECTED_STEPS):
+            raise WriterError(f"expected_steps must be an int from 1 to {MAX_EXPECTED_STEPS}; found {expected_steps!r}",
+                              file=self.path)
+        self.expected_steps = int(expected_steps)
         reserved = sorted({"complete", "stepsComplete", "error", *LIVE_ATTRS} & set(header))
         if reserved:
             raise WriterError(f"header attributes {reserved} are set by the writer; do not pass them",
@@ -425,16 +452,18 @@ class RunWriter:
         }
         self.header = {**defaults, **{k: v for k, v in header.items() if v is not None},
                        "scriptType": canonical or scriptType}
-        self._file = f = create_file(self.path, overwrite)
+        f, self._groups = create_file(self.path, overwrite, self.expected_steps)
+        self._file = f
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["NX_class"] = "NXroot"
-        g = f.create_group("ancillaryData")
+        g = self._groups.require(HEADER)
         for key, value in self.header.items():
             g.attrs[key] = value
         g.attrs["complete"] = False
         g.attrs["stepsComplete"] = 0
         g.attrs.update(writer_identity(self.path))
         g.attrs["openStepEvents"] = -1
+        g.attrs["stepsDiscarded"] = 0  # counted in place (AttrSetter): a re-created attribute could tear the header
         # Room for the error message of an unclean close, in the header's object header and in the
         # global heap that holds its strings: a message that did not fit would be written in a new block
         # past the end of the file, and a kill while closing could then tear the header and lose every
@@ -451,6 +480,8 @@ class RunWriter:
         self._scan_names: list[str] | None = None
         self._open_step: StepWriter | None = None
         self.n_steps = 0
+        self._discarded = 0
+        self._leftover: dict[str, h5py.Dataset] = {}  # a discarded step's datasets, for the next step
         self._since_flush = 0
         self._last_flush = time.monotonic()
         self._closed = False
@@ -518,8 +549,10 @@ class RunWriter:
         if (shape is not None and (len(shape) != 3 or min(shape) < 1)) or (dtype is not None and dtype.kind not in "biuf"):
             raise WriterError(f"a declared frame must be [module, row, col] (or 2-D for one module) of a numeric "
                               f"dtype; found shape {shape} dtype {dtype}", file=self.path, h5path=f"/{name}")
-        g = self._file.require_group(name)
+        g = self._groups.require(name)
         g.attrs.update(group_attrs)
+        if constants:
+            self._groups.make(f"{name}/calib")
         for ctype, (array, meta) in constants.items():
             g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
         self._detectors[name] = {"shape": shape, "dtype": dtype, "headers": fields}
@@ -590,7 +623,7 @@ class RunWriter:
             return
         self._schema = schema
         for name in schema["area"]:
-            g = self._file.require_group(name)
+            g = self._groups.require(name)
             g.attrs.update({"NX_class": "NXdata", "signal": "0"})
         self._file.attrs["default"] = next(iter(schema["area"]), next(iter(schema["side"]), ""))
 
@@ -627,7 +660,18 @@ class RunWriter:
         return arr
 
     def _create(self, h5path, shape, dtype, compress, block) -> h5py.Dataset:
-        """A per-step dataset ``[n, *shape]``, resizable along n, holding ``block`` (its first n events)."""
+        """A per-step dataset ``[n, *shape]``, resizable along n, holding ``block`` (its first n events).
+
+        A dataset a discarded step left at ``h5path`` is rewritten instead (see :meth:`StepWriter.discard`).
+        """
+        ds = self._leftover.pop(h5path, None)
+        if ds is not None:
+            if ds.shape[1:] == tuple(shape) and ds.dtype == dtype:
+                ds.id.set_extent((len(block), *shape))
+                append_rows(ds, 0, block)
+                return ds
+            del self._file[h5path]  # cannot happen with one schema per run; kept correct anyway
+        self._groups.make(h5path.rsplit("/", 1)[0])
         kwargs = self._compression if compress else {}
         chunks = (1, *shape) if compress else (max(1, 2**16 // max(1, dtype.itemsize * int(np.prod(shape)))), *shape)
 
@@ -703,6 +747,17 @@ class RunWriter:
         self._since_flush = 0
         self._last_flush = time.monotonic()
 
+    def _settle_leftovers(self, n_events: int) -> None:
+        """A discarded step's datasets this step did not rewrite: a ``present`` mask becomes all True
+        (as if absent); anything else (none with one schema per run) is deleted."""
+        for h5path, ds in self._leftover.items():
+            if h5path.rsplit("/", 2)[-2:-1] == ["present"] and ds.dtype == bool:
+                ds.id.set_extent((n_events,))
+                append_rows(ds, 0, np.ones(n_events, bool))
+            else:
+                del self._file[h5path]
+        self._leftover.clear()
+
     def _discard_step(self, step: StepWriter) -> None:
         """Forget a discarded step: its per-step scan values go, a live reader no longer sees it."""
         g = self._header_group
@@ -710,7 +765,8 @@ class RunWriter:
             if name in g:
                 g[name].resize(self.n_steps, axis=0)
         self._counters["openStepEvents"] = -1
-        g.attrs["stepsDiscarded"] = int(g.attrs.get("stepsDiscarded", 0)) + 1
+        self._discarded += 1
+        self._counters["stepsDiscarded"] = self._discarded
         self._open_step = None
 
     def _finish_step(self, step: StepWriter) -> None:
@@ -750,6 +806,10 @@ class RunWriter:
             self._open_step.close()
         if error is None and self.n_steps == 0:
             error = WriterError("a run must have at least one step", file=self.path)
+        if error is None and self._leftover:  # a complete run holds its steps only
+            for h5path in self._leftover:
+                del self._file[h5path]
+            self._leftover.clear()
         if error is None:
             self._counters["complete"] = True  # in place: a kill while closing cannot tear the header
         else:
