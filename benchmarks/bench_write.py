@@ -17,6 +17,13 @@ small events (2x16x16 uint16) with a per-step ``step_value``, written by
 RunWriter (its crash-safe flushes: data, then the counters) against raw h5py
 making one dataset per step and flushing once per step. Target: RunWriter
 <= 1 ms per step.
+
+Then how groups store their links (``--links``, docs/format.rst "Crash safety"):
+the same scan written with each layout of ``storage.LINK_LAYOUT`` -- ``plain``
+(HDF5's default groups: the writer before presized tables), ``presized`` (the
+writer's) and ``compact`` (HDF5 1.8 compact links, measured and not chosen) --
+and read back through ``DataSource`` (every frame of every step: the reader's
+fast path), ms per step each, side by side.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from calibsuite_h5source import RunWriter
+from calibsuite_h5source import DataSource, RunWriter
+from calibsuite_h5source.write import storage
 from calibsuite_h5source.write.storage import compression_kwargs
 
 SHAPE = (4, 192, 384)
@@ -83,6 +91,24 @@ def run_writer_steps(path, frames, n_steps):
                     s.event(epixM=frame)
 
 
+def read_steps(path):
+    run = next(DataSource(files=str(path)).runs())
+    det = run.Detector("epixM")
+    total = 0
+    for step in run.steps():
+        for evt in step.events():
+            total += int(det.raw.raw(evt)[0, 0, 0])
+    return total
+
+
+def write_with_layout(layout, path, frames, n_steps):
+    storage.LINK_LAYOUT = layout
+    try:
+        run_writer_steps(path, frames, n_steps)
+    finally:
+        storage.LINK_LAYOUT = "presized"
+
+
 def timed(fn, *args):
     t = time.perf_counter()
     fn(*args)
@@ -97,7 +123,12 @@ def main(argv=None):
                    help="where to write (default /dev/shm: measures the writers, not the disk's write-back)")
     p.add_argument("--steps", type=int, default=1000, help="steps of the per-step overhead run")
     p.add_argument("--repeat", type=int, default=3, help="alternated runs of each writer; the best counts")
+    p.add_argument("--links", type=int, default=1000, metavar="STEPS",
+                   help="steps of the link-layout comparison (0: skip it)")
+    p.add_argument("--only-links", action="store_true", help="run only the link-layout comparison")
     args = p.parse_args(argv)
+    if args.only_links:
+        return compare_links(args)
     frames = make_frames()
     mb = args.events * frames[0].nbytes / 1e6
     print(f"{args.events} frames of {SHAPE} uint16 ({mb:.0f} MB), blocks of {args.block}, best of {args.repeat} alternated runs")
@@ -125,6 +156,29 @@ def main(argv=None):
             per = [1e3 * t / args.steps for t in ts]
             print(f"  {name:<42}{min(per):6.3f} ms/step ({min(per):.3f}-{max(per):.3f})")
         print("target: RunWriter <= 1 ms per step")
+    if args.links:
+        compare_links(args)
+
+
+def compare_links(args):
+    """Write and read the same scan with each link layout, alternated; best of ``--repeat``."""
+    small = np.random.default_rng(1).integers(900, 1100, (10, *SMALL)).astype(np.uint16)
+    layouts = ("plain", "presized", "compact")
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        paths = {name: Path(tmp) / f"{name}.h5" for name in layouts}
+        times = {name: ([], []) for name in layouts}
+        for _ in range(args.repeat):
+            for name in layouts:
+                times[name][0].append(timed(write_with_layout, name, paths[name], small, args.links))
+                times[name][1].append(timed(read_steps, paths[name]))
+        print(f"\n{args.links} steps of 10 events of {SMALL} uint16 by link layout, best of {args.repeat} "
+              f"alternated runs: ms per step written, read (every frame, DataSource)")
+        base_w, base_r = min(times["plain"][0]), min(times["plain"][1])
+        for name in layouts:
+            w, r = min(times[name][0]), min(times[name][1])
+            print(f"  {name:<10} write {1e3 * w / args.links:6.3f} ms/step ({base_w / w:.2f}x plain)   "
+                  f"read {1e3 * r / args.links:6.3f} ms/step ({base_r / r:.2f}x plain)   "
+                  f"file {paths[name].stat().st_size / 1e6:6.1f} MB")
 
 
 if __name__ == "__main__":

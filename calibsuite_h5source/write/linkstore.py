@@ -128,19 +128,24 @@ def get_local_heap_size_hint(gcpl: h5py.h5p.PropGCID) -> int:
 HEAP_BYTES_PER_LINK = 8
 
 
-def presized_plists(links: int, track_times: bool = False) -> tuple[h5py.h5p.PropFCID, h5py.h5p.PropGCID]:
-    """File- and group-creation property lists whose symbol tables hold ``links`` links without growing.
+def presized_plists(links: int, track_times: bool = False):
+    """``(fapl, fcpl, gcpl)``: file access and creation, group creation, for symbol tables holding
+    ``links`` links without growing.
 
-    The file's symbol-table nodes get room for ``links`` links (``H5Pset_sym_k``), every group made
-    with the returned group list a name heap for as many short names (plus room for longer ones).
+    The file access list keeps HDF5 1.x's original format (the low bound ``earliest``, as h5py's
+    default; HDF5 2.0's own default would make new-style groups). The file's symbol-table nodes get
+    room for ``links`` links (``H5Pset_sym_k``), every group made with the group list a name heap
+    for as many short names (plus room for longer ones).
     """
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
     lk = max(4, min(MAX_COMPACT, -(-links // 2)))
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     fcpl.set_obj_track_times(track_times)
     set_sym_k(fcpl, 16, lk)
     gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
     set_local_heap_size_hint(gcpl, HEAP_BYTES_PER_LINK * 2 * lk + 1024)
-    return fcpl, gcpl
+    return fapl, fcpl, gcpl
 
 
 def compact_group_plist(est_links: int, est_name_len: int = 4,

@@ -96,12 +96,12 @@ LINK_LAYOUT = "presized"
 
 def _plists(expected_steps: int):
     """``(fapl, fcpl, gcpl)`` of a run file."""
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)  # h5py's default, HDF5 1.x's format
     if LINK_LAYOUT == "presized":
-        fcpl, gcpl = linkstore.presized_plists(expected_steps)
+        fapl, fcpl, gcpl = linkstore.presized_plists(expected_steps)
         linkstore.set_local_heap_size_hint(fcpl, 4096)  # the root group: the run's few sources
         return fapl, fcpl, gcpl
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)  # h5py's default
     fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
     fcpl.set_obj_track_times(False)
     gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)

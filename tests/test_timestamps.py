@@ -1,0 +1,46 @@
+"""psana timestamps (format/timestamps.py): a run start that no timestamp can hold is a clear error."""
+
+import h5py
+import numpy as np
+import pytest
+
+from calibsuite_h5source import DataSource, H5SourceError, RunWriter
+from calibsuite_h5source.errors import HeaderError
+from calibsuite_h5source.format import timestamps as ts
+
+
+def _run(path, run, stored):
+    with RunWriter(path, "dark", run=run) as w:
+        w.add_step({"epixM": np.zeros((2, 2, 3, 4), np.uint16)}, timestamps=[5, 6] if stored else None)
+
+
+@pytest.mark.parametrize("run", [2**62, 2**63 - 1, ts.LAST_RUN_START + 1])
+def test_a_run_start_past_what_timestamps_hold_is_a_header_error_naming_run(tmp_path, run):
+    path = tmp_path / "r.h5"
+    _run(path, run, stored=False)
+    with pytest.raises(HeaderError, match=r"/ancillaryData: attribute run = \d+ .*store them, or fix run") as err:
+        next(DataSource(files=str(path)).runs())
+    assert err.value.file == str(path) and isinstance(err.value, H5SourceError)
+
+
+def test_the_last_start_that_fits_gives_valid_timestamps(tmp_path):
+    path = tmp_path / "r.h5"
+    _run(path, ts.LAST_RUN_START, stored=False)
+    run = next(DataSource(files=str(path)).runs())
+    for evt in run.events():
+        assert evt.timestamp < 2**64 and evt.datetime().year == 2126
+
+
+def test_stored_timestamps_make_a_huge_run_start_harmless(tmp_path):
+    path = tmp_path / "r.h5"
+    _run(path, 2**62, stored=True)
+    run = next(DataSource(files=str(path)).runs())
+    assert [e.timestamp for e in run.events()] == [5, 6]
+    with h5py.File(path, "r") as f:
+        assert f["ancillaryData"].attrs["run"] == 2**62
+
+
+def test_synthetic_steps_refuse_too(tmp_path):
+    with pytest.raises(HeaderError, match="attribute run"):
+        ts.synthetic_steps(2**40, [3])
+    assert [int(t) for t in ts.synthetic_steps(ts.LCLS_EPOCH_OFFSET, [2])[0]] == [0, 1_000_000]
