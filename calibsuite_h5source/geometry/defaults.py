@@ -26,7 +26,7 @@ The archon has no default here: psana draws its image without geometry
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from calibsuite_h5source.format.detector_types import detector_type
@@ -69,7 +69,7 @@ def default_geometry_name(*names: str | None, modules: int = 1) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def default_geometry_text(stem: str) -> str:
     """The text of ``geometry-def-<stem>.data`` carried in this package."""
     path = resources.files("calibsuite_h5source.geometry") / "data" / f"geometry-def-{stem}.data"

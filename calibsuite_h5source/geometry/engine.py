@@ -44,7 +44,7 @@ def _rotate(a, b, degrees):
 
 def _to_parent(obj: GeoObject, x, y, z):
     """An object's pixel coordinates moved into its parent's frame."""
-    az, ay, ax = (rot + tilt for rot, tilt in zip(obj.rotation, obj.tilt))
+    az, ay, ax = (rot + tilt for rot, tilt in zip(obj.rotation, obj.tilt, strict=True))
     x1, y1 = _rotate(x, y, az)
     z2, x2 = _rotate(z, x1, ay)
     y3, z3 = _rotate(y1, z2, ax)

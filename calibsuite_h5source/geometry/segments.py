@@ -14,7 +14,7 @@ psana's ``GeometryAccess`` (and so ``det.raw.image``) uses them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -151,7 +151,7 @@ def is_segment_name(name: str) -> bool:
     return name in _FIXED or name.startswith("MTRX") or name.startswith("ARCHON:") or name == "SENS2X1:V1"
 
 
-@lru_cache(maxsize=None)
+@cache
 def segment(name: str) -> Segment:
     """The :class:`Segment` of a geometry-text name.
 
