@@ -227,3 +227,19 @@ def default_geometry_for(frame_shape, *names) -> str | None:
         return None
     text = default_geometry_text(stem)
     return text if _fits(geometry_from_text(text), list(range(shape[0])), shape) is None else None
+
+
+def geometry_problem(group, frame_shape) -> str | None:
+    """Why ``group['geometry']`` (a detector's ``calib/``) does not place frames of ``frame_shape``, or None.
+
+    None also when the group holds no geometry (for ``calibsuite-h5 validate``).
+    """
+    try:
+        text, segments = read_geometry_text(group)
+        if text is None:
+            return None
+        g = geometry_from_text(text)
+        shape = tuple(int(n) for n in frame_shape)
+        return _fits(g, list(range(shape[0])) if segments is None else segments, shape)
+    except GeometryError as exc:
+        return exc.rule
