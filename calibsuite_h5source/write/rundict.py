@@ -9,13 +9,19 @@
         'epixM': {0: frames0, 1: frames1},                        # [event, module, row, col] per step
         'wave8': {'peakAmplitude': {0: amp0, 1: amp1}},           # side data per step
         'timestamp': {0: ts0, 1: ts1},                            # optional
+        'present': {'wave8': {0: mask0, 1: mask1}},               # optional: False = no data
     }
 
 Accepted variants: steps as ``0``/``'0'``/``'step0'`` keys or a list; a
 detector as one padded array ``[step, event, ...]`` with ``runDict['nEvents']``;
 per-event scan values as ``{step: {event: v}}``, ``{step: array}`` or nested
-lists. :func:`read_run_dict` returns the normalised form: ``{step: value}``
-for per-step scan values, ``{step: array}`` for everything per event.
+lists. ``present`` names the detectors and sources that miss some events
+(a bool mask per step; the stored values of a missing event are zeros, as
+:class:`RunWriter` stores them). :func:`read_run_dict` returns the normalised
+form: ``{step: value}`` for per-step scan values, ``{step: array}`` for
+everything per event; the header without the attributes the writer owns
+(``format.constants.WRITER_OWNED``), so that ``write_run_dict(p,
+read_run_dict(f))`` writes the same run again.
 It reads the whole run into memory: use it for small runs and tests.
 """
 
@@ -27,13 +33,13 @@ import os
 import numpy as np
 
 from calibsuite_h5source.errors import H5SourceError, WriterError
-from calibsuite_h5source.read.layout import HEADER, step_number
+from calibsuite_h5source.format.constants import HEADER, WRITER_OWNED, step_number
 from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.write.rules import check_numeric_array
 from calibsuite_h5source.write.writer import RunWriter
 
-RESERVED = {HEADER, "nEvents", "timestamp"}
-_WRITER_SET = {"complete", "stepsComplete", "error"}
+#: Top-level runDict keys that are not detectors.
+RESERVED = {HEADER, "nEvents", "timestamp", "present"}
 
 
 def _per_step(value, n_events=None, what=""):
@@ -132,8 +138,9 @@ def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> 
             scan_per_step[name] = steps
         else:
             scan_per_event[name] = [_events(v, name) for v in steps]
-    for key in _WRITER_SET:
+    for key in WRITER_OWNED:
         anc.pop(key, None)
+    present = _present_masks(runDict.get("present"), detectors, side, n_steps, path)
     w = RunWriter(path, script_type, **{**anc, **writer_kwargs})
     try:
         with w:
@@ -141,6 +148,7 @@ def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> 
                 data = {name: steps[k] for name, steps in detectors.items()}
                 data.update({name: {f: steps[k] for f, steps in fields.items()} for name, fields in side.items()})
                 w.add_step(data, timestamps=None if ts is None else _events(ts[k], "timestamp"),
+                           present={n: m[k] for n, m in present.items()} or None,
                            scan={n: v[k] for n, v in scan_per_event.items()} or None,
                            **{n: v[k] for n, v in scan_per_step.items()})
     except H5SourceError:
@@ -149,11 +157,37 @@ def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> 
     return str(path)
 
 
+def _present_masks(value, detectors, side, n_steps, path) -> dict:
+    """``runDict['present']`` -> ``{name: [bool mask per step]}``, checked against the data."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WriterError(f"present must be a dict {{detector: {{step: bool mask}}}}; found {type(value).__name__}",
+                          file=str(path))
+    out = {}
+    for name, steps in value.items():
+        data = detectors.get(name)
+        if data is None and name in side:
+            data = next(iter(side[name].values()))
+        if data is None:
+            raise WriterError(f"present names {name!r}, which is not a detector or source of the runDict; "
+                              f"found {sorted(detectors) + sorted(side)}", file=str(path))
+        masks = [np.asarray(_events(m, f"present/{name}")) for m in _per_step(steps, None, f"present/{name}")]
+        if len(masks) != n_steps:
+            raise WriterError(f"present/{name} must have {n_steps} steps; found {len(masks)}", file=str(path))
+        for k, (m, a) in enumerate(zip(masks, data, strict=True)):
+            if m.dtype != bool or m.shape != (len(a),):
+                raise WriterError(f"present/{name} step {k} must be a bool mask of {len(a)} events; "
+                                  f"found {m.dtype} {m.shape}", file=str(path))
+        out[name] = masks
+    return out
+
+
 def read_run_dict(path) -> dict:
     """Read any run file (every layout) into the normalised ``runDict`` form."""
     idx = open_run_index(path)
     try:
-        out = {HEADER: {k: v for k, v in idx.header.items() if k not in _WRITER_SET}}
+        out = {HEADER: {k: v for k, v in idx.header.items() if k not in WRITER_OWNED}}
         anc = out[HEADER]
         for name, var in idx.scan.items():
             anc[name] = ({k: a for k, a in enumerate(var.per_event)} if var.per_event is not None
@@ -164,8 +198,19 @@ def read_run_dict(path) -> dict:
             anc["step_docstring"] = dict(enumerate(idx.step_docstring))
         for name, src in idx.area.items():
             out[name] = {k: ea.read_all() for k, ea in enumerate(src.steps)}
+        present = {}
+        for name, src in idx.area.items():
+            masks = [None if m is None else np.asarray(m, bool) for m in src.present]
+            if any(m is not None for m in masks):
+                present[name] = masks
         for name, fields in idx.side.items():
-            out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in fields.items()}
+            out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)}
+                         for f, steps in fields.items() if f != "present"}
+            if "present" in fields:
+                present[name] = [np.asarray(ea.read_all(), bool) for ea in fields["present"]]
+        if present:
+            out["present"] = {name: {k: (np.ones(idx.n_events[k], bool) if m is None else m)
+                                     for k, m in enumerate(masks)} for name, masks in present.items()}
         if not idx.timestamps_synthesised:
             out["timestamp"] = {k: np.asarray(ts) for k, ts in enumerate(idx.timestamps)}
         return out
