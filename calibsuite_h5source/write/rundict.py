@@ -94,50 +94,13 @@ def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> 
     if not isinstance(runDict, dict) or not isinstance(runDict.get(HEADER, {}), dict):
         raise WriterError(f"runDict must be a dict with a dict {HEADER!r}; found {type(runDict).__name__}", file=str(path))
     anc = dict(runDict.get(HEADER, {}))
-    script_type = anc.pop("scriptType", None)
-    if scriptType is not None and script_type is not None and scriptType != script_type:
-        raise WriterError(f"scriptType={scriptType!r} contradicts the runDict's {HEADER}/scriptType {script_type!r}; "
-                          "give it in one place", file=str(path), h5path=f"/{HEADER}")
-    script_type = scriptType if script_type is None else script_type
-    if script_type is None:
-        raise WriterError(f"the runDict has no {HEADER}/scriptType; add it or pass scriptType=...",
-                          file=str(path), h5path=f"/{HEADER}")
-    n_events = runDict.get("nEvents")
-    try:
-        n_events = None if n_events is None else [operator.index(n) for n in np.asarray(n_events).tolist()]
-    except TypeError as exc:
-        raise WriterError(f"nEvents must be integers, one per step; found {n_events!r}"[:200], file=str(path)) from exc
-    detectors, side = {}, {}
-    for name, value in runDict.items():
-        if name in RESERVED:
-            continue
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()) \
-                and not all(step_number(str(k)) is not None for k in value):
-            side[name] = {f: [check_numeric_array(a, f"{name}/{f}", file=str(path))
-                              for a in _per_step(v, n_events, f"{name}/{f}")] for f, v in value.items()}
-        else:
-            detectors[name] = [check_numeric_array(a, str(name), file=str(path)) for a in _per_step(value, n_events, name)]
-    lengths = [len(v) for v in detectors.values()] + [len(f) for s in side.values() for f in s.values()]
-    if not lengths:
-        raise WriterError("runDict holds no detector or side data", file=str(path))
-    n_steps = lengths[0]
-    if any(n != n_steps for n in lengths):
-        raise WriterError(f"every detector must have the same steps; found step counts {lengths}", file=str(path))
+    script_type = _script_type(anc.pop("scriptType", None), scriptType, path)
+    n_events = _n_events(runDict.get("nEvents"), path)
+    detectors, side = _sources(runDict, n_events, path)
+    n_steps = _n_steps(detectors, side, path)
     ts = runDict.get("timestamp")
     ts = None if ts is None else _per_step(ts, n_events, "timestamp")
-    declared = anc.get("ancillaryDataType") or []
-    declared = [declared] if isinstance(declared, str) else list(declared)
-    scan_per_step, scan_per_event = {}, {}
-    for name in declared + [k for k in ("step_value", "step_docstring") if k in anc]:
-        if name not in anc:
-            continue
-        steps = _per_step(anc.pop(name), n_events, f"{HEADER}/{name}")
-        if len(steps) != n_steps:
-            raise WriterError(f"scan variable {name} must have {n_steps} steps; found {len(steps)}", file=str(path))
-        if isinstance(steps[0], str) or np.ndim(_events(steps[0], name)) == 0:
-            scan_per_step[name] = steps
-        else:
-            scan_per_event[name] = [_events(v, name) for v in steps]
+    scan_per_step, scan_per_event = _scan_values(anc, n_events, n_steps, path)
     for key in WRITER_OWNED:
         anc.pop(key, None)
     present = _present_masks(runDict.get("present"), detectors, side, n_steps, path)
@@ -155,6 +118,72 @@ def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> 
         os.unlink(w.path)  # a runDict is written whole or not at all
         raise
     return str(path)
+
+
+def _script_type(in_dict, given, path) -> str:
+    """The run's scriptType: from the runDict's header or the call, not contradicting each other."""
+    if given is not None and in_dict is not None and given != in_dict:
+        raise WriterError(f"scriptType={given!r} contradicts the runDict's {HEADER}/scriptType {in_dict!r}; "
+                          "give it in one place", file=str(path), h5path=f"/{HEADER}")
+    script_type = given if in_dict is None else in_dict
+    if script_type is None:
+        raise WriterError(f"the runDict has no {HEADER}/scriptType; add it or pass scriptType=...",
+                          file=str(path), h5path=f"/{HEADER}")
+    return script_type
+
+
+def _n_events(value, path) -> list[int] | None:
+    """``runDict['nEvents']`` (needed by padded ``[step, event, ...]`` arrays) as a list of ints."""
+    try:
+        return None if value is None else [operator.index(n) for n in np.asarray(value).tolist()]
+    except TypeError as exc:
+        raise WriterError(f"nEvents must be integers, one per step; found {value!r}"[:200], file=str(path)) from exc
+
+
+def _sources(runDict, n_events, path) -> tuple[dict, dict]:
+    """Split the runDict's data into area detectors ``{name: [per step]}`` and side data ``{name: {field: [...]}}``."""
+    detectors, side = {}, {}
+    for name, value in runDict.items():
+        if name in RESERVED:
+            continue
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()) \
+                and not all(step_number(str(k)) is not None for k in value):
+            side[name] = {f: [check_numeric_array(a, f"{name}/{f}", file=str(path))
+                              for a in _per_step(v, n_events, f"{name}/{f}")] for f, v in value.items()}
+        else:
+            detectors[name] = [check_numeric_array(a, str(name), file=str(path)) for a in _per_step(value, n_events, name)]
+    return detectors, side
+
+
+def _n_steps(detectors, side, path) -> int:
+    """The step count every detector and field agrees on."""
+    lengths = [len(v) for v in detectors.values()] + [len(f) for s in side.values() for f in s.values()]
+    if not lengths:
+        raise WriterError("runDict holds no detector or side data", file=str(path))
+    if any(n != lengths[0] for n in lengths):
+        raise WriterError(f"every detector must have the same steps; found step counts {lengths}", file=str(path))
+    return lengths[0]
+
+
+def _scan_values(anc, n_events, n_steps, path) -> tuple[dict, dict]:
+    """Pop the scan variables (``ancillaryDataType``, ``step_value``, ``step_docstring``) off the header.
+
+    Returns ``{name: [value per step]}`` and ``{name: [values per event, per step]}``.
+    """
+    declared = anc.get("ancillaryDataType") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    per_step, per_event = {}, {}
+    for name in declared + [k for k in ("step_value", "step_docstring") if k in anc]:
+        if name not in anc:
+            continue
+        steps = _per_step(anc.pop(name), n_events, f"{HEADER}/{name}")
+        if len(steps) != n_steps:
+            raise WriterError(f"scan variable {name} must have {n_steps} steps; found {len(steps)}", file=str(path))
+        if isinstance(steps[0], str) or np.ndim(_events(steps[0], name)) == 0:
+            per_step[name] = steps
+        else:
+            per_event[name] = [_events(v, name) for v in steps]
+    return per_step, per_event
 
 
 def _present_masks(value, detectors, side, n_steps, path) -> dict:
