@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
+import types
 from pathlib import Path
 
 import h5py
@@ -142,3 +144,50 @@ def test_archon_is_drawn_as_psana_draws_it():
     assert new[0, 0] == 36 and new[0, 264] == 336  # later: the first 36
     frame = np.ones((1, 3, 4224))
     assert archon_image(frame).shape == (3, 4224)  # frames without the fake columns are the image already
+
+
+FOUR = "IP 0 CAM 0  0 0 0  0 0 0  0 0 0\n" + "".join(
+    f"CAM 0 MTRX:V2:2:3:10:10 {i}  0 {40 * i} 0  0 0 0  0 0 0\n" for i in range(4))
+
+
+class StandInRun:
+    """A psana-like run of one step of two (4, 2, 3) epix frames whose raw interface carries geometry."""
+
+    def __init__(self, geometry, segments):
+        self.runnum, self.expt, self.timestamp = 7, "tst", 1_000_000_000 << 32
+        self.detinfo = {("epix", "raw"): ["calib", "image", "raw"]}
+        self.xtcinfo = [("epix", "epixm320", "raw", "1_2_3")]
+        self.scaninfo = {}
+        self.events_ = [types.SimpleNamespace(timestamp=self.timestamp + i, i=i) for i in range(2)]
+        self.raw = types.SimpleNamespace(raw=lambda e: np.full((4, 2, 3), e.i, np.uint16), calib=lambda e: None,
+                                         _calibconst={"geometry": (geometry, {})}, _segment_numbers=segments)
+
+    def events(self):
+        return iter(self.events_)
+
+    def steps(self):
+        yield types.SimpleNamespace(events=lambda: iter(self.events_))
+
+    def Detector(self, name):  # noqa: N802
+        if name == "epix":
+            return types.SimpleNamespace(raw=self.raw)
+        raise KeyError(name)
+
+
+@pytest.mark.parametrize(("geometry", "copied"), [(FOUR, True), (default_geometry_text("epix100a"), False)])
+def test_convert_copies_psanas_geometry_when_it_fits(tmp_path, mocker, caplog, geometry, copied):
+    from calibsuite_h5source.write.convert import convert
+    module = types.ModuleType("psana")
+    module.DataSource = lambda **kw: types.SimpleNamespace(runs=lambda: iter([StandInRun(geometry, [0, 1, 2, 3])]))
+    mocker.patch.dict(sys.modules, {"psana": module})
+    out = tmp_path / "c.h5"
+    with caplog.at_level(logging.WARNING):
+        convert(out, exp="tst", run=7, progress=False)
+    det, evt = first(out, "epix")
+    if copied:
+        assert det.calibconst["geometry"][0] == FOUR
+        np.testing.assert_array_equal(det.calibconst["geometry"][1]["segments"], [0, 1, 2, 3])
+        assert det.raw.image(evt).shape == (3, 3 * 4 + 2)  # segments 40 um = 4 bins apart, 2 bins wide
+    else:
+        assert "geometry" not in det.calibconst and "/epix/calib/geometry not copied" in caplog.text
+        assert det.raw.raw(evt).shape == (4, 2, 3)
