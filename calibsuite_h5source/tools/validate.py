@@ -32,13 +32,13 @@ import numpy as np
 from calibsuite_h5source.errors import H5SourceError, HeaderError, LinkError, NotHDF5Error
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.constants import BITSHUFFLE, HEADER
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
 from calibsuite_h5source.h5.filters import require_filters
 from calibsuite_h5source.h5.guard import translate
 from calibsuite_h5source.h5.links import Origin, check_virtual, open_member
 from calibsuite_h5source.read.layout import (
-    HEADER,
     LayoutMembers,
     detect_layout,
     open_h5,
@@ -57,7 +57,6 @@ TIMEOUT = 60.0
 #: Bytes decoded per read when a dataset is not chunked.
 DECODE_BLOCK = 16 << 20
 #: HDF5 filter id of bitshuffle (hdf5plugin).
-BITSHUFFLE = 32008
 
 #: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
 GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
@@ -275,6 +274,21 @@ def _frames(ctx: Context):
             elif (shape[1:], str(ea.dataset.dtype)) != first:
                 yield ctx.problem("frame-consistency", ERROR, f"step {k} differs from step 0", where,
                                   found=(shape[1:], str(ea.dataset.dtype)), expected=first)
+
+
+@check("geometry", "a detector's calib/geometry is psana geometry text whose segments place its frames")
+def _geometry(ctx: Context):
+    from calibsuite_h5source.geometry.source import GEOMETRY, geometry_problem
+    for entry in (ctx.members.area.values() if ctx.members is not None else ()):
+        calib = entry["calib"]
+        if calib is None or GEOMETRY not in calib or not entry["steps"]:
+            continue
+        ea = entry["steps"][min(entry["steps"])]
+        frame = ea.dataset.shape[len(ea.prefix) + 1:]
+        why = geometry_problem(calib, frame) if len(frame) == 3 else None
+        if why:
+            yield ctx.problem("geometry", ERROR, f"the geometry cannot draw this detector's images: {why}",
+                              f"{calib.name}/{GEOMETRY}", expected="psana geometry text (docs/format.rst)")
 
 
 @check("timestamps", "timestamps have nEvents entries per step and strictly increase")

@@ -34,8 +34,14 @@ import numpy as np
 
 from calibsuite_h5source._version import __version__
 from calibsuite_h5source.errors import UnknownScriptTypeError, WriterError
+from calibsuite_h5source.format.constants import (
+    FORMAT_VERSION,
+    HEADER,
+    LIVE_ATTRS,
+    WRITER_COUNTERS,
+    step_name,
+)
 from calibsuite_h5source.format.script_types import canonical_script_type, known_script_types
-from calibsuite_h5source.read.layout import HEADER
 from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender, append_rows
 from calibsuite_h5source.write.rules import (
     check_field_name,
@@ -57,9 +63,7 @@ from calibsuite_h5source.write.storage import (
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1.0"
 #: header attributes the writer keeps for live readers (``docs/format.rst``, "What a live file looks like")
-LIVE_ATTRS = ("openStepEvents", "stepsDiscarded", "writerHost", "writerPid", "writerLock")
 
 
 def writer_identity(path: str) -> dict:
@@ -180,7 +184,7 @@ class StepWriter:
         if col is None:
             kind, *names = key
             parts = {"present": [*names, "present"], "timestamp": ["timestamp"], "scan": [HEADER, *names]}
-            h5path = "/" + "/".join([*parts.get(kind, names), str(self.index)])
+            h5path = "/" + "/".join([*parts.get(kind, names), step_name(self.index)])
             w = self.writer
             create = lambda path, shape, dtype, block: w._create(path, shape, dtype, compress, block)  # noqa: E731
             col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
@@ -437,7 +441,7 @@ class RunWriter:
             raise WriterError(f"expected_steps must be an int from 1 to {MAX_EXPECTED_STEPS}; found {expected_steps!r}",
                               file=self.path)
         self.expected_steps = int(expected_steps)
-        reserved = sorted({"complete", "stepsComplete", "error", *LIVE_ATTRS} & set(header))
+        reserved = sorted({*WRITER_COUNTERS, *LIVE_ATTRS} & set(header))
         if reserved:
             raise WriterError(f"header attributes {reserved} are set by the writer; do not pass them",
                               file=self.path, h5path=f"/{HEADER}")
@@ -489,7 +493,7 @@ class RunWriter:
 
     # -- declarations and schema ---------------------------------------------
     def detector(self, name: str, *, detType=None, gainBitsMask=None, calib=None, attrs=None,  # noqa: N803
-                 shape=None, dtype=None, header_fields=None) -> None:
+                 shape=None, dtype=None, header_fields=None, geometry=None) -> None:
         """Declare an area detector's metadata (and optionally its frame shape/dtype) before its data.
 
         Parameters
@@ -510,6 +514,10 @@ class RunWriter:
             Per-event header fields ``{field: (shape, dtype)}``, e.g.
             ``{'frameNo': ((), 'uint32'), 'autoFillMask': ((4,), 'uint32')}``;
             without it they are learnt from the first event's ``headers``.
+        geometry : str or path, optional
+            psana's geometry text, or the path of a ``geometry-def-*.data``
+            file (or ``(text or path, metadata)``), written to
+            ``/<name>/calib/geometry``; checked against ``shape`` when given.
         """
         self._check_open()
         check_source_name(name, file=self.path)
@@ -549,10 +557,15 @@ class RunWriter:
         if (shape is not None and (len(shape) != 3 or min(shape) < 1)) or (dtype is not None and dtype.kind not in "biuf"):
             raise WriterError(f"a declared frame must be [module, row, col] (or 2-D for one module) of a numeric "
                               f"dtype; found shape {shape} dtype {dtype}", file=self.path, h5path=f"/{name}")
+        if geometry is not None:
+            from calibsuite_h5source.geometry.source import prepare_geometry
+            geometry = prepare_geometry(geometry, shape, file=self.path, h5path=f"/{name}/calib/geometry")
         g = self._groups.require(name)
         g.attrs.update(group_attrs)
-        if constants:
+        if constants or geometry is not None:
             self._groups.make(f"{name}/calib")
+        if geometry is not None:
+            g.create_dataset("calib/geometry", data=geometry[0], dtype=h5py.string_dtype()).attrs.update(geometry[1])
         for ctype, (array, meta) in constants.items():
             g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
         self._detectors[name] = {"shape": shape, "dtype": dtype, "headers": fields}
@@ -696,7 +709,7 @@ class RunWriter:
         names = sorted(scan_values)
         if self._scan_names is not None and names != self._scan_names:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
-                              f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
+                              f"step {self.n_steps} gives {names}", file=self.path, h5path=f"/{HEADER}")
         self._open_step = StepWriter(self, self.n_steps, values)
         for name, value in values.items():  # written now, so that the step's first flush carries them
             self._append_per_step(name, value, h5py.string_dtype() if isinstance(value, str) else np.float64)
