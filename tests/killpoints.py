@@ -40,6 +40,7 @@ class Trace:
     printed: list  # printed[i]: stdout text written before ops[i]
     stdout: str
     returncode: int
+    stderr: str = ""
 
     @property
     def n_writes(self) -> int:
@@ -81,7 +82,7 @@ def trace(argv: list[str], path: str, timeout: float = 600) -> Trace:
                     ops.append(("t", int(t.group(2))))
                     printed.append("".join(out))
     os.unlink(log)
-    return Trace(ops, printed, "".join(out), proc.returncode)
+    return Trace(ops, printed, "".join(out), proc.returncode, proc.stderr)
 
 
 def states(tr: Trace, kill_before, out_path: str):
@@ -239,7 +240,7 @@ def run_kills(workdir, n_steps: int, flush_every: int, ending: str, kill_before=
         os.unlink(path)
     tr = trace(python_argv(LOOPER, path, str(n_steps), str(flush_every), ending), path)
     if tr.returncode != 0:
-        raise RuntimeError(f"the traced writer failed ({tr.returncode}); stdout {tr.stdout[-500:]!r}")
+        raise RuntimeError(f"the traced writer failed ({tr.returncode}); stderr {tr.stderr[-800:]!r}")
     points = range(1, tr.n_writes + 1) if kill_before is None else kill_before
     if samples is not None:
         points = sorted(random.Random(seed).sample(range(1, tr.n_writes + 1), min(samples, tr.n_writes)))
