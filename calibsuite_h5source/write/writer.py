@@ -718,13 +718,19 @@ class RunWriter:
         # step of a scan a third flush.
         return self._open_step
 
-    def _append_per_step(self, name: str, value, dtype, chunk: int = 256) -> None:
-        """Write step ``n_steps``'s entry of the per-step dataset ``/ancillaryData/<name>`` (made on first use)."""
+    def _append_per_step(self, name: str, value, dtype) -> None:
+        """Write step ``n_steps``'s entry of the per-step dataset ``/ancillaryData/<name>`` (made on first use).
+
+        One chunk holds ``expected_steps`` entries: it is allocated at the first step, and every later
+        entry is written in place. A new chunk would be allocated at the file's end and referenced
+        before the file's end address is written back: a kill in between would make the whole
+        dataset, which readers read at once, unreadable.
+        """
         column = self._per_step.get(name)
         if column is None:
             g = self._header_group
             if name not in g:
-                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(chunk,))
+                g.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(self.expected_steps,))
             column = self._per_step[name] = g[name] if isinstance(value, str) else ValueAppender(g[name])
         if isinstance(column, ValueAppender):
             column.append(self.n_steps, value)
@@ -772,11 +778,12 @@ class RunWriter:
         self._leftover.clear()
 
     def _discard_step(self, step: StepWriter) -> None:
-        """Forget a discarded step: its per-step scan values go, a live reader no longer sees it."""
-        g = self._header_group
-        for name in step.scan_values:
-            if name in g:
-                g[name].resize(self.n_steps, axis=0)
+        """Forget a discarded step: a live reader no longer sees it (``openStepEvents = -1``).
+
+        Its per-step scan values stay, past ``stepsComplete``, until the next step writes its own in
+        their place: shrinking the datasets could free a chunk that the next step then allocates
+        again, and a kill before the file's end address is written back would lose the dataset.
+        """
         self._counters["openStepEvents"] = -1
         self._discarded += 1
         self._counters["stepsDiscarded"] = self._discarded
@@ -796,7 +803,7 @@ class RunWriter:
             if declared:
                 g.attrs["ancillaryDataType"] = declared[0] if len(declared) == 1 else declared
         # the index that lets the reader open a run without touching every step
-        self._append_per_step("nEvents", step.n_events, np.int64, chunk=1024)
+        self._append_per_step("nEvents", step.n_events, np.int64)
         self.n_steps += 1
         self._open_step = None
         self._counters["stepsComplete"] = self.n_steps
@@ -819,10 +826,14 @@ class RunWriter:
             self._open_step.close()
         if error is None and self.n_steps == 0:
             error = WriterError("a run must have at least one step", file=self.path)
-        if error is None and self._leftover:  # a complete run holds its steps only
+        if error is None:  # a complete run holds its steps only (past a final discarded step: its leftovers)
             for h5path in self._leftover:
                 del self._file[h5path]
             self._leftover.clear()
+            for column in self._per_step.values():
+                ds = column.ds if isinstance(column, ValueAppender) else column
+                if ds.shape[0] > self.n_steps:
+                    ds.resize(self.n_steps, axis=0)
         if error is None:
             self._counters["complete"] = True  # in place: a kill while closing cannot tear the header
         else:
