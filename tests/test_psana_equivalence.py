@@ -272,3 +272,52 @@ def test_user_script_sees_what_psana_shows_each_rank(tmp_path, offline_logbook, 
             assert sorted(x for r in h5_ranks for x in r[key]) == sorted(x for r in psana_ranks for x in r[key])
         n_steps = len(psana_ranks[workers[0]]["steps"])
         assert all(len(r["steps"]) == n_steps for ranks in (psana_ranks, h5_ranks) for r in ranks if r["rank"] in workers)
+
+
+# -- jungfrau: psana's own detector classes on a segment as the DAQ stores it ------------------
+
+@needs_psana
+@pytest.mark.parametrize("written", ["native 2-D frames", "native 3-D frames", "as convert records it"])
+def test_jungfrau_raw_and_calib_as_psana_s_classes(tmp_path, written):
+    """No jungfrau xtc2 is in ../shared/data/xtc2, so psana's real jungfrau code runs on stand-in segments.
+
+    A jungfrau 0.5M segment is ``(1, 512, 1024)`` uint16 as the DAQ stores it
+    (measured on lcls2's ``test_jungfrau05M_calib.xtc2``, see
+    ../shared/reference/psana2-behaviour.md, *Shapes*). psana's
+    ``AreaDetectorRaw.raw`` and ``jungfrau_raw_0_1_0.calib`` (with its real
+    ``DetCache``, no constants: "PEDESTALS ARE NOT AVAILABLE det.raw.calib(evt)
+    will return det.raw.raw(evt)") give what the h5 source must give.
+    """
+    from psana.detector.areadetector import AreaDetectorRaw
+    from psana.detector.jungfrau import jungfrau_raw_0_1_0
+
+    from calibsuite_h5source import RunWriter
+    from calibsuite_h5source.format.shapes import MODULE_AXIS_ATTR
+
+    segments = np.random.default_rng(5).integers(0, 1 << 16, (3, 1, 512, 1024)).astype(np.uint16)  # gain bits too
+
+    class PsanaJungfrau:  # the state psana's raw/calib read; the methods are psana's own
+        _segment_numbers = _sorted_segment_inds = [0]
+        _det_name, _calibconst, _raw_buf, _odc = "jungfrau", {}, None, None
+        raw, calib = AreaDetectorRaw.raw, jungfrau_raw_0_1_0.calib
+
+        def _segments(self, evt):
+            return {0: types.SimpleNamespace(raw=segments[evt])}
+
+        def _info_calibconst(self):
+            return "no constants (skip_calib_load)"
+
+    path = tmp_path / "jungfrau.h5"
+    with RunWriter(path, "dark") as w:
+        if written == "as convert records it":
+            w.detector("jungfrau", detType="jungfrau", attrs={MODULE_AXIS_ATTR: True})
+        with w.step() as s:
+            for seg in segments:
+                s.event(jungfrau=seg[0] if written == "native 2-D frames" else seg)
+    run = next(DataSource(files=str(path)).runs())
+    det = run.Detector("jungfrau")
+    ps = PsanaJungfrau()
+    for i, evt in enumerate(run.events()):
+        for mine, theirs in ((det.raw.raw(evt), ps.raw(i)), (det.raw.calib(evt), ps.calib(i))):
+            assert (mine.shape, mine.dtype) == (theirs.shape, theirs.dtype) == ((1, 512, 1024), np.uint16)
+            np.testing.assert_array_equal(mine, theirs)
