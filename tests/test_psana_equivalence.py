@@ -33,7 +33,12 @@ try:
 except Exception:  # ImportError, or libmpi missing
     HAVE_PSANA = False
 
-needs_psana = pytest.mark.skipif(not HAVE_PSANA, reason="the real psana is not installed (pip install '.[psana]')")
+_skip_without_psana = pytest.mark.skipif(not HAVE_PSANA, reason="the real psana is not installed (pip install '.[psana]')")
+
+
+def needs_psana(test):
+    """Mark ``test`` as a psana test (``-m psana``) that skips without psana."""
+    return pytest.mark.psana(_skip_without_psana(test))
 needs_data = pytest.mark.skipif(not EPIX.exists() or not FAKESTEPS.exists(), reason=f"no xtc2 sample data in {DATA}")
 
 
@@ -244,7 +249,6 @@ def roles_run(tmp_path, kind, run, n_ranks, batch_size, intg_det=None):
 @needs_psana
 @needs_data
 @needs_mpi
-@pytest.mark.mpi
 @pytest.mark.slow
 @pytest.mark.parametrize("n_ranks, batch_size, data, intg_det", [
     (4, 1000, FAKESTEPS, None), (4, 2, INTG_DET, "andor"), (5, 2, FAKESTEPS, None), (5, 1, INTG_DET, "andor")])

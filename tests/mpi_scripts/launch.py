@@ -23,10 +23,15 @@ def mpiexec() -> str | None:
     return str(local) if local.exists() else shutil.which("mpiexec")
 
 
-needs_mpi = pytest.mark.skipif(
+_skip_without_mpi = pytest.mark.skipif(
     importlib.util.find_spec("mpi4py") is None or mpiexec() is None,
     reason="needs mpi4py and an mpiexec (pip install 'calibsuite_h5source[mpi]')",
 )
+
+
+def needs_mpi(test):
+    """Mark ``test`` as an MPI test (``-m mpi``) that skips without mpi4py or an mpiexec."""
+    return pytest.mark.mpi(_skip_without_mpi(test))
 
 
 #: Variables that decide MPI roles: a test sets the ones it means, the caller's shell none.
