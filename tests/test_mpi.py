@@ -288,3 +288,15 @@ def test_opt_out_and_missing_mpi4py(monkeypatch, mocker, run_file):
     mocker.patch("importlib.util.find_spec", return_value=None)  # mpi4py not installed
     ds = DataSource(files=run_file, intg_det="epixm", batch_size=2)
     assert ds.is_mpi() is False and len(list(ds.events())) == 14
+
+
+def test_every_rank_a_worker_is_opt_in(monkeypatch):
+    monkeypatch.delenv(partition.EVERY_RANK_ENV, raising=False)
+    assert partition.every_rank_mode() is False and partition.every_rank_mode(True) is True
+    monkeypatch.setenv(partition.EVERY_RANK_ENV, "1")
+    assert partition.every_rank_mode() is True and partition.every_rank_mode(False) is False
+    monkeypatch.setenv(partition.EVERY_RANK_ENV, "no")
+    assert partition.every_rank_mode() is False
+    p = partition.MPIPartition(FakeComm(0, 2), 3)  # workers default: every rank
+    assert p.is_worker and p.role == "bd" and not p.unique_user_rank()
+    assert [[s.tolist() for s in d] for d in (p.deal([range(4)]),)] == [[[0, 1, 2]]]

@@ -130,7 +130,7 @@ class AreaDetector(_PerRun):
     raw_data = raw
 
     def calib(self, evt, cmpars=None, **kwargs):
-        """Calibrated frame (float32; the package's ``det.raw.calib``), or None. ``cmpars`` is ignored."""
+        """Calibrated frame (the package's ``det.raw.calib``: its dtype and shape rules), or None. ``cmpars`` is ignored."""
         return None if evt is None else self._det(evt).raw.calib(evt._evt)
 
     def image(self, evt, nda_in=None, **kwargs):
