@@ -22,10 +22,15 @@ sequence, across step boundaries (a batch does not end at a step):
 * with ``intg_det=<detector>`` (psana's integrating detector; the suite's
   ``get_ds`` passes its detector type) a batch instead closes right after
   every ``batch_size``-th event that holds that detector, so the fast events
-  before such an event travel with it to the same worker (psana's
-  ``SmdReader.build_batch_view`` counts integrating events per batch; its
-  ``EventBuilder`` ignores the plain cap in that mode). Events after the
-  run's last such event form the last batch.
+  before such an event travel with it to the same worker. Events after the
+  run's last such event form the last batch. psana's smd0 cuts such batches
+  too (``SmdReader.build_batch_view`` counts integrating events), but counts
+  ``PS_SMD_N_EVENTS`` of them per batch (default 20000; 1000 for ``mfx``
+  experiments, the suite's), not ``batch_size``, which its event builder
+  ignores in that mode (measured with psana 4.3.4 on lcls2's ``intg_det``
+  run: ``PS_SMD_N_EVENTS=2`` gives batches of two andor frames whatever
+  ``batch_size``). With the suite's default ``batch_size`` (1000) both cut
+  MFX runs alike.
 
 Every worker sees every step (same scan values), possibly with no events.
 Dealing is deterministic: batch ``k`` goes to worker ``k % n_workers`` (the
