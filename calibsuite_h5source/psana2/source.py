@@ -187,7 +187,7 @@ class Run:
         self._intg_det = intg_det or None
         self._intg_masks = None  # per step, the events holding intg_det; made when first needed
         self._first_ts = None
-        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition(), intg_det)
+        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
         self._cursor_step = 0
         self._cursor_pos = 0
         #: psana's run timestamp: the header's ``timestamp`` (BeginRun), else the first event's
@@ -258,7 +258,7 @@ class Run:
             return []
         return [self._intg_det]
 
-    def _select(self, max_events, timestamps, partition, intg_det=None) -> list:
+    def _select(self, max_events, timestamps, partition) -> list:
         """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``,
         then this rank's share (:mod:`.partition`): every step on a worker, none on another rank."""
         idx = self._index
@@ -380,7 +380,7 @@ class Run:
         names, or return a detector whose calls return None when
         ``accept_missing`` is True. ``keep_module_axis`` (default: the
         DataSource's) keeps ``[1, row, col]`` frames of a single-module
-        detector instead of psana's ``[row, col]``.
+        detector whatever psana's shape for its type.
         """
         kind, real = self._resolve(name, {"area": self._area, "side": self._side, "scan": self._scan})
         if kind == "area":
@@ -466,10 +466,12 @@ class H5DataSource:
         written for psana's worker count may then hang or abort (see
         ``docs/psana-differences.rst``).
     keep_module_axis : bool
-        False (default): a single-module detector gives ``[row, col]`` frames
-        from ``det.raw.raw/calib/image``, as psana does for one segment.
-        True: ``[1, row, col]``, as stored. ``run.Detector(name,
-        keep_module_axis=...)`` overrides it per detector.
+        False (default): a single-module detector's frames from
+        ``det.raw.raw/calib`` have the shape psana gives for its type
+        (``[row, col]`` for epix100, ``[1, row, col]`` for jungfrau:
+        :mod:`calibsuite_h5source.format.shapes`). True: always ``[1, row,
+        col]``, as stored. ``run.Detector(name, keep_module_axis=...)``
+        overrides it per detector.
     live : bool
         Follow runs that are still being written (:mod:`calibsuite_h5source.psana2.live`):
         events come as the writer makes them durable, and the run ends when
