@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import ArrayTooLargeError, DataSource, RunWriter
-from calibsuite_h5source.read import arrays
 from calibsuite_h5source.h5 import dataset as dataset_mod
+from calibsuite_h5source.read import arrays
 from calibsuite_h5source.read.index_types import EventArray
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
