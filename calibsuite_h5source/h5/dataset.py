@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.h5 import fastread
+from calibsuite_h5source.h5.fastread import NotYetVisible
 from calibsuite_h5source.h5.filters import require_filters
 from calibsuite_h5source.h5.guard import guarded
 
@@ -46,10 +47,6 @@ __all__ = ["StoredDataset", "NotYetVisible", "open_stored", "block_groups", "BLO
 
 #: Target bytes of one h5py block read of a selection (64 MiB).
 BLOCK_BYTES = 64 * 2**20
-
-
-class NotYetVisible(OSError):
-    """A strict read found a chunk the writer's counters promise missing from the chunk index (retry it)."""
 
 
 def _where(self, *args, **kwargs):

@@ -77,6 +77,10 @@ _n_mapped = 0
 MAX_TABLE = 1 << 24
 
 _HAVE_PREADV = hasattr(os, "preadv")
+class NotYetVisible(OSError):
+    """A strict read found a chunk the writer's counters promise missing from the chunk index (retry it)."""
+
+
 NO_PLAN = _NO_PLAN = False  # the reader's marker: decided, read through h5py
 
 
@@ -387,8 +391,6 @@ def _direct(plan, reader, i: int):
         expected = reader.dataset[reader.prefix + (i,)]
         if np.asarray(expected).tobytes() != out.tobytes():
             if reader.strict:
-                from calibsuite_h5source.h5.dataset import NotYetVisible
-
                 raise NotYetVisible(f"a direct read of event {i} differs from h5py's (a flush caught half-done?)")
             log.warning("%s: a direct read differs from h5py's; reading this dataset through h5py",
                         reader.where()[1])

@@ -44,16 +44,18 @@ class EventArray:
     dataset.
     """
 
-    __slots__ = ("_dataset", "prefix", "_n", "_group", "_name", "_expect", "_origin", "_reader", "_count")
+    __slots__ = ("_dataset", "prefix", "_n", "_group", "_name", "_expect", "_origin", "_reader", "_count", "_strict")
 
     def __init__(self, dataset, prefix: tuple, n: int | None, *, group=None, name=None, expect=None, origin=None,
-                 count=None):
+                 count=None, strict: bool = False):
         self._dataset = dataset
         self.prefix = prefix
         self._n = n
         self._count = count  # n is None: count() opens and counts the step's datasets (layout.StepCounter)
         self._group, self._name, self._expect, self._origin = group, name, expect, origin
         self._reader = None  # the StoredDataset that reads it, made at the first read
+        #: a step of a run being written: reads are strict, the dataset may hold more than ``n`` events
+        self._strict = strict
 
     @property
     def n(self) -> int:
@@ -106,7 +108,7 @@ class EventArray:
             return self._dataset
         ds = self._open()
         file, where = self.where()
-        if ds.shape is None or ds.shape[:1] != (self.n,):
+        if ds.shape is None or (ds.shape[:1] != (self.n,) if not self._strict else ds.shape[0] < self.n):
             raise EventCountError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
                                   file=file, h5path=where)
         return ds
@@ -121,7 +123,8 @@ class EventArray:
 
     @guarded(_ea_where)
     def _make_reader(self) -> StoredDataset:
-        return StoredDataset(self.dataset, self.prefix, self._origin)
+        return StoredDataset(self.dataset, self.prefix, self._origin, strict=self._strict,
+                             limit=self.n if self._strict else None)
 
     @property
     def _plan(self):

@@ -28,6 +28,7 @@ from calibsuite_h5source.errors import (
 )
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format.detector_types import DETECTOR_TYPES
+from calibsuite_h5source.h5.dataset import StoredDataset
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin, items, open_member
 from calibsuite_h5source.read.index_types import EventArray
@@ -227,6 +228,9 @@ class LayoutMembers:
         self.ts_group = None
         self.indexed = False
         self.counter: StepCounter | None = None
+        #: a run being written: every read strict, datasets may hold more than the counters cover
+        self.strict = False
+        self.complete = True
 
     def error(self, cls, h5path, message):
         return cls(message, file=self.path, h5path=h5path)
@@ -242,7 +246,17 @@ class LayoutMembers:
 
     def event_array(self, ds: h5py.Dataset) -> EventArray:
         """One dataset per step: ``[nEvents, ...]``."""
-        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin)
+        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin, strict=self.strict)
+
+    def reader_of(self, ds: h5py.Dataset) -> StoredDataset:
+        """The one reader of a dataset (:class:`calibsuite_h5source.h5.dataset.StoredDataset`)."""
+        return StoredDataset(ds, (), self.origin, strict=self.strict)
+
+    def read_whole(self, ds: h5py.Dataset, n: int | None = None):
+        """Every value of a small dataset (its first ``n`` along the first axis), through its reader."""
+        if ds.shape is None or ds.ndim == 0:
+            return ds[()]
+        return self.reader_of(ds).read_range(0, ds.shape[0] if n is None else n)
 
     def steps_of(self, group: h5py.Group) -> dict[int, h5py.Dataset]:
         out = {}
@@ -346,7 +360,8 @@ class LayoutMembers:
             events_in(first, self.path)
             expect = (first.shape[1:], first.dtype) if with_expect else None
             if counter is None:
-                steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin)
+                steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin,
+                                       strict=self.strict)
                          for k, m in names.items()}
                 steps[0]._dataset = steps[0]._resolve()
                 return steps
@@ -386,7 +401,7 @@ class LayoutMembers:
             if not isinstance(ds, h5py.Dataset) or ds.shape is None:
                 raise self.error(EventCountError, getattr(ds, "name", "/nEvents"),
                                  f"nEvents must be a 1-D integer dataset; found {type(ds).__name__}")
-            return event_counts(ds[()], self.path, ds.name)
+            return event_counts(self.read_whole(ds), self.path, ds.name)
 
         n_events = self.member(self.f, "nEvents")
         if n_events is None:  # a detector group's own nEvents then holds for the whole run
