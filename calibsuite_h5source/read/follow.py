@@ -49,7 +49,9 @@ class WriterState:
                  "discarded")
 
     def __init__(self, f: h5py.File):
-        g = f[HEADER]
+        g = f.get(HEADER)
+        if not isinstance(g, h5py.Group):  # a legacy file (header at the root): not a writer's, complete
+            g = f
         a = {k: to_python(v) for k, v in g.attrs.items()}
         self.complete = bool(a.get("complete", True))
         index = g.get("nEvents")
