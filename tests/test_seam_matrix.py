@@ -212,15 +212,15 @@ WRITER = textwrap.dedent("""
     from calibsuite_h5source.testing.layouts import declare_run
 
     path, compression, modules = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    frames = declare_run(steps=%r, shape=(modules, 8, 16), side=False, scan=None)["detectors"]["epixM"]
+    frames = declare_run(steps=STEPS, shape=(modules, 8, 16), side=False, scan=None)["detectors"]["epixM"]
     with RunWriter(path, 'dark', compression=None if compression == 'none' else compression,
                    flush_every=2, flush_seconds=0.02) as w:
         for k, data in enumerate(frames):
             with w.step(delay=float(k)) as s:
                 for i, frame in enumerate(data):
-                    s.event(epixM=frame, timestamp=%d + 1000 * k + i)
+                    s.event(epixM=frame, timestamp=T0 + 1000 * k + i)
                     time.sleep(0.05)
-""" % (STEPS, T0))
+""").replace("STEPS", repr(STEPS)).replace("T0", str(T0))
 
 READER = textwrap.dedent("""
     import sys
