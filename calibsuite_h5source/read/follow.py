@@ -25,13 +25,14 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.errors import FormatError, NotHDF5Error, WriterGoneError
+from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.format.timestamps import StoredTimestamps
 from calibsuite_h5source.h5.dataset import StoredDataset
 from calibsuite_h5source.h5.guard import guard, translate
 from calibsuite_h5source.h5.links import Origin, open_member
 from calibsuite_h5source.h5.retry import retry
 from calibsuite_h5source.read.index_types import EventArray, RunIndex
-from calibsuite_h5source.read.layout import HEADER, to_python
+from calibsuite_h5source.read.layout import to_python
 from calibsuite_h5source.read.run_index import build_index
 
 log = logging.getLogger(__name__)
