@@ -29,6 +29,7 @@ from calibsuite_h5source.format.constants import HEADER, step_number
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin
+from calibsuite_h5source.h5.retry import retry
 from calibsuite_h5source.read.index_types import (
     AreaSource,
     EventArray,
@@ -239,24 +240,29 @@ def open_run_index(path, zero_copy: bool = False) -> RunIndex:
         Any other broken rule of ``docs/format.rst``.
     """
     path = str(path)
-    for attempt in range(3):
+
+    def attempt() -> RunIndex:
         f = open_h5(path)
-        unlocked = is_unlocked(f)
         try:
-            with guard(path, None, "opening the run"):
-                return _build(f, path, zero_copy)
-        except NotHDF5Error:  # includes DamagedFileError: retried when a writer's flush may be half-done
+            return build_index(f, path, zero_copy=zero_copy)
+        except NotHDF5Error as exc:  # includes DamagedFileError: a writer's flush may have been half-done
+            unlocked = is_unlocked(f)
             f.close()
-            if attempt == 2 or not unlocked:
-                raise
+            if unlocked:
+                raise _MidFlush() from exc
+            raise
         except BaseException:
             f.close()
             raise
-    raise AssertionError("unreachable")
+
+    try:
+        return retry(attempt, attempts=3, on=(_MidFlush,), what=f"opening {path} while it is written")
+    except _MidFlush as exc:
+        raise exc.__cause__ from exc.__cause__.__cause__
 
 
-def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
-    return build_index(f, path, zero_copy=zero_copy)
+class _MidFlush(Exception):
+    """Opening a file its writer holds failed: look again (the failure is the ``__cause__``)."""
 
 
 def build_index(f: h5py.File, path: str, *, zero_copy: bool = False, visible: list[int] | None = None) -> RunIndex:
