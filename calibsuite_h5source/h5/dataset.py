@@ -43,7 +43,7 @@ from calibsuite_h5source.h5.guard import guarded
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StoredDataset", "NotYetVisible", "open_stored", "block_groups", "BLOCK_BYTES"]
+__all__ = ["StoredDataset", "NotYetVisible", "open_stored", "read_whole", "block_groups", "BLOCK_BYTES"]
 
 #: Target bytes of one h5py block read of a selection (64 MiB).
 BLOCK_BYTES = 64 * 2**20
@@ -209,6 +209,17 @@ def open_stored(f: h5py.File, h5path: str, prefix: tuple = (), origin=None) -> S
     if not isinstance(ds, h5py.Dataset):
         raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=origin.file, h5path=h5path)
     return StoredDataset(ds, prefix, origin)
+
+
+def read_whole(obj):
+    """Every value of a small dataset (a calibration constant...) through its :class:`StoredDataset`.
+
+    Anything that is not an ``h5py.Dataset`` with an axis (a scalar, a
+    constant already held in memory) is returned as ``obj[()]``.
+    """
+    if isinstance(obj, h5py.Dataset) and obj.shape:
+        return StoredDataset(obj).read_range(0, obj.shape[0])
+    return obj[()]
 
 
 # -- h5py reads of a selection --------------------------------------------------------------

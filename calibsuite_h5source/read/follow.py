@@ -27,7 +27,7 @@ import numpy as np
 from calibsuite_h5source.errors import FormatError, NotHDF5Error, WriterGoneError
 from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.format.timestamps import StoredTimestamps
-from calibsuite_h5source.h5.dataset import StoredDataset
+from calibsuite_h5source.h5.dataset import StoredDataset, read_whole
 from calibsuite_h5source.h5.guard import guard, translate
 from calibsuite_h5source.h5.links import Origin, open_member
 from calibsuite_h5source.h5.retry import retry
@@ -248,8 +248,7 @@ class _MemoryGroup(dict):
     """``/<detector>/calib`` held in memory: ``ctype in g``, ``g[ctype][()]``, ``g.items()``."""
 
     def __init__(self, group: h5py.Group, origin: Origin):
-        super().__init__({k: _MemoryDataset(StoredDataset(ds, (), origin).read_range(0, ds.shape[0])
-                                            if ds.ndim else ds[()], dict(ds.attrs))
+        super().__init__({k: _MemoryDataset(read_whole(ds), dict(ds.attrs))
                           for k, ds in group.items() if isinstance(ds, h5py.Dataset)})
         self.name = group.name
         self.file = type("_File", (), {"filename": group.file.filename})()
