@@ -206,20 +206,26 @@ def test_an_undamaged_event_of_a_damaged_run_still_reads(tmp_path):
 # -- live following while the run is written ----------------------------------------------------------
 
 WRITER = textwrap.dedent("""
-    import sys, time
+    import pathlib, sys, time
     import numpy as np
     from calibsuite_h5source import RunWriter
     from calibsuite_h5source.testing.layouts import declare_run
 
     path, compression, modules = sys.argv[1], sys.argv[2], int(sys.argv[3])
     frames = declare_run(steps=STEPS, shape=(modules, 8, 16), side=False, scan=None)["detectors"]["epixM"]
+    go = pathlib.Path(path + '.go')  # the reader made it: it follows the run from here on
     with RunWriter(path, 'dark', compression=None if compression == 'none' else compression,
                    flush_every=2, flush_seconds=0.02) as w:
         for k, data in enumerate(frames):
             with w.step(delay=float(k)) as s:
                 for i, frame in enumerate(data):
                     s.event(epixM=frame, timestamp=T0 + 1000 * k + i)
-                    time.sleep(0.05)
+                    if k == 0 and i == 0:
+                        w.flush()
+                        deadline = time.monotonic() + 60
+                        while not go.exists() and time.monotonic() < deadline:
+                            time.sleep(0.01)
+                    time.sleep(0.02)
 """).replace("STEPS", repr(STEPS)).replace("T0", str(T0))
 
 READER = textwrap.dedent("""
@@ -230,6 +236,7 @@ READER = textwrap.dedent("""
 
     path, out = sys.argv[1], sys.argv[2]
     run = next(DataSource(files=path, live=True, max_retries=30, keep_module_axis=True).runs())
+    open(path + '.go', 'w').close()
     raw = run.Detector('epixM').raw
     frames = [raw.raw(evt) for evt in run.events()]
     np.save(out, np.stack(frames))
