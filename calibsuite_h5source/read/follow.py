@@ -214,7 +214,8 @@ class LiveEventArray(EventArray):
         ds = self.dataset
         r = self._reader
         if r is None or r.dataset is not ds:  # the file was reopened
-            r = self._reader = StoredDataset(ds, (), self._follower.origin, strict=True, limit=self.n)
+            with guard(self._follower.path, self._path, "opening a dataset of the run being written"):
+                r = self._reader = StoredDataset(ds, (), self._follower.origin, strict=True, limit=self.n)
         return r
 
     def _retrying(self, action, what: str):
