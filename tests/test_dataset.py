@@ -160,3 +160,16 @@ def test_the_filter_plugin_is_loaded_when_a_dataset_needs_it(stored, tmp_path):
             "print(int(out.sum()), 'hdf5plugin' in sys.modules)")
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert got == [str(int(DATA.sum())), "True"]
+
+
+def test_a_small_first_read_of_unfiltered_data_is_not_planned_but_filtered_data_always_is(stored):
+    f, r = stored("one-event chunks", path="u.h5")
+    with f:
+        np.testing.assert_array_equal(r.read_range(0, 2), DATA[:2])
+        assert r._plan is None  # h5py read it; nothing decided
+        r.read(0)
+        assert isinstance(r._plan, fastread.DirectPlan)  # the event loop plans it
+    f, r = stored("zstd", path="z.h5")
+    with f:
+        np.testing.assert_array_equal(r.read_range(0, 2), DATA[:2])
+        assert type(r._plan).__name__ == "CompressedPlan"  # framing checked by every surface alike

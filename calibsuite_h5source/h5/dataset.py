@@ -47,6 +47,9 @@ __all__ = ["StoredDataset", "NotYetVisible", "open_stored", "read_whole", "block
 
 #: Target bytes of one h5py block read of a selection (64 MiB).
 BLOCK_BYTES = 64 * 2**20
+#: A selection or range of an unfiltered dataset smaller than this, asked for before any
+#: per-event read, is read through h5py without planning (a plan pays off over many reads).
+PLAN_MIN_BYTES = 256 * 1024
 
 
 def _where(self, *args, **kwargs):
@@ -76,7 +79,7 @@ class StoredDataset:
         a writer's counters cover.
     """
 
-    __slots__ = ("dataset", "prefix", "_origin", "_plan", "strict", "limit")
+    __slots__ = ("dataset", "prefix", "_origin", "_plan", "strict", "limit", "_filtered")
 
     def __init__(self, dataset: h5py.Dataset, prefix: tuple = (), origin=None, *, strict: bool = False,
                  limit: int | None = None):
@@ -84,6 +87,7 @@ class StoredDataset:
         self._plan = None  # decided at the first read (fastread.plan_for)
         self.strict, self.limit = bool(strict), limit
         require_filters(dataset)
+        self._filtered = None  # has a filter pipeline (asked when first needed)
 
     def where(self) -> tuple[str | None, str | None]:
         """``(file, h5path)`` of the data (never raises)."""
@@ -104,6 +108,21 @@ class StoredDataset:
             if plan and self.limit is not None and hasattr(plan, "limit"):
                 plan.limit = self.limit
         return plan
+
+    def _plan_for(self, nbytes: int):
+        """The plan, or False for a small first read of an unfiltered dataset (not decided yet: h5py reads it).
+
+        Filtered datasets are always planned, so that every surface checks
+        their chunks' framing the same way.
+        """
+        if self._plan is not None:
+            return self._plan
+        if nbytes < PLAN_MIN_BYTES:
+            if self._filtered is None:
+                self._filtered = self.dataset.id.get_create_plist().get_nfilters() > 0
+            if not self._filtered:
+                return fastread.NO_PLAN
+        return self.plan
 
     def disable(self) -> None:
         """Read everything through h5py from now on (a direct read differed from h5py's)."""
@@ -134,9 +153,9 @@ class StoredDataset:
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Events ``start:stop`` as a new array."""
         start, stop = int(start), int(stop)
-        plan = self.plan
+        event_shape, dtype = self._event()
+        plan = self._plan_for((stop - start) * dtype.itemsize * int(np.prod(event_shape, dtype=np.int64)))
         if plan and stop > start:
-            event_shape, dtype = self._event()
             out = np.empty((stop - start, *event_shape), dtype)
             self._rows(np.arange(start, stop, dtype=np.int64), out, 0)
             return out
@@ -161,11 +180,11 @@ class StoredDataset:
     def _rows(self, idx: np.ndarray, out: np.ndarray, at: int) -> None:
         if len(idx) == 0:
             return
-        plan = self.plan
+        plan = self._plan_for(len(idx) * out.dtype.itemsize * int(np.prod(out.shape[1:], dtype=np.int64)))
         if plan and not plan.verified:  # the first direct read is compared with h5py's
             out[at] = self.read(int(idx[0]))
             idx, at = idx[1:], at + 1
-            plan = self.plan
+            plan = self._plan
         if plan and plan.dsid.valid and out.dtype == plan.dtype and out[at:].flags.c_contiguous:
             left = plan.read_rows(idx, out, at)
             if left is None:
