@@ -176,14 +176,8 @@ def damage(path, h5path="/epixM/1", event=0):
         fh.write(b"\xff" * 16)
 
 
-#: RunWriter's bitshuffle datasets carry the filter's cd_values twice over ((0, 4, 2, 0, 4, 2, 0, 2): the
-#: options after HDF5's set_local given again as options), so their chunks are bit-shuffled without LZ4:
-#: no framing, and a damaged chunk reads as wrong numbers through h5py too (a writer issue, reported).
-_WRITER_BITSHUFFLE = pytest.mark.xfail(strict=True, reason="RunWriter stores bitshuffle without LZ4 framing")
 DAMAGED = ([pytest.param(("plain", "canonical", (2, 8, 16), c), id=f"plain-{c}") for c in COMPRESSIONS[1:]]
-           + [pytest.param(("writer", "canonical", (2, 8, 16), c), id=f"writer-{c}",
-                           marks=[_WRITER_BITSHUFFLE] if c == "bitshuffle" else [])
-              for c in COMPRESSIONS[1:]])
+           + [pytest.param(("writer", "canonical", (2, 8, 16), c), id=f"writer-{c}") for c in COMPRESSIONS[1:]])
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.__name__[3:])
