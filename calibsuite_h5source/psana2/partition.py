@@ -53,9 +53,11 @@ mpi4py is imported only when the process was started by an MPI launcher
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
 import os
+import time
 
 import numpy as np
 
@@ -315,5 +317,33 @@ def choose(*, parallel: bool | None = None, batch_size: int | None = None,
     if worker_comm == MPI.COMM_NULL:
         worker_comm = None
     log.debug("rank %d of %d: role %s (workers %s)", rank, size, role(rank, size, workers), list(workers))
+    _wait_quietly_at_exit(comm)
     return MPIPartition(comm, batch_size, workers, worker_comm)
+
+
+_exit_wait_registered = False
+
+
+def _wait_quietly_at_exit(comm, interval: float = 0.005) -> None:
+    """At exit, wait for every rank with a non-blocking barrier polled with sleeps.
+
+    A rank with no events (smd0, event-builder and server ranks here) ends
+    its script long before the workers and then waits for them in MPI's
+    finalize, which polls. Measured with ``mpiexec -n 4`` on 2 busy cores (one
+    worker computing 3 s, three idle ranks): 3.3-3.4 s of CPU for the whole
+    job without this wait, 3.0-3.1 s with it. Registered once per process, on
+    every rank (each calls ``choose``); MPI's own finalize runs after Python's
+    ``atexit`` handlers.
+    """
+    global _exit_wait_registered
+    if _exit_wait_registered:
+        return
+    _exit_wait_registered = True
+
+    def wait():
+        request = comm.Ibarrier()
+        while not request.Test():
+            time.sleep(interval)
+
+    atexit.register(wait)
 
