@@ -122,6 +122,10 @@ def test_repeated_random_kills_serve_no_wrong_data_and_keep_confirmed_steps(tmp_
 
 needs_strace = pytest.mark.skipif(killpoints.STRACE is None or not sys.platform.startswith("linux"),
                                   reason="needs strace (Linux)")
+#: Every kill point of the 12- and 40-step runs and the long runs take about 35 minutes on 2 shared cores:
+#: by hand, ``CALIBSUITE_KILL_FULL=1 python -m pytest -m slow tests/test_writer_crash.py``.
+by_hand = pytest.mark.skipif(os.environ.get("CALIBSUITE_KILL_FULL", "") in ("", "0"),
+                             reason="every kill point: by hand, CALIBSUITE_KILL_FULL=1 (about 35 min)")
 ENDINGS = ["clean", "error", "discard"]
 
 
@@ -150,6 +154,7 @@ def test_kill_points_sampled_over_a_12_step_run_lose_no_confirmed_step(tmp_path,
 
 
 @needs_strace
+@by_hand
 @pytest.mark.slow
 @pytest.mark.parametrize("ending", ENDINGS)
 def test_kill_before_every_write_of_a_12_step_run_loses_no_confirmed_step(tmp_path, ending):
@@ -160,6 +165,7 @@ def test_kill_before_every_write_of_a_12_step_run_loses_no_confirmed_step(tmp_pa
 
 
 @needs_strace
+@by_hand
 @pytest.mark.slow
 @pytest.mark.parametrize("ending", ENDINGS)
 def test_kill_before_every_write_of_a_40_step_run_loses_no_confirmed_step(tmp_path, ending):
@@ -173,6 +179,7 @@ LONG_RUNS = [(400, 1, "clean"), (400, 10, "discard"), (400, 100, "error"),
 
 
 @needs_strace
+@by_hand
 @pytest.mark.slow
 @pytest.mark.parametrize("n_steps,flush_every,ending", LONG_RUNS)
 def test_kill_points_sampled_over_long_runs_lose_no_confirmed_step(tmp_path, n_steps, flush_every, ending):
@@ -267,6 +274,7 @@ def test_closing_allocates_nothing_in_the_file(tmp_path, error):
 
 
 @needs_strace
+@by_hand
 @pytest.mark.slow
 def test_kill_before_every_write_around_step_256_loses_no_confirmed_step(tmp_path):
     """Step 256 once started a new chunk of the per-step datasets (chunks of 256), referenced before the
