@@ -1,0 +1,82 @@
+"""psana's other public Event and Run methods, for the scripts that call them.
+
+Mixed into :class:`~calibsuite_h5source.psana2.source.Event` and
+:class:`~calibsuite_h5source.psana2.source.Run`; each answers as psana 4.3.4's
+``psana/event.py`` and ``psana/psexp/run.py`` do. The methods psana has
+that the h5 source leaves out, and why, are listed in
+``docs/psana-differences.rst`` (*psana's other public methods*).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+
+class EventMethods:
+    """``evt.timestamp_diff(ts)``."""
+
+    __slots__ = ()
+
+    def timestamp_diff(self, ts: int) -> int:
+        """Return this event's time minus ``ts`` in nanoseconds, as psana's.
+
+        Both are LCLS timestamps (32 bits of seconds, 32 bits of nanoseconds).
+        """
+        evt_ns = (self.timestamp >> 32 & 0xFFFFFFFF) * 1_000_000_000 + (self.timestamp & 0xFFFFFFFF)
+        ts = int(ts)
+        return evt_ns - ((ts >> 32 & 0xFFFFFFFF) * 1_000_000_000 + (ts & 0xFFFFFFFF))
+
+
+class RunMethods:
+    """``run.run()``, ``scannames``, ``terminate()``, ``analyze()``, ``step(evt)``, ``build_table()``..."""
+
+    #: set by :meth:`terminate`; the run's cursor then finds no more steps
+    _terminated = False
+
+    def run(self) -> int:
+        """Return the run number (psana's ``Run.run()``)."""
+        return self.runnum
+
+    @property
+    def scannames(self) -> set:
+        """Names of the scan variables (``step_value`` and ``step_docstring`` included), as psana's."""
+        return {name for (name, _cls) in self.scaninfo}
+
+    @property
+    def intg_det(self) -> str:
+        """The ``intg_det=`` the DataSource was given, ``''`` without one (psana's ``evt.run().intg_det``)."""
+        return getattr(self, "_intg_det", None) or ""
+
+    def terminate(self) -> None:
+        """Stop the run's iteration: the ``events()``/``steps()`` loops end after the current event.
+
+        As psana's ``run.terminate()`` in a serial run. Under MPI only this
+        rank's loops end (psana's also stops the other ranks).
+        """
+        self._terminated = True
+
+    def close_shared_memory(self) -> None:
+        """Nothing to close: h5 runs use no shared memory (psana's no-op outside shmem mode)."""
+
+    def analyze(self, event_fn=None, det=None) -> None:
+        """Call ``event_fn(evt, det)`` for every remaining event, as psana's."""
+        for evt in self.events():
+            if event_fn is not None:
+                event_fn(evt, det)
+
+    def step(self, evt):
+        """Return the step ``evt`` belongs to; scan detectors give its values (``step_value(run.step(evt))``).
+
+        psana returns the step's BeginStep as an event; here it is the
+        :class:`~calibsuite_h5source.psana2.source.Step`, which scan detectors
+        accept the same way.
+        """
+        from calibsuite_h5source.psana2.source import Step
+
+        return Step(self, evt._step)
+
+    @contextlib.contextmanager
+    def build_table(self):
+        """psana's ``with run.build_table() as found:`` before ``run.event(ts)``: yields True when the
+        run has events. h5 runs carry their timestamp index, so nothing is scanned."""
+        yield len(self.times()) > 0
