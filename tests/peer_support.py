@@ -95,15 +95,18 @@ def copy_switched(script: str, dest: Path, run_h5: Path) -> Path:
     return dest / script
 
 
-def run_script(path: Path, *, n_ranks: int = 0, env: dict | None = None, site: Path | None = None,
+def run_script(path: Path, *args: str, n_ranks: int = 0, env: dict | None = None, pythonpath=(),
                timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run ``path`` from its folder as lcls2 does (``mpirun -n N`` when ``n_ranks``); fail on error or hang."""
-    cmd = [sys.executable, path.name]
+    """Run ``path`` from its folder as lcls2 does (``mpirun -n N`` when ``n_ranks``); fail on error or hang.
+
+    ``pythonpath`` goes before the repository on ``PYTHONPATH`` (an :func:`offline_site`, a suite copy).
+    """
+    cmd = [sys.executable, path.name, *args]
     if n_ranks:
         cmd = [mpiexec(), "-n", str(n_ranks), *cmd]
     full_env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
-    full_env.update(PYTHONPATH=os.pathsep.join([*([str(site)] if site else []), str(REPO)]),
-                    OMP_NUM_THREADS="1", **(env or {}))
+    full_env.update(PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(REPO)]), OMP_NUM_THREADS="1",
+                    **(env or {}))
     proc = subprocess.Popen(cmd, cwd=path.parent, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
@@ -114,3 +117,12 @@ def run_script(path: Path, *, n_ranks: int = 0, env: dict | None = None, site: P
         pytest.fail(f"{path} (ranks={n_ranks}) hung for {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
     assert proc.returncode == 0, f"{path} (ranks={n_ranks}) failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def convert_run(out: Path, *args: str) -> Path:
+    """``calibsuite-h5 convert out *args`` in a child process (psana stays out of pytest's); return ``out``."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "calibsuite_h5source.cli", "convert", str(out), *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
