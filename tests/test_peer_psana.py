@@ -25,6 +25,8 @@ from peer_support import (
     run_script,
 )
 
+from calibsuite_h5source.psana2.source import Event
+
 pytestmark = [needs_peer, pytest.mark.psana, pytest.mark.slow]
 
 #: byhand_mpi.py's environment for run_intg_det.py (``mpirun -n 4``: smd0, one event builder, two workers)
@@ -54,6 +56,8 @@ def event_stamps(stdout: str) -> list[int]:
     return sorted(int(t) for t in re.findall(r"RANK:\d+ #evt:\d+ ts:(\d+)", stdout))
 
 
+@pytest.mark.xfail(not hasattr(Event, "EndOfBatch"), strict=True,
+                   reason="evt.EndOfBatch() comes with psana's batching (branch roles)")
 @pytest.mark.parametrize("ranks", [0, pytest.param(4, marks=[pytest.mark.mpi, needs_mpiexec])])
 def test_run_intg_det(converted, site, tmp_path, ranks):
     psana_run = run_script(copy_for_psana("run_intg_det.py", tmp_path / "psana", "intg_det"), n_ranks=ranks,
