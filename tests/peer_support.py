@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 PSANA_TESTS = Path(os.environ.get("CALIBSUITE_PSANA_TESTS_DIR", SHARED / "psana-tests"))
 XTC2 = Path(os.environ.get("CALIBSUITE_XTC2_DIR", SHARED / "data" / "xtc2"))
+#: lcls2 test scripts adapted to the shared data (each names its original)
+PEER_SCRIPTS = Path(__file__).resolve().parent / "peer_scripts"
 
 missing = [m for m in ("psana", "mpi4py") if importlib.util.find_spec(m) is None]
 needs_peer = pytest.mark.skipif(
@@ -75,19 +77,19 @@ def offline_site(dest: Path) -> Path:
     return dest
 
 
-def copy_for_psana(script: str, dest: Path, data: str) -> Path:
+def copy_for_psana(script: str, dest: Path, data: str, source: Path = PSANA_TESTS) -> Path:
     """``dest/<script>`` unchanged, beside ``dest/test_data/<data>`` (a link to the shared xtc2 run)."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PSANA_TESTS / script, dest / script)
+    shutil.copy(source / script, dest / script)
     (dest / "test_data").mkdir(exist_ok=True)
     (dest / "test_data" / data).symlink_to(XTC2 / data)
     return dest / script
 
 
-def copy_switched(script: str, dest: Path, run_h5: Path) -> Path:
+def copy_switched(script: str, dest: Path, run_h5: Path, source: Path = PSANA_TESTS) -> Path:
     """``dest/<script>`` with its one ``DataSource(...)`` call reading ``run_h5`` through calibsuite_h5source."""
     dest.mkdir(parents=True, exist_ok=True)
-    text = (PSANA_TESTS / script).read_text()
+    text = (source / script).read_text()
     assert len(CALL.findall(text)) == 1, f"{script}: expected one DataSource(...) call to switch"
     text = CALL.sub(f"= calibsuite_h5source.DataSource(files={str(run_h5)!r}, ", text)
     text = "import calibsuite_h5source\n" + text

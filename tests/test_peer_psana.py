@@ -15,6 +15,7 @@ import re
 
 import pytest
 from peer_support import (
+    PEER_SCRIPTS,
     XTC2,
     convert_run,
     copy_for_psana,
@@ -69,3 +70,16 @@ def test_run_intg_det(converted, site, tmp_path, ranks):
     assert event_stamps(h5_run.stdout) == event_stamps(psana_run.stdout)
     assert len(batch_lines(psana_run.stdout)) == 10
     assert batch_lines(h5_run.stdout) == batch_lines(psana_run.stdout)
+
+
+def test_early_termination(converted, site, tmp_path):
+    """lcls2's run_early_termination.py on intg_det (tests/peer_scripts): run.terminate() at the 5th event.
+
+    Serial only: under byhand_mpi.py's ``mpirun -n 3`` psana 4.3.4 itself aborts on this run after
+    ``terminate()`` (``XtcIterator.cc:54: corrupt xtc with too small extent: 0``).
+    """
+    psana_run = run_script(copy_for_psana("early_termination.py", tmp_path / "psana", "intg_det", PEER_SCRIPTS),
+                           pythonpath=[site])
+    h5_run = run_script(copy_switched("early_termination.py", tmp_path / "h5", converted["intg_det"], PEER_SCRIPTS))
+    for proc in (psana_run, h5_run):
+        assert "rank: 0 got 5 events" in proc.stdout
