@@ -1,7 +1,8 @@
 """Convert a psana2 run into a canonical h5 run (``calibsuite-h5 convert``).
 
 Reads the run with the real psana (``files=`` or ``exp=``/``run=``/``dir=``,
-always with ``skip_calib_load='all'``) and writes it with
+always with ``skip_calib_load='all'``; without a network too, see
+:class:`_OfflineLookup`) and writes it with
 :class:`~calibsuite_h5source.write.writer.RunWriter`:
 
 * area detectors (default: every detector whose psana interface has ``raw``
