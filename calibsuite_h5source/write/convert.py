@@ -99,6 +99,9 @@ class _OfflineLookup:
     (status 503 naming the failure); a reachable one is used as before.
     """
 
+    #: psana's loggers (named after the DataSource class) that report the failed lookup
+    PSANA_LOGGERS = ("SerialDataSource", "MPIDataSource")
+
     def __init__(self):
         self.module = importlib.import_module("psana.psexp.ds_base")
         self.requests = self.module.requests
@@ -110,7 +113,7 @@ class _OfflineLookup:
         try:
             return requests.get(url, *args, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
-            log.info("logbook unreachable (%s): psana looks for the run's files on disk", exc)
+            log.info("the logbook is unreachable (%s): psana looks for the run's stream files on disk", exc)
             self.failures.append(f"{type(exc).__name__}: {exc}")
             response = requests.Response()
             response.status_code, response.url = 503, url
@@ -120,12 +123,20 @@ class _OfflineLookup:
     def __getattr__(self, name):  # the rest of the requests module, unchanged
         return getattr(self.requests, name)
 
+    def filter(self, record) -> bool:
+        """Drop psana's own "unable to connect" line for a lookup this context answered (logged here once)."""
+        return not (self.failures and str(record.msg).startswith("Warning: unable to connect to"))
+
     def __enter__(self):
         self.module.requests = self
+        for name in self.PSANA_LOGGERS:
+            logging.getLogger(name).addFilter(self)
         return self
 
     def __exit__(self, *exc):
         self.module.requests = self.requests
+        for name in self.PSANA_LOGGERS:
+            logging.getLogger(name).removeFilter(self)
         return False
 
 
