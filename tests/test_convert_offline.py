@@ -65,6 +65,7 @@ def test_without_dir_the_error_names_the_unreachable_logbook(tmp_path):
     assert proc.returncode == 2
     assert "No smalldata files found" in proc.stderr and "the logbook was unreachable" in proc.stderr
     assert "give dir= to read the files directly" in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # psana's own "unable to connect" line is not repeated
 
 
 def test_only_the_lookup_is_changed_and_only_while_psana_opens(tmp_path, mocker):
