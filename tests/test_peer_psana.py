@@ -83,3 +83,22 @@ def test_early_termination(converted, site, tmp_path):
     h5_run = run_script(copy_switched("early_termination.py", tmp_path / "h5", converted["intg_det"], PEER_SCRIPTS))
     for proc in (psana_run, h5_run):
         assert "rank: 0 got 5 events" in proc.stdout
+
+
+@pytest.mark.mpi
+@needs_mpiexec
+@pytest.mark.xfail(not hasattr(Event, "EndOfBatch"), strict=True,
+                   reason="psana's rank roles and evt.EndOfBatch() come with branch roles")
+@pytest.mark.parametrize("ranks, servers", [(4, 0), (5, 1)])
+def test_rank_roles(converted, site, tmp_path, ranks, servers):
+    """tests/peer_scripts/rank_roles.py: every rank's is_bd/is_srv/unique_user_rank, and the run's totals."""
+    env = {"PS_SRV_NODES": str(servers), "PS_EB_NODES": "1"}
+    psana_run = run_script(copy_for_psana("rank_roles.py", tmp_path / "psana", "intg_det", PEER_SCRIPTS),
+                           n_ranks=ranks, env=env, pythonpath=[site])
+    h5_run = run_script(copy_switched("rank_roles.py", tmp_path / "h5", converted["intg_det"], PEER_SCRIPTS),
+                        n_ranks=ranks, env=env)
+    reports = {name: [line for line in proc.stdout.splitlines() if line.startswith(("ROLE", "TOTAL"))]
+               for name, proc in (("psana", psana_run), ("h5", h5_run))}
+    assert len(reports["psana"]) == ranks + 1 and reports["psana"][-1] == "TOTAL events=17 batches=5"
+    assert f"ROLE rank={ranks - servers - 1} bd=True srv=False unique=True" in reports["psana"]
+    assert reports["h5"] == reports["psana"]

@@ -1,7 +1,8 @@
-"""psana's other public Event and Run methods, for the scripts that call them.
+"""psana's other public DataSource, Event and Run methods, for the scripts that call them.
 
-Mixed into :class:`~calibsuite_h5source.psana2.source.Event` and
-:class:`~calibsuite_h5source.psana2.source.Run`; each answers as psana 4.3.4's
+Mixed into :class:`~calibsuite_h5source.psana2.source.Event`,
+:class:`~calibsuite_h5source.psana2.source.Run` and
+:class:`~calibsuite_h5source.psana2.source.H5DataSource`; each answers as psana 4.3.4's
 ``psana/event.py`` and ``psana/psexp/run.py`` do. The methods psana has
 that the h5 source leaves out, and why, are listed in
 ``docs/psana-differences.rst`` (*psana's other public methods*).
@@ -80,3 +81,12 @@ class RunMethods:
         """psana's ``with run.build_table() as found:`` before ``run.event(ts)``: yields True when the
         run has events. h5 runs carry their timestamp index, so nothing is scanned."""
         yield len(self.times()) > 0
+
+
+class DataSourceMethods:
+    """``ds.is_bd()``."""
+
+    def is_bd(self) -> bool:
+        """True on the ranks that read events (psana's bigdata ranks): every rank of a serial run; under
+        MPI the workers, not smd0, the event builders or the smalldata servers."""
+        return not self.is_mpi() or bool(getattr(self._partition, "is_worker", True))

@@ -26,7 +26,7 @@ from calibsuite_h5source.psana2.detector import (
     SideDetector,
     step_docstrings,
 )
-from calibsuite_h5source.psana2.psana_api import EventMethods, RunMethods
+from calibsuite_h5source.psana2.psana_api import DataSourceMethods, EventMethods, RunMethods
 from calibsuite_h5source.read.index_types import RunIndex, ScanVariable
 from calibsuite_h5source.read.run_index import open_run_index
 
@@ -409,7 +409,7 @@ def _plain(value):
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class H5DataSource:
+class H5DataSource(DataSourceMethods):
     """psana2's ``DataSource`` for h5 run files.
 
     Parameters
