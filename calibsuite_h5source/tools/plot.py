@@ -1,6 +1,6 @@
 """A one-page PNG overview of a run (``calibsuite-h5 plot``).
 
-Panels: one event's frame (modules tiled as ``det.raw.image`` does), the
+Panels: one event's frame (``det.raw.image``: placed by the detector's geometry), the
 mean frame of a step, events per step, and the scan variable against step.
 Needs matplotlib (``pip install 'calibsuite_h5source[plot]'``).
 """
