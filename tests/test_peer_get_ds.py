@@ -64,13 +64,13 @@ def runs(tmp_path_factory):
     return {"psana": xtc2, "h5": h5, "cfg": cfg, "site": offline_site(tmp / "site")}
 
 
-#: script, its options, and the outputs it must write. ``simplePhotonCounter`` also writes an ``_image``,
-#: which psana assembles with its geometry and the h5 source tiles (docs/psana-differences.rst), and a
-#: ``_spectrum`` that is all zeros on this dark file: both left out.
+#: script, its options, and the outputs compared. ``simplePhotonCounter``'s ``_image`` is assembled with
+#: the geometry convert copied from psana; its ``_spectrum``, all zeros on this dark file, is left out.
 SCRIPTS = [
     ("CalcNoiseAndMean.py", [], ["CalcNoiseAndMean__rms_r1_step0.npy", "CalcNoiseAndMean_mean__r1_step0.npy"]),
     ("roiFromThreshold.py", ["-t", "3000"], ["roiFromAboveThreshold_r1_c0_raw.npy"]),
-    ("simplePhotonCounter.py", [], ["SimplePhotonCounter__r1_c0_detdaq21.npy"]),
+    ("simplePhotonCounter.py", [], ["SimplePhotonCounter__r1_c0_detdaq21.npy",
+                                    "SimplePhotonCounter__r1_c0_detdaq21_image.npy"]),
 ]
 
 
