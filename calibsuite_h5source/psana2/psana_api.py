@@ -1,7 +1,7 @@
 """psana's other public DataSource, Event and Run methods, for the scripts that call them.
 
-Mixed into :class:`~calibsuite_h5source.psana2.source.Event`,
-:class:`~calibsuite_h5source.psana2.source.Run` and
+Mixed into :class:`~calibsuite_h5source.psana2.run.Event`,
+:class:`~calibsuite_h5source.psana2.run.Run` and
 :class:`~calibsuite_h5source.psana2.source.H5DataSource`; each answers as psana 4.3.4's
 ``psana/event.py`` and ``psana/psexp/run.py`` do. The methods psana has
 that the h5 source leaves out, and why, are listed in
@@ -69,10 +69,10 @@ class RunMethods:
         """Return the step ``evt`` belongs to; scan detectors give its values (``step_value(run.step(evt))``).
 
         psana returns the step's BeginStep as an event; here it is the
-        :class:`~calibsuite_h5source.psana2.source.Step`, which scan detectors
+        :class:`~calibsuite_h5source.psana2.run.Step`, which scan detectors
         accept the same way.
         """
-        from calibsuite_h5source.psana2.source import Step
+        from calibsuite_h5source.psana2.run import Step
 
         return Step(self, evt._step)
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -45,102 +44,26 @@ from calibsuite_h5source.read.layout import (
     read_header,
 )
 from calibsuite_h5source.read.run_index import open_run_index
+from calibsuite_h5source.tools.checks import (  # noqa: F401 - the public names, also importable from here
+    BITSHUFFLE_CRASH,
+    CHECKS,
+    DECODE_BLOCK,
+    ERROR,
+    FOLD_AFTER,
+    GLOBAL_HEAP_LOOP,
+    PHASES,
+    TIMEOUT,
+    UNREADABLE,
+    WARNING,
+    Check,
+    Context,
+    Problem,
+    check,
+    list_checks,
+)
 from calibsuite_h5source.tools.isolate import no_progress, run_isolated
 
 log = logging.getLogger(__name__)
-
-ERROR, WARNING = "error", "warning"
-UNREADABLE = "unreadable"
-FOLD_AFTER = 3  # more problems of one code than this are folded into one with a count
-#: Seconds a check may run without progress before the file is declared unreadable.
-TIMEOUT = 60.0
-#: Bytes decoded per read when a dataset is not chunked.
-DECODE_BLOCK = 16 << 20
-#: HDF5 filter id of bitshuffle (hdf5plugin).
-
-#: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
-GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
-                    "corrupted (docs/upstream-faults.rst, 'global heap loop')")
-BITSHUFFLE_CRASH = ("the hdf5plugin bitshuffle filter crashes on a chunk whose header is corrupted "
-                    "(docs/upstream-faults.rst, 'bitshuffle crash')")
-
-
-@dataclass
-class Problem:
-    """One thing wrong with a file."""
-
-    code: str
-    severity: str
-    message: str
-    file: str
-    h5path: str = "/"
-    found: object = None
-    expected: object = None
-    count: int = 1
-
-    def __str__(self) -> str:
-        more = f" [{self.count} like this]" if self.count > 1 else ""
-        return f"{self.file}: {self.h5path}: {self.severity} {self.code}: {self.message}{more}"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("found", "expected"):
-            if d[key] is not None and not isinstance(d[key], (int, float, str, bool, list)):
-                d[key] = str(d[key])
-        return d
-
-
-@dataclass
-class Context:
-    """What a check sees (``members`` is None in the ``file`` phase, or when collection failed)."""
-
-    path: str
-    file: h5py.File
-    layout: str
-    header: dict
-    members: LayoutMembers | None
-    problems: list = field(default_factory=list)
-    origin: Origin | None = None
-    progress: Callable = no_progress
-
-    def problem(self, code, severity, message, h5path="/", found=None, expected=None) -> Problem:
-        return Problem(code, severity, message, self.path, h5path, found, expected)
-
-    def sources(self) -> dict:
-        """``{h5path: {step: EventArray}}`` of every detector and side-data field."""
-        m = self.members
-        if m is None:
-            return {}
-        out = {e["h5path"]: e["steps"] for e in m.area.values()}
-        out.update({f"/{n}/{f}": steps for n, fields in m.side.items() for f, steps in fields.items()})
-        return out
-
-
-@dataclass(frozen=True)
-class Check:
-    code: str
-    description: str
-    func: Callable[[Context], Iterator[Problem]]
-    phase: str = "run"
-
-
-CHECKS: list[Check] = []
-PHASES = ("file", "run", "data")
-
-
-def check(code: str, description: str, phase: str = "run"):
-    """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc)."""
-    assert phase in PHASES, phase
-
-    def register(func):
-        CHECKS.append(Check(code, description, func, phase))
-        return func
-    return register
-
-
-def list_checks() -> list[tuple[str, str]]:
-    """``[(code, description)]`` of every registered check, in the order they run."""
-    return [(c.code, c.description) for phase in PHASES for c in CHECKS if c.phase == phase]
 
 
 # -- the checks ---------------------------------------------------------------------
