@@ -33,6 +33,9 @@ def test_run_number_scan_names_and_step_of_an_event(path):
     delay = run.Detector("delay")
     seen = [(delay(run.step(evt)), delay(step)) for step in run.steps() for evt in step.events()]
     assert seen == [(10.0, 10.0)] * 3 + [(20.0, 20.0)] * 2 + [(30.0, 30.0)] * 4
+    evt = next(DataSource(files=path).runs()).event(int(run.times()[4]))
+    begin = run.step(evt)
+    assert (begin.service(), begin.run(), run.Detector("step_value")(begin)) == (6, run, 20.0)  # step 1
 
 
 def test_terminate_ends_events_and_steps_after_the_current_event(path):

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 
+#: psana's transition id of a BeginStep
+BEGIN_STEP = 6
+
 
 class EventMethods:
     """``evt.timestamp_diff(ts)``."""
@@ -65,22 +68,38 @@ class RunMethods:
             if event_fn is not None:
                 event_fn(evt, det)
 
-    def step(self, evt):
-        """Return the step ``evt`` belongs to; scan detectors give its values (``step_value(run.step(evt))``).
-
-        psana returns the step's BeginStep as an event; here it is the
-        :class:`~calibsuite_h5source.psana2.run.Step`, which scan detectors
-        accept the same way.
-        """
-        from calibsuite_h5source.psana2.run import Step
-
-        return Step(self, evt._step)
+    def step(self, evt) -> BeginStep:
+        """Return the BeginStep of the step ``evt`` belongs to, as psana's: scan detectors give its values
+        (``step_value(run.step(evt))``)."""
+        return BeginStep(self, evt._step)
 
     @contextlib.contextmanager
     def build_table(self):
         """psana's ``with run.build_table() as found:`` before ``run.event(ts)``: yields True when the
         run has events. h5 runs carry their timestamp index, so nothing is scanned."""
         yield len(self.times()) > 0
+
+
+class BeginStep:
+    """psana's ``run.step(evt)``: a step's BeginStep transition. Scan detectors take it as they take
+    the step; h5 runs store no BeginStep time, so it has no ``timestamp``."""
+
+    __slots__ = ("_run", "_step")
+
+    def __init__(self, run, step: int):
+        self._run = run
+        self._step = step
+
+    def service(self) -> int:
+        """Return 6 (psana's BeginStep transition id)."""
+        return BEGIN_STEP
+
+    def run(self):
+        """Return the run."""
+        return self._run
+
+    def __repr__(self):
+        return f"<BeginStep step={self._step}>"
 
 
 class DataSourceMethods:
