@@ -26,8 +26,6 @@ from peer_support import (
     run_script,
 )
 
-from calibsuite_h5source.psana2.source import Event
-
 pytestmark = [needs_peer, pytest.mark.psana, pytest.mark.slow]
 
 #: byhand_mpi.py's environment for run_intg_det.py (``mpirun -n 4``: smd0, one event builder, two workers)
@@ -57,8 +55,6 @@ def event_stamps(stdout: str) -> list[int]:
     return sorted(int(t) for t in re.findall(r"RANK:\d+ #evt:\d+ ts:(\d+)", stdout))
 
 
-@pytest.mark.xfail(not hasattr(Event, "EndOfBatch"), strict=True,
-                   reason="evt.EndOfBatch() comes with psana's batching (branch roles)")
 @pytest.mark.parametrize("ranks", [0, pytest.param(4, marks=[pytest.mark.mpi, needs_mpiexec])])
 def test_run_intg_det(converted, site, tmp_path, ranks):
     psana_run = run_script(copy_for_psana("run_intg_det.py", tmp_path / "psana", "intg_det"), n_ranks=ranks,
@@ -87,8 +83,6 @@ def test_early_termination(converted, site, tmp_path):
 
 @pytest.mark.mpi
 @needs_mpiexec
-@pytest.mark.xfail(not hasattr(Event, "EndOfBatch"), strict=True,
-                   reason="psana's rank roles and evt.EndOfBatch() come with branch roles")
 @pytest.mark.parametrize("ranks, servers", [(4, 0), (5, 1)])
 def test_rank_roles(converted, site, tmp_path, ranks, servers):
     """tests/peer_scripts/rank_roles.py: every rank's is_bd/is_srv/unique_user_rank, and the run's totals."""

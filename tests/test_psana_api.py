@@ -100,5 +100,6 @@ def test_same_answers_as_psana_on_a_converted_run(tmp_path):
     daq_scan = {"step_value", "step_docstring"}  # always offered here, psana only for a DAQ scan (docs)
     assert (hrun.run(), hrun.scannames - daq_scan) == (prun.run(), prun.scannames - daq_scan)
     p_events, h_events = list(prun.events()), list(hrun.events())
+    assert [e.run().intg_det for e in h_events] == [e.run().intg_det for e in p_events] == ["andor"] * 17
     first = p_events[0].timestamp
     assert [e.timestamp_diff(first) for e in h_events] == [e.timestamp_diff(first) for e in p_events]
