@@ -23,8 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -46,14 +45,27 @@ from calibsuite_h5source.read.layout import (
 )
 from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.tools.isolate import no_progress, run_isolated
+from calibsuite_h5source.tools.problems import (  # noqa: F401 - the public names of validate
+    CHECKS,
+    ERROR,
+    FOLD_AFTER,
+    OTHER_CODES,
+    PHASES,
+    UNREADABLE,
+    WARNING,
+    Check,
+    Context,
+    Problem,
+    check,
+    fold,
+    list_checks,
+    list_codes,
+)
 
 log = logging.getLogger(__name__)
 
-ERROR, WARNING = "error", "warning"
-UNREADABLE = "unreadable"
-FOLD_AFTER = 3  # more problems of one code than this are folded into one with a count
 #: Seconds a check may run without progress before the file is declared unreadable.
-TIMEOUT = 60.0
+TIMEOUT = 15.0
 #: Bytes decoded per read when a dataset is not chunked.
 DECODE_BLOCK = 16 << 20
 #: HDF5 filter id of bitshuffle (hdf5plugin).
@@ -64,84 +76,6 @@ GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length strin
                     "corrupted (docs/upstream-faults.rst, 'global heap loop')")
 BITSHUFFLE_CRASH = ("the hdf5plugin bitshuffle filter crashes on a chunk whose header is corrupted "
                     "(docs/upstream-faults.rst, 'bitshuffle crash')")
-
-
-@dataclass
-class Problem:
-    """One thing wrong with a file."""
-
-    code: str
-    severity: str
-    message: str
-    file: str
-    h5path: str = "/"
-    found: object = None
-    expected: object = None
-    count: int = 1
-
-    def __str__(self) -> str:
-        more = f" [{self.count} like this]" if self.count > 1 else ""
-        return f"{self.file}: {self.h5path}: {self.severity} {self.code}: {self.message}{more}"
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for key in ("found", "expected"):
-            if d[key] is not None and not isinstance(d[key], (int, float, str, bool, list)):
-                d[key] = str(d[key])
-        return d
-
-
-@dataclass
-class Context:
-    """What a check sees (``members`` is None in the ``file`` phase, or when collection failed)."""
-
-    path: str
-    file: h5py.File
-    layout: str
-    header: dict
-    members: LayoutMembers | None
-    problems: list = field(default_factory=list)
-    origin: Origin | None = None
-    progress: Callable = no_progress
-
-    def problem(self, code, severity, message, h5path="/", found=None, expected=None) -> Problem:
-        return Problem(code, severity, message, self.path, h5path, found, expected)
-
-    def sources(self) -> dict:
-        """``{h5path: {step: EventArray}}`` of every detector and side-data field."""
-        m = self.members
-        if m is None:
-            return {}
-        out = {e["h5path"]: e["steps"] for e in m.area.values()}
-        out.update({f"/{n}/{f}": steps for n, fields in m.side.items() for f, steps in fields.items()})
-        return out
-
-
-@dataclass(frozen=True)
-class Check:
-    code: str
-    description: str
-    func: Callable[[Context], Iterator[Problem]]
-    phase: str = "run"
-
-
-CHECKS: list[Check] = []
-PHASES = ("file", "run", "data")
-
-
-def check(code: str, description: str, phase: str = "run"):
-    """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc)."""
-    assert phase in PHASES, phase
-
-    def register(func):
-        CHECKS.append(Check(code, description, func, phase))
-        return func
-    return register
-
-
-def list_checks() -> list[tuple[str, str]]:
-    """``[(code, description)]`` of every registered check, in the order they run."""
-    return [(c.code, c.description) for phase in PHASES for c in CHECKS if c.phase == phase]
 
 
 # -- the checks ---------------------------------------------------------------------
@@ -159,7 +93,7 @@ def _attributes(ctx: Context):
 
 
 @check("links", "links resolve; external links and virtual-dataset sources stay inside the file's folder",
-       phase="file")
+       phase="file", reports={"link": "a link or virtual-dataset source is dangling, loops or leaves the file's folder"})
 def _links(ctx: Context):
     found = []
     ctx.file.visititems_links(lambda name, link: found.append(name)
@@ -179,7 +113,8 @@ def _links(ctx: Context):
                 yield ctx.problem("link", ERROR, exc.rule, exc.h5path or obj.name)
 
 
-@check("header-values", "every documented header value has its type and range")
+@check("header-values", "every documented header value has its type and range",
+       reports={"header-value": "a documented header value has the wrong type or is out of range"})
 def _header_values(ctx: Context):
     where = f"/{HEADER}" if ctx.layout != "legacy" else "/"
     for name, rule in rules.HEADER.items():
@@ -190,7 +125,9 @@ def _header_values(ctx: Context):
                 yield ctx.problem("header-value", ERROR, exc.rule, where, found=repr(ctx.header[name]))
 
 
-@check("header", "the /ancillaryData header exists and has a recognised scriptType")
+@check("header", "the /ancillaryData header exists and has a recognised scriptType",
+       reports={"header": "no /ancillaryData header, or no scriptType in it",
+                "script-type": "the scriptType is not a recognised type (warning)"})
 def _header(ctx: Context):
     if ctx.layout != "legacy" and not isinstance(ctx.file.get(HEADER), h5py.Group):
         yield ctx.problem("header", ERROR, "no /ancillaryData group: the header is required", f"/{HEADER}")
@@ -220,7 +157,12 @@ def _run_id(ctx: Context):
                           f"/{HEADER}", found=run, expected=f"{LCLS_EPOCH_OFFSET}..{int(now)}")
 
 
-@check("steps", "at least one step; steps numbered 0, 1, ...; every detector has the same steps and events")
+@check("steps", "at least one step; steps numbered 0, 1, ...; every detector has the same steps and events",
+       reports={"steps": "no step, or no detector or side data",
+                "step-numbering": "steps are not numbered 0, 1, ...",
+                "nevents-index": "/ancillaryData/nEvents disagrees with the data",
+                "same-steps": "a detector or side-data field has a different number of steps",
+                "same-events": "a detector or side-data field has a different number of events in a step"})
 def _steps(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -254,7 +196,10 @@ def _steps(ctx: Context):
                                   path, found=steps[k].n, expected=ref[k].n)
 
 
-@check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step")
+@check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step",
+       reports={"frame-shape": "per-event detector data is not [module, row, col]",
+                "frame-dtype": "frames are not numeric",
+                "frame-consistency": "a step's frames differ in shape or dtype from step 0's"})
 def _frames(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -277,7 +222,10 @@ def _frames(ctx: Context):
                                   found=(shape[1:], str(ea.dataset.dtype)), expected=first)
 
 
-@check("timestamps", "timestamps have nEvents entries per step and strictly increase")
+@check("timestamps", "timestamps have nEvents entries per step and strictly increase",
+       reports={"timestamp-length": "a step has not one timestamp per event, or no timestamps",
+                "timestamp-value": "timestamps are not unsigned finite 64-bit integers",
+                "timestamp-order": "timestamps do not strictly increase"})
 def _timestamps(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -318,7 +266,9 @@ def _timestamps(ctx: Context):
                           found=sorted(m.timestamps), expected=sorted(ref))
 
 
-@check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step")
+@check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step",
+       reports={"scan-length": "a per-step scan value has not one entry per step",
+                "scan-constant": "a per-event scan value changes inside a step (warning)"})
 def _scan(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -343,7 +293,8 @@ def _scan(ctx: Context):
                                   found=len(obj), expected=n_steps)
 
 
-@check("complete", "the run was closed cleanly by its writer")
+@check("complete", "the run was closed cleanly by its writer",
+       reports={"incomplete": "the run is incomplete: its writer did not close it cleanly (warning)"})
 def _complete(ctx: Context):
     if not bool(ctx.header.get("complete", True)):
         error = ctx.header.get("error")
@@ -351,7 +302,9 @@ def _complete(ctx: Context):
                           f"steps were finished{f' ({error})' if error else ''}", f"/{HEADER}")
 
 
-@check("data", "every stored chunk decodes; no declared data left unwritten", phase="data")
+@check("data", "every stored chunk decodes; no declared data left unwritten", phase="data",
+       reports={"damaged-data": "stored data cannot be decoded",
+                "unwritten": "declared chunks were never written: they read as the fill value (warning)"})
 def _data(ctx: Context):
     for _, ds in _objects(ctx.file):
         if not isinstance(ds, h5py.Dataset) or ds.shape is None or ds.is_virtual:
@@ -415,23 +368,7 @@ def _stored_regions(ds: h5py.Dataset):
 
 # -- running them ---------------------------------------------------------------------
 
-def _fold(problems: list[Problem]) -> list[Problem]:
-    by_code: dict[str, list[Problem]] = {}
-    for p in problems:
-        by_code.setdefault(p.code, []).append(p)
-    out = []
-    for group in by_code.values():
-        if len(group) > FOLD_AFTER:
-            first = group[0]
-            first.count = sum(p.count for p in group)
-            first.message += f" (and {len(group) - 1} more like it)"
-            out.append(first)
-        else:
-            out.extend(group)
-    return out
-
-
-def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Problem]:
+def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True, on_message=None) -> list[Problem]:
     """Check ``path`` and return its problems (an empty list for a clean file). Never raises; always ends.
 
     Parameters
@@ -444,13 +381,17 @@ def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Pr
     isolate : bool
         Run the checks in a child process (default), so that a hang or a
         crash of an underlying library is reported instead of suffered.
+    on_message : callable, optional
+        With ``isolate``: called as ``on_message('wait', (seconds, (h5path,
+        activity, detail)))`` about once a second while the checks make no
+        progress (see :func:`~calibsuite_h5source.tools.isolate.run_isolated`).
     """
     path = str(path)
     if not isolate:
-        return _fold(check_here(path))
-    out = run_isolated(check_here, (path,), timeout)
+        return fold(check_here(path))
+    out = run_isolated(check_here, (path,), timeout, on_message)
     if out.status == "done":
-        return _fold(out.result)
+        return fold(out.result)
     h5path, activity, detail = out.at
     where = f"while {activity} {h5path}" + (f" (filters: {detail})" if detail else "")
     if out.status == "timeout":
@@ -461,6 +402,8 @@ def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Pr
         fault = BITSHUFFLE_CRASH if activity == "decoding" and "bitshuffle" in detail \
             else "an upstream fault of libhdf5, h5py or a filter"
         message = f"the HDF5 library crashed ({out.signal_name}) {where}: {fault}"
+    elif out.status == "raised":
+        message = f"the checks failed {where}: {type(out.result).__name__}: {out.result}"
     else:
         message = f"the checks failed {where}: {out.result}"
     return [Problem(UNREADABLE, ERROR, message, path, h5path)]
