@@ -110,6 +110,7 @@ def watch_job(path, det_name, max_retries, progress_every, reporter):
     """Follow the run (in the child process): lines go to the caller through ``reporter.send``."""
     from calibsuite_h5source.psana2.factory import DataSource
 
+    reporter("/", "opening")
     ds = DataSource(files=path, live=True, max_retries=max_retries)
     the_run = next(ds.runs())
     area = sorted(the_run._area)
