@@ -128,3 +128,15 @@ def test_ctrl_c_of_validate_prints_what_was_found_and_exits_130(tmp_path):
     assert proc.returncode == 130
     assert b"1 of 2 files checked: 0 errors, 0 warnings (interrupted)" in err
     assert not alive(child)
+
+
+def test_info_goes_on_after_a_file_it_hangs_on(tmp_path, capsys):
+    good = tmp_path / "good.h5"
+    make_synthetic_run(good, steps=(2, 1), shape=(1, 4, 4))
+    (tmp_path / "text.h5").write_text("not hdf5")
+    assert main(["info", "--timeout", "1.5", str(good), str(HANG), str(tmp_path / "text.h5"), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert out.count("2 steps, 3 events  (per step: 2, 1)") == 2
+    lines = err.splitlines()
+    assert len(lines) == 2 and str(HANG) in lines[0] and "no progress for 1.5 s" in lines[0]
+    assert "text.h5" in lines[1] and "not an HDF5 file" in lines[1]

@@ -108,6 +108,7 @@ def _read_back(path):
         return exc
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_repeated_random_kills_serve_no_wrong_data_and_keep_flushed_steps(tmp_path):
     rng = random.Random(KILL_SEED)
@@ -228,6 +229,7 @@ def _check_steps(steps, where):
 needs_strace = pytest.mark.skipif(STRACE is None or not sys.platform.startswith("linux"), reason="needs strace (Linux)")
 
 
+@pytest.mark.slow
 @needs_strace
 def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(kills_before_writes):
     assert len(kills_before_writes) >= 25 * ENUM_STEPS // KILL_EVERY
@@ -241,6 +243,7 @@ def test_kill_before_any_write_keeps_confirmed_steps_and_serves_no_wrong_data(ki
             assert steps is None or isinstance(steps, NotHDF5Error), f"{where}: {steps!r}"
 
 
+@pytest.mark.slow
 @needs_strace
 def test_kill_before_any_write_reader_reads_every_confirmed_step(kills_before_writes):
     assert [(n, confirmed, str(r)) for n, confirmed, _, r in kills_before_writes if isinstance(r, H5SourceError)] == []

@@ -8,6 +8,8 @@ from calibsuite_h5source.cli import error
 from calibsuite_h5source.cli.isolation import ISOLATION_HELP, add_timeout, run_guarded
 from calibsuite_h5source.errors import H5SourceError
 
+PROG = "calibsuite-h5 info"
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="summarise run files: header, layout, steps, detectors, scan values",
@@ -24,30 +26,58 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def summary_job(path: str, reporter) -> dict:
-    """The part of ``info`` that reads the file (run in the child process)."""
+def summaries_job(paths: list, reporter) -> None:
+    """Summarise ``paths`` one after the other (in the child process), sending each summary or error."""
     from calibsuite_h5source.tools.info import summarise
 
-    return summarise(path, reporter)
+    for i, path in enumerate(paths):
+        reporter(path, "opening")
+        try:
+            s = summarise(path, reporter)
+        except (H5SourceError, OSError) as exc:
+            text = str(exc) if isinstance(exc, H5SourceError) else f"{type(exc).__name__}: {exc}"
+            reporter.send("file-error", (i, text))
+        else:
+            reporter.send("summary", (i, s))
 
 
 def run(args) -> int:
-    from calibsuite_h5source.tools.info import WRITER_INTERNALS, format_summary
-
-    out, status = [], 0
-    for path in args.files:
-        try:
-            s = run_guarded(summary_job, (path,), file=path, timeout=args.timeout)
-        except H5SourceError as exc:
-            error("calibsuite-h5 info", exc)  # and go on with the next file
-            status = 2
-            continue
-        if args.json:
-            if not args.internals:
-                s["header"] = {k: v for k, v in s["header"].items() if k not in WRITER_INTERNALS}
-            out.append(s)
-        else:
-            print(format_summary(s, verbose=args.internals), flush=True)
+    out, status, pending = [], 0, list(args.files)
+    while pending:  # one reading process for all the files, a new one after a file it hung on
+        done, failed = _summarise(pending, args, out)
+        status = 2 if failed else status
+        pending = pending[done:]
     if args.json:
         print(json.dumps(out, indent=1))
     return status
+
+
+def _summarise(paths: list, args, out: list) -> tuple[int, bool]:
+    """Summarise ``paths`` in one reading process; return (files dealt with, whether any failed)."""
+    from calibsuite_h5source.tools.info import WRITER_INTERNALS, format_summary
+
+    done, failed = [], []
+
+    def show(kind, payload):
+        if kind == "summary":
+            s = payload[1]
+            if args.json:
+                if not args.internals:
+                    s["header"] = {k: v for k, v in s["header"].items() if k not in WRITER_INTERNALS}
+                out.append(s)
+            else:
+                print(format_summary(s, verbose=args.internals), flush=True)
+        elif kind == "file-error":
+            error(PROG, payload[1])  # and go on with the next file
+            failed.append(payload[0])
+        else:
+            return False
+        done.append(payload[0])
+        return True
+
+    try:
+        run_guarded(summaries_job, (paths,), file=lambda: paths[len(done)], timeout=args.timeout, handler=show)
+    except H5SourceError as exc:  # a hang or crash on paths[len(done)]
+        error(PROG, exc)
+        return len(done) + 1, True
+    return len(done), bool(failed)

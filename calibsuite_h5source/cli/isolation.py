@@ -57,8 +57,9 @@ def run_guarded(func, args: tuple, *, file, timeout: float, progress=None, notes
     ----------
     func : callable
         A module-level function.
-    file : str
-        The user's file, named in the error of a hang or a crash.
+    file : str or callable
+        The user's file, named in the error of a hang or a crash (a callable
+        is asked then: the file a job over several was at).
     timeout : float
         Seconds without progress before the job is killed (0: run here, no limit).
     progress : Progress, optional
@@ -98,6 +99,7 @@ def run_guarded(func, args: tuple, *, file, timeout: float, progress=None, notes
             exc.add_note(f"in the reading process:\n{out.detail}")
         raise exc
     h5path, activity, detail = out.at
+    file = file() if callable(file) else file
     where = f"while {activity} {h5path}" + (f" (filters: {detail})" if detail else "")
     if out.status == "timeout":
         raise DamagedFileError(f"no progress for {timeout:g} s {where}: the HDF5 library hangs on this file "
