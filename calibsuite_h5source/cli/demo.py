@@ -99,14 +99,14 @@ def run(args) -> int:
             raise UsageError(str(exc)) from exc
         total = sum(synthetic.truth.n_events)
         t = time.perf_counter()
-        with Progress("demo: writing", total=total) as bar:
+        with Progress("demo writing", total=total) as bar:
             truth = synthetic.write(path, overwrite=True, location="demo", experiment="demo", progress=bar.update)
         t_write = time.perf_counter() - t
         size = path.stat().st_size / 1e6
         print(f"wrote {path}: {args.det} {truth.model.shape} uint16, {describe_steps(steps, events)}, "
               f"{size:.0f} MB in {t_write:.1f} s", flush=True)
         print("analysing it through calibsuite_h5source.DataSource as a suite script does ...\n", flush=True)
-        with Progress("demo: reading", total=total) as bar:
+        with Progress("demo reading", total=total) as bar:
             res = analyse(str(path), args.det, truth, progress=bar.update)
     print(f"{'step':>4} {'delay':>7} {'events':>6} {'|pedestal - true|':>18} {'noise':>7} {'true':>6} "
           f"{'injected ADU':>13} {'true':>7}")
