@@ -114,6 +114,22 @@ def test_a_signal_ends_the_command_and_its_reader(sig, code):
 
 
 @pytest.mark.slow
+def test_sigterm_of_validate_ends_its_checking_process():
+    proc = cli("validate", HANG, "--timeout", "300")
+    try:
+        child = wait_for_child(proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.stdout.read()
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert b"terminated (SIGTERM)" in proc.stderr.read()
+        time.sleep(0.5)
+        assert not alive(child)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
 def test_ctrl_c_of_validate_prints_what_was_found_and_exits_130(tmp_path):
     good = tmp_path / "good.h5"
     make_synthetic_run(good, steps=(2,), shape=(1, 4, 4))

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="calibsuite-h5",
         description="Write, inspect, check and convert calibration-suite HDF5 runs.",
         epilog="Exit codes: 0 ok, 1 problems found, 2 unreadable input or bad usage, 130 interrupted, "
-               "141 output pipe closed.",
+               "143/129 terminated (SIGTERM/SIGHUP), 141 output pipe closed. 'calibsuite-h5 COMMAND --help' "
+               "shows a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
