@@ -195,3 +195,4 @@ def test_long_work_prints_progress_lines_without_a_terminal(tmp_path, capsys, mo
     assert main(["validate", str(tmp_path / "f.h5"), str(tmp_path / "f.h5")]) == 0
     err = capsys.readouterr().err
     assert "validate: 1 of 2 files (50%)" in err and "validate: 2 of 2 files (100%)" in err
+    assert f"validate: {tmp_path / 'f.h5'}: decoding /epixM/1, " in err  # what a long check is doing

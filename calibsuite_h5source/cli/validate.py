@@ -46,7 +46,9 @@ def run(args) -> int:
     try:
         for path in args.files:
             def waiting(kind, payload, path=path):
-                if kind == "wait" and payload[0] >= NOTE_AFTER:
+                if kind == "at":  # shown every few seconds: a long check of a big file is not silent
+                    bar.note(f"{path}: {payload[1]} {payload[0]}")
+                elif kind == "wait" and payload[0] >= NOTE_AFTER:
                     h5path, activity, _ = payload[1]
                     bar.note(f"{path}: no progress for {payload[0]:.0f} s while {activity} {h5path} "
                              f"(gives up after {args.timeout:g} s)")

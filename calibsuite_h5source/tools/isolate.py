@@ -198,8 +198,10 @@ def run_isolated(func: Callable, args: tuple, timeout: float, on_message: Callab
         Seconds the job may go without calling ``progress`` (or finishing).
     on_message : callable, optional
         ``on_message(kind, payload)`` for every message the job sends with
-        ``progress.send``; also called as ``on_message('wait', (seconds, at))``
-        about once a second while no progress arrives.
+        ``progress.send``, and as ``on_message('at', (h5path, activity,
+        detail))`` for every progress report; also called as
+        ``on_message('wait', (seconds, at))`` about once a second while no
+        progress arrives.
 
     Returns
     -------
@@ -231,6 +233,8 @@ def run_isolated(func: Callable, args: tuple, timeout: float, on_message: Callab
                 last = time.monotonic()
                 if kind == "at":
                     at = payload
+                    if on_message is not None:
+                        on_message("at", payload)
                     continue
                 if kind in ("done", "failed", "raised"):
                     proc.join(timeout)
