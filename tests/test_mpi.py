@@ -35,6 +35,8 @@ def run_file(tmp_path_factory):
     return write_layout(tmp_path_factory.mktemp("mpi") / "run.h5", declare_run(steps=(7, 2, 5), shape=(1, 4, 4)))
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks, batch_size", [(2, 0), (3, 0), (3, 2)])
 def test_every_event_once_steps_everywhere_and_one_sorted_smalldata(tmp_path, run_file, n_ranks, batch_size):
@@ -58,6 +60,8 @@ def test_every_event_once_steps_everywhere_and_one_sorted_smalldata(tmp_path, ru
     assert sorted(p.name for p in smd.parent.glob("smd.h5*")) == ["smd.h5"]
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 def test_max_events_is_global(tmp_path, run_file):
     ranks, smd = run_script(tmp_path, 3, run_file, max_events=9, batch_size=2)
@@ -98,6 +102,8 @@ def pairing(tmp_path, paired_run, n_ranks, intg_det, batch_size):
     return ranks, frames, paired
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks, batch_size", [(2, 1), (3, 1), (3, 2), (2, 0)])
 def test_intg_det_keeps_every_beam_monitor_frame_pair(tmp_path, paired_run, n_ranks, batch_size):
@@ -107,6 +113,8 @@ def test_intg_det_keeps_every_beam_monitor_frame_pair(tmp_path, paired_run, n_ra
         assert all(r["frames"] for r in ranks)  # the work is spread
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 def test_without_intg_det_small_batches_lose_pairs(tmp_path, paired_run):
     # the control: plain 3-event batches split pairs, as psana's would

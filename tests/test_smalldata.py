@@ -135,6 +135,8 @@ def frames_of(path):
         return np.concatenate([f["epixM"][k][()].astype(np.float64) for k in sorted(f["epixM"], key=int)])
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks", [2, 3])
 def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, mpi_run, n_ranks):
@@ -160,6 +162,8 @@ def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, m
         assert f["timestamp"].shape == (7,) and np.all(np.diff(f["timestamp"][()]) > 0)
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 def test_no_rank_reads_an_event(tmp_path, mpi_run):
     launch("suite_summary.py", 3, mpi_run, tmp_path, "none")

@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
                                    "With --timing it is laid out as at MFX: per shot a beam-monitor event "
                                    "(code 137, MfxDg1BmMon flux, no frame) then a frame event (281, 283); "
                                    "272 on both.",
-                       epilog="Exit codes: 0 written, 2 bad arguments or the file exists (use --overwrite).")
+                       epilog="Exit codes: 0 written, 2 bad arguments or the file exists (use --overwrite), "
+                              "130 interrupted (the steps finished so far stay readable).")
     p.add_argument("out", metavar="OUT", help="the run file to write (.h5)")
     p.add_argument("--det", "--detector", dest="det", default="epixM", metavar="NAME",
                    help="epixM, epix10k, jungfrau, epixUHR, epix100 (or Epix100a), archon (or rixsCCD), ... "
