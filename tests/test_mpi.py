@@ -173,7 +173,7 @@ def test_unknown_intg_det_falls_back_to_plain_batches_with_a_warning(mocker, run
 
 
 def test_serial_without_launcher_does_not_import_mpi4py():
-    code = ("import sys; from calibsuite_h5source import partition; "
+    code = ("import sys; from calibsuite_h5source.psana2 import partition; "
             "p = partition.choose(); print(type(p).__name__, 'mpi4py' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

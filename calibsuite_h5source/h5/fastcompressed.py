@@ -50,11 +50,12 @@ import threading
 
 import numpy as np
 
+from calibsuite_h5source.format.constants import BITSHUFFLE, BLOSC, ZSTD
+
 log = logging.getLogger(__name__)
 
 __all__ = ["decoder_for", "CompressedPlan", "PREFETCH", "WORKERS"]
 
-BITSHUFFLE, BLOSC, ZSTD = 32008, 32001, 32015
 _BSHUF_LZ4 = 2
 _BSHUF_MULT = 8  # bitshuffle blocks hold a multiple of 8 elements
 

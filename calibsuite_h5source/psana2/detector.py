@@ -21,11 +21,10 @@ import math
 
 import numpy as np
 
+from calibsuite_h5source.format.constants import N_EVENTCODES
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.h5.guard import guarded
 from calibsuite_h5source.read.index_types import AreaSource, EventArray, ScanVariable
-
-N_EVENTCODES = 288
 
 
 def _calib_where(self, *args, **kwargs):

@@ -36,12 +36,13 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.errors import FormatError, H5SourceError, NotHDF5Error, WriterGoneError
+from calibsuite_h5source.format.constants import HEADER, step_number
 from calibsuite_h5source.format.timestamps import StoredTimestamps, synthetic_steps
 from calibsuite_h5source.h5.guard import translate
 from calibsuite_h5source.psana2.detector import step_docstrings
 from calibsuite_h5source.psana2.source import Event, Run, Step
 from calibsuite_h5source.read.index_types import AreaSource, EventArray, RunIndex, ScanVariable
-from calibsuite_h5source.read.layout import HEADER, step_number, to_python
+from calibsuite_h5source.read.layout import to_python
 from calibsuite_h5source.write.storage import lock_state
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,12 @@ from calibsuite_h5source.errors import (
     NotHDF5Error,
 )
 from calibsuite_h5source.format import rules
+from calibsuite_h5source.format.constants import (
+    HEADER,
+    RESERVED_DETECTOR,
+    RESERVED_ROOT,
+    step_number,
+)
 from calibsuite_h5source.format.detector_types import DETECTOR_TYPES
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin, items, open_member
@@ -34,21 +39,9 @@ from calibsuite_h5source.read.index_types import EventArray
 
 log = logging.getLogger(__name__)
 
-HEADER = "ancillaryData"
-RESERVED_ROOT = {HEADER, "timestamp", "nEvents"}
-RESERVED_DETECTOR = {"present", "calib", "nEvents"}
-_STEP_RE = re.compile(r"^(?:step_?)?(\d+)$")
 #: A canonical run without the writer's index and with more steps than this is opened lazily
 #: (names listed; each step's datasets opened, counted and checked when the step is first reached).
 EAGER_STEPS = 64
-
-
-def step_number(name: str) -> int | None:
-    """Return the step number of a member named ``3``, ``step3`` or ``step_3``; else None."""
-    if name.isdigit() and name.isascii():  # the canonical layout's names: no regex
-        return int(name)
-    m = _STEP_RE.match(name)
-    return int(m.group(1)) if m else None
 
 
 def open_h5(path) -> h5py.File:

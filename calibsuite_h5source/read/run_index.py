@@ -25,6 +25,7 @@ from calibsuite_h5source.errors import (
 )
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.constants import HEADER, step_number
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin
@@ -36,7 +37,6 @@ from calibsuite_h5source.read.index_types import (
     ScanVariable,
 )
 from calibsuite_h5source.read.layout import (
-    HEADER,
     LayoutMembers,
     StepCounts,
     detect_layout,
@@ -44,7 +44,6 @@ from calibsuite_h5source.read.layout import (
     is_unlocked,
     open_h5,
     read_header,
-    step_number,
     to_python,
 )
 

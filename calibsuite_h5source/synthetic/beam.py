@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.constants import N_EVENTCODES
 
 __all__ = ["BeamTiming", "StepPlan", "monitor_amplitudes", "N_EVENTCODES", "N_MONITOR_CHANNELS"]
 
-N_EVENTCODES = 288
 N_MONITOR_CHANNELS = 16
 _NS = 1_000_000_000
 #: LCLS-II pulse period: 1/929 kHz = 14/13 microseconds.

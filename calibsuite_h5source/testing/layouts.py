@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.constants import HEADER
 
 LAYOUTS = ("canonical", "padded", "stepgroups", "legacy")
 
@@ -79,7 +80,7 @@ def _n_events(run: dict) -> list[int]:
 
 def _write_header(f: h5py.File, run: dict, n_events: list[int], layout: str) -> None:
     f.attrs["format_version"] = "1.0"
-    g = f.create_group("ancillaryData")
+    g = f.create_group(HEADER)
     for key, value in run.get("header", {}).items():
         if value is not None:
             g.attrs[key] = value

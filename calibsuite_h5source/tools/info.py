@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from calibsuite_h5source.format.constants import FILTER_NAMES
 from calibsuite_h5source.format.timestamps import to_datetime
 from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.tools.isolate import no_progress
@@ -20,8 +21,6 @@ from calibsuite_h5source.write.writer import LIVE_ATTRS
 
 #: Header attributes that are the writer's bookkeeping, not the run's description (shown with ``verbose``).
 WRITER_INTERNALS = frozenset(LIVE_ATTRS) | {"complete", "stepsComplete", "ancillaryDataType"}
-
-_FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf", 32001: "blosc", 32008: "bitshuffle", 32015: "zstd", 32004: "lz4"}
 
 
 def _storage(datasets) -> tuple[str, int, int]:
@@ -31,7 +30,7 @@ def _storage(datasets) -> tuple[str, int, int]:
         plist = ds.id.get_create_plist()
         for i in range(plist.get_nfilters()):
             code = plist.get_filter(i)[0]
-            names.add(_FILTERS.get(code, f"filter {code}"))
+            names.add(FILTER_NAMES.get(code, f"filter {code}"))
         stored += ds.id.get_storage_size()
         raw += ds.size * ds.dtype.itemsize
     names.discard("shuffle") if len(names) > 1 else None

@@ -31,13 +31,13 @@ import numpy as np
 from calibsuite_h5source.errors import H5SourceError, HeaderError, LinkError, NotHDF5Error
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format import timestamps as _ts
+from calibsuite_h5source.format.constants import BITSHUFFLE, HEADER
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
 from calibsuite_h5source.h5.filters import require_filters
 from calibsuite_h5source.h5.guard import translate
 from calibsuite_h5source.h5.links import Origin, check_virtual, open_member
 from calibsuite_h5source.read.layout import (
-    HEADER,
     LayoutMembers,
     detect_layout,
     open_h5,
@@ -69,7 +69,6 @@ TIMEOUT = 15.0
 #: Bytes decoded per read when a dataset is not chunked.
 DECODE_BLOCK = 16 << 20
 #: HDF5 filter id of bitshuffle (hdf5plugin).
-BITSHUFFLE = 32008
 
 #: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
 GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "

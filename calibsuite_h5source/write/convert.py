@@ -37,6 +37,7 @@ import os
 import numpy as np
 
 from calibsuite_h5source.errors import H5SourceError, MissingDependencyError
+from calibsuite_h5source.format.constants import N_EVENTCODES
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.format.script_types import canonical_script_type
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET, to_datetime
@@ -266,7 +267,7 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
 def _fields(name, det, evt) -> dict:
     if name == "timing":
         codes = det.raw.eventcodes(evt)
-        return {"eventcodes": np.zeros(288, np.uint8) if codes is None else np.asarray(codes, np.uint8),
+        return {"eventcodes": np.zeros(N_EVENTCODES, np.uint8) if codes is None else np.asarray(codes, np.uint8),
                 "pulseId": np.uint64(det.raw.pulseId(evt) or 0)}
     values = {m: getattr(det.raw, m)(evt) for m in dir(det.raw) if not m.startswith("_") and m not in ("config", "calib")}
     if all(v is None for v in values.values()):

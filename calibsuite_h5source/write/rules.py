@@ -18,12 +18,14 @@ import operator
 import numpy as np
 
 from calibsuite_h5source.errors import WriterError
-from calibsuite_h5source.read.layout import HEADER, RESERVED_DETECTOR, RESERVED_ROOT, step_number
+from calibsuite_h5source.format.constants import (
+    HEADER,
+    RESERVED_DETECTOR,
+    RESERVED_SCAN,
+    RESERVED_SOURCE,
+    step_number,
+)
 
-#: Names a detector or side-data source cannot have (the reader's own members and scan fields).
-RESERVED_SOURCE = RESERVED_ROOT | {"step_value", "step_docstring"}
-#: Names a per-step or per-event scan variable cannot have (the writer's event index).
-RESERVED_SCAN = {"nEvents"}
 #: ``det.raw`` methods a per-event header field must not shadow.
 AREA_METHODS = {"raw", "calib", "image"}
 #: Numeric dtype kinds: bool, signed, unsigned, float (frames, side data and scan values).

@@ -34,8 +34,14 @@ import numpy as np
 
 from calibsuite_h5source._version import __version__
 from calibsuite_h5source.errors import UnknownScriptTypeError, WriterError
+from calibsuite_h5source.format.constants import (
+    FORMAT_VERSION,
+    HEADER,
+    LIVE_ATTRS,
+    WRITER_COUNTERS,
+    step_name,
+)
 from calibsuite_h5source.format.script_types import canonical_script_type, known_script_types
-from calibsuite_h5source.read.layout import HEADER
 from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender
 from calibsuite_h5source.write.rules import (
     check_field_name,
@@ -51,9 +57,7 @@ from calibsuite_h5source.write.storage import Column, compression_kwargs, create
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = "1.0"
 #: header attributes the writer keeps for live readers (``docs/format.rst``, "What a live file looks like")
-LIVE_ATTRS = ("openStepEvents", "stepsDiscarded", "writerHost", "writerPid", "writerLock")
 
 
 def writer_identity(path: str) -> dict:
@@ -171,7 +175,7 @@ class StepWriter:
         if col is None:
             kind, *names = key
             parts = {"present": [*names, "present"], "timestamp": ["timestamp"], "scan": [HEADER, *names]}
-            h5path = "/" + "/".join([*parts.get(kind, names), str(self.index)])
+            h5path = "/" + "/".join([*parts.get(kind, names), step_name(self.index)])
             w = self.writer
             create = lambda path, shape, dtype, block: w._create(path, shape, dtype, compress, block)  # noqa: E731
             col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
@@ -410,7 +414,7 @@ class RunWriter:
             raise WriterError(f"flush_every must be a positive int; found {flush_every!r}", file=self.path)
         self.flush_every = int(flush_every)
         self.flush_seconds = float(flush_seconds)
-        reserved = sorted({"complete", "stepsComplete", "error", *LIVE_ATTRS} & set(header))
+        reserved = sorted({*WRITER_COUNTERS, *LIVE_ATTRS} & set(header))
         if reserved:
             raise WriterError(f"header attributes {reserved} are set by the writer; do not pass them",
                               file=self.path, h5path=f"/{HEADER}")
@@ -428,7 +432,7 @@ class RunWriter:
         self._file = f = create_file(self.path, overwrite)
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["NX_class"] = "NXroot"
-        g = f.create_group("ancillaryData")
+        g = f.create_group(HEADER)
         for key, value in self.header.items():
             g.attrs[key] = value
         g.attrs["complete"] = False
@@ -652,7 +656,7 @@ class RunWriter:
         names = sorted(scan_values)
         if self._scan_names is not None and names != self._scan_names:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
-                              f"step {self.n_steps} gives {names}", file=self.path, h5path="/ancillaryData")
+                              f"step {self.n_steps} gives {names}", file=self.path, h5path=f"/{HEADER}")
         self._open_step = StepWriter(self, self.n_steps, values)
         for name, value in values.items():  # written now, so that the step's first flush carries them
             self._append_per_step(name, value, h5py.string_dtype() if isinstance(value, str) else np.float64)
