@@ -13,13 +13,13 @@ import os
 
 import numpy as np
 
-from calibsuite_h5source.format.constants import FILTER_NAMES
+from calibsuite_h5source.format.constants import FILTER_NAMES, LIVE_ATTRS
 from calibsuite_h5source.format.timestamps import to_datetime
 from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.tools.isolate import no_progress
-from calibsuite_h5source.write.writer import LIVE_ATTRS
 
-#: Header attributes that are the writer's bookkeeping, not the run's description (shown with ``verbose``).
+#: Header attributes that are the writer's bookkeeping, not the run's description (shown with ``verbose``;
+#: an incomplete run's ``error`` is always shown).
 WRITER_INTERNALS = frozenset(LIVE_ATTRS) | {"complete", "stepsComplete", "ancillaryDataType"}
 
 

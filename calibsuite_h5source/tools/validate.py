@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 TIMEOUT = 15.0
 #: Bytes decoded per read when a dataset is not chunked.
 DECODE_BLOCK = 16 << 20
-#: HDF5 filter id of bitshuffle (hdf5plugin).
 
 #: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
 GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
