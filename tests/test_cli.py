@@ -196,3 +196,30 @@ def test_long_work_prints_progress_lines_without_a_terminal(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "validate: 1 of 2 files (50%)" in err and "validate: 2 of 2 files (100%)" in err
     assert f"validate: {tmp_path / 'f.h5'}: decoding /epixM/1, " in err  # what a long check is doing
+
+
+@pytest.mark.parametrize("columns", [100, 0])
+def test_progress_is_a_bar_on_a_terminal_and_lines_on_one_of_no_width(monkeypatch, columns):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    from calibsuite_h5source.cli import progress
+
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(progress, "FIRST", 0.0)
+    monkeypatch.setattr(progress, "EVERY", 0.0)
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    with open(child, "w") as terminal, progress.Progress("fake run.h5", total=10, stream=terminal) as bar:
+        for _ in range(10):
+            bar.update()
+        terminal.flush()
+    shown = os.read(parent, 65536).decode()
+    os.close(parent)
+    if columns:
+        assert "fake run.h5: 100%|" in shown and "10/10" in shown and "event/s" in shown, shown
+    else:
+        assert "fake run.h5: 10 of 10 events (100%), 0 s" in shown, shown

@@ -8,6 +8,7 @@ or when stderr is not a terminal (a log file, a batch job), a line such as
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -44,14 +45,17 @@ class Progress:
         self.start = self._last_line = time.monotonic()
         self._shown = False
         self._bar = None
-        if _isatty(self.stream):
+        if _isatty(self.stream) and _columns(self.stream) > 0:  # a terminal of no width shows no bar: lines
             try:
                 from tqdm import tqdm
             except ImportError:
                 pass
             else:
-                self._bar = tqdm(total=total, desc=desc, unit=unit, delay=FIRST, file=self.stream,
-                                 dynamic_ncols=True)
+                options = dict(total=total, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
+                try:
+                    self._bar = tqdm(delay=FIRST, **options)
+                except TypeError:  # tqdm < 4.60: no delay
+                    self._bar = tqdm(**options)
 
     def update(self, n: int = 1) -> None:
         """Count ``n`` more units done."""
@@ -99,6 +103,13 @@ class Progress:
             return
         self._shown, self._last_line = True, now
         print(f"{self.desc}: {text}, {now - self.start:.0f} s", file=self.stream, flush=True)
+
+
+def _columns(stream) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _isatty(stream) -> bool:
