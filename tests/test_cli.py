@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -155,6 +156,8 @@ def test_info_hides_writer_internals_unless_verbose(scan_run, tmp_path, capsys):
     assert "writerPid:" in out and "openStepEvents: -1" in out
     assert main(["info", "--json", str(scan_run)]) == 0
     assert "writerPid" not in json.loads(capsys.readouterr().out)[0]["header"]
+    assert main(["info", str(Path(__file__).resolve().parents[1] / "fixtures" / "legacy_suite.h5")]) == 0
+    assert "(0.0 MB, legacy layout)" in capsys.readouterr().out  # no 'format ?' for a file without a version
     one = tmp_path / "one.h5"
     make_synthetic_run(one, steps=(1,), shape=(1, 4, 4))
     assert main(["info", str(one)]) == 0
@@ -162,8 +165,6 @@ def test_info_hides_writer_internals_unless_verbose(scan_run, tmp_path, capsys):
 
 
 def test_problem_codes_are_the_names_list_checks_prints(tmp_path, capsys):
-    from pathlib import Path
-
     from calibsuite_h5source.tools import validate as v
 
     assert main(["validate", "--list-checks"]) == 0

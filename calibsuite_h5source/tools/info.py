@@ -112,7 +112,8 @@ def format_summary(s: dict, verbose: bool = False) -> str:
     first = [f"run {h['run']}" if "run" in h else "no run id", f"scriptType {h.get('scriptType')}"]
     first += [f"{k} {h[k]}" for k in ("date", "location") if k in h]
     lines = [
-        f"{s['file']}  ({s['file_MB']:.1f} MB, format {s['format_version'] or '?'}, {s['layout']} layout"
+        f"{s['file']}  ({s['file_MB']:.1f} MB, "
+        f"{'format ' + str(s['format_version']) + ', ' if s['format_version'] else ''}{s['layout']} layout"
         f"{'' if s['complete'] else ', INCOMPLETE'})",
         "  " + "  ".join(first),
     ]
