@@ -38,6 +38,11 @@ def test_every_option_has_help_and_shows_its_default(command):
         assert "--timeout SECONDS" in text
 
 
+def test_top_level_options_show_their_defaults():
+    text = build_parser().format_help()
+    assert "(default: 0)" in text and "Exit codes" in text and "COMMAND --help" in " ".join(text.split())
+
+
 @pytest.mark.parametrize("command", ["fake", "demo", "plot", "convert", "watch"])
 def test_det_everywhere_with_detector_as_alias(command):
     p = subparsers()[command]

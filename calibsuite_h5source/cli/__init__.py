@@ -57,14 +57,14 @@ class Terminated(BaseException):  # noqa: N818 - like KeyboardInterrupt, not an 
 COMMON_FLAGS = [(r"\boverwrite=True\b", "--overwrite")]
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+class HelpFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the help already says it."""
 
     def _get_help_string(self, action):
         text = action.help or ""
         if not action.option_strings or "default" in text or action.default in (None, argparse.SUPPRESS):
             return text
-        if action.nargs == 0:  # a switch
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):  # a switch
             return f"{text} (default: {'on' if action.default else 'off'})"
         return f"{text} (default: %(default)s)"
 
@@ -84,7 +84,7 @@ COMMANDS = ("demo", "info", "validate", "fake", "plot", "convert", "watch")
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
-        prog="calibsuite-h5",
+        prog="calibsuite-h5", formatter_class=HelpFormatter,
         description="Write, inspect, check and convert calibration-suite HDF5 runs.",
         epilog="Exit codes: 0 ok, 1 problems found, 2 unreadable input or bad usage, 130 interrupted, "
                "143/129 terminated (SIGTERM/SIGHUP), 141 output pipe closed. 'calibsuite-h5 COMMAND --help' "
