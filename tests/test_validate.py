@@ -98,8 +98,8 @@ def test_unreadable_files(tmp_path):
 
 def test_every_check_is_listed():
     codes = [c for c, _ in list_checks()]
-    assert codes == ["attributes", "links", "header-values", "header", "run-id", "steps", "frame-shape", "timestamps",
-                     "scan", "complete", "data"]
+    assert codes == ["attributes", "links", "header-values", "header", "run-id", "steps", "frame-shape", "geometry",
+                     "timestamps", "scan", "complete", "data"]
 
 
 def test_no_run_id_with_stored_timestamps_does_not_say_they_will_be_synthesised(valid):

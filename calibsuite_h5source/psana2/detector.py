@@ -214,23 +214,56 @@ class _AreaRaw:
         from calibsuite_h5source.read import arrays
         return arrays.present(self, step)
 
-    def image(self, evt, nda=None):
-        """Return a 2-D float32 image: modules tiled row-major in ``ceil(sqrt(m))`` columns."""
+    def image(self, evt, nda=None, **kwargs):
+        """Return the event's image (2-D float32) as psana's ``det.raw.image`` draws it, or None.
+
+        ``nda`` (default: :meth:`calib`) is placed by the detector's geometry
+        (:mod:`calibsuite_h5source.geometry.source`: the file's
+        ``calib/geometry``, else psana's default for the type); psana's
+        ``mapmode``, ``fillholes`` and ``vbase`` keywords are accepted. An
+        archon is drawn as psana draws it (banks side by side). A detector
+        without geometry gets its modules tiled row-major in
+        ``ceil(sqrt(m))`` columns, with a one-time warning.
+        """
         if nda is None:
             nda = self.calib(evt)
             if nda is None:
                 return None
-        nda = np.asarray(nda)
-        if nda.ndim == 2:
-            return nda.astype(np.float32)
-        m, r, c = nda.shape[-3:]
-        ncols = math.ceil(math.sqrt(m))
-        nrows = math.ceil(m / ncols)
-        img = np.zeros((nrows * r, ncols * c), dtype=np.float32)
-        for k in range(m):
-            y, x = divmod(k, ncols)
-            img[y * r:(y + 1) * r, x * c:(x + 1) * c] = nda[k]
-        return img
+        from calibsuite_h5source.geometry import source as geo
+        if geo.is_archon(self._src):
+            return geo.archon_image(nda, self._src.attrs.get("detVersion"))
+        placed = geo.detector_geometry(self._src)
+        if placed is not None:
+            return placed.image(nda, **kwargs)
+        geo.warn_tiled(self._src)
+        return _tiled(nda)
+
+    def _pixel_coords(self, **kwa):
+        """``(x, y, z)`` float64 ``[module, row, col]`` pixel coordinates (µm), or None without geometry (psana's)."""
+        from calibsuite_h5source.geometry.source import detector_geometry
+        placed = detector_geometry(self._src)
+        return None if placed is None else placed.pixel_coords()
+
+    def _pixel_coord_indexes(self, **kwa):
+        """``(rows, cols)`` uint64 ``[module, row, col]`` image indexes, or None without geometry (psana's)."""
+        from calibsuite_h5source.geometry.source import detector_geometry
+        placed = detector_geometry(self._src)
+        return None if placed is None else placed.pixel_coord_indexes()
+
+
+def _tiled(nda) -> np.ndarray:
+    """Modules tiled row-major in ``ceil(sqrt(m))`` columns (float32): the image without a geometry."""
+    nda = np.asarray(nda)
+    if nda.ndim == 2:
+        return nda.astype(np.float32)
+    m, r, c = nda.shape[-3:]
+    ncols = math.ceil(math.sqrt(m))
+    nrows = math.ceil(m / ncols)
+    img = np.zeros((nrows * r, ncols * c), dtype=np.float32)
+    for k in range(m):
+        y, x = divmod(k, ncols)
+        img[y * r:(y + 1) * r, x * c:(x + 1) * c] = nda[k]
+    return img
 
 
 def _str(value):
@@ -248,11 +281,14 @@ class AreaDetector:
     @property
     @guarded(_calib_where)
     def calibconst(self) -> dict:
-        """``{ctype: (array, metadata)}`` from ``calib/``; ``{}`` when the file holds none."""
+        """``{ctype: (array, metadata)}`` from ``calib/``; ``{}`` when the file holds none.
+
+        ``'geometry'`` (psana's geometry text) is a str, as psana's.
+        """
         group = self._src.calib_group
         if group is None:
             return {}
-        return {k: (ds[()], dict(ds.attrs)) for k, ds in group.items()}
+        return {k: (_str(ds[()]) if k == "geometry" else ds[()], dict(ds.attrs)) for k, ds in group.items()}
 
     def __repr__(self):
         return f"<AreaDetector {self.name} {self._src.frame_shape} {self._src.dtype}>"

@@ -237,15 +237,19 @@ class SyntheticRun:
     def write(self, path, compression=None, progress=None, overwrite=False, **header) -> Truth:
         """Stream the run into a canonical file with RunWriter; return the truth.
 
+        The detector's ``calib/geometry`` is psana's default geometry of its
+        type, when one fits the frames.
+
         ``progress(n)`` is called after every event with the number written.
         """
+        from calibsuite_h5source.geometry.source import default_geometry_for
         from calibsuite_h5source.write.writer import RunWriter
 
         d = self.model
         with RunWriter(path, self.script_type, compression=compression, overwrite=overwrite, run=self.run,
                        **header) as w:
             w.detector(d.name, detType=d.det_type, gainBitsMask=d.gain_bits_mask, calib=self.truth.constants,
-                       shape=d.shape, dtype=np.uint16)
+                       shape=d.shape, dtype=np.uint16, geometry=default_geometry_for(d.shape, d.det_type, d.name))
             for k in range(len(self.counts)):
                 scan = {self.scan_name: self.scan_values[k]} if self.scan_name else {}
                 with w.step(**scan) as s:

@@ -1,11 +1,11 @@
 """A one-page PNG overview of a run (``calibsuite-h5 plot``).
 
-Panels: one event's frame (``det.raw.image``: modules tiled, or laid out by
-the detector's geometry), the mean frame of a step, events per step, and the
-scan variable against step. Frames are ``calib`` by default, labelled in keV
-when the run stores ``pedestals`` and ``pixel_gain`` (calib is then energy),
-in ADU above pedestal with pedestals only, in ADU without constants; ``raw``
-shows the stored ADU. Needs matplotlib (``pip install 'calibsuite_h5source[plot]'``).
+Panels: one event's frame (``det.raw.image``: placed by the detector's
+geometry), the mean frame of a step, events per step, and the scan variable
+against step. Frames are ``calib`` by default, labelled in keV when the run
+stores ``pedestals`` and ``pixel_gain`` (calib is then energy), in ADU above
+pedestal with pedestals only, in ADU without constants; ``raw`` shows the
+stored ADU. Needs matplotlib (``pip install 'calibsuite_h5source[plot]'``).
 """
 
 from __future__ import annotations

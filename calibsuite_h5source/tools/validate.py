@@ -220,6 +220,21 @@ def _frames(ctx: Context):
                                   found=(shape[1:], str(ea.dataset.dtype)), expected=first)
 
 
+@check("geometry", "a detector's calib/geometry is psana geometry text whose segments place its frames")
+def _geometry(ctx: Context):
+    from calibsuite_h5source.geometry.source import GEOMETRY, geometry_problem
+    for entry in (ctx.members.area.values() if ctx.members is not None else ()):
+        calib = entry["calib"]
+        if calib is None or GEOMETRY not in calib or not entry["steps"]:
+            continue
+        ea = entry["steps"][min(entry["steps"])]
+        frame = ea.dataset.shape[len(ea.prefix) + 1:]
+        why = geometry_problem(calib, frame) if len(frame) == 3 else None
+        if why:
+            yield ctx.problem("geometry", ERROR, f"the geometry cannot draw this detector's images: {why}",
+                              f"{calib.name}/{GEOMETRY}", expected="psana geometry text (docs/format.rst)")
+
+
 @check("timestamps", "timestamps have nEvents entries per step and strictly increase",
        reports={"timestamp-length": "a step has not one timestamp per event, or no timestamps",
                 "timestamp-value": "timestamps are not unsigned finite 64-bit integers",

@@ -23,7 +23,11 @@ always with ``skip_calib_load='all'``) and writes it with
   it is a recognised type, else ``misc``), ``run`` (Unix seconds of the run
   start), ``timestamp`` (psana's run timestamp), ``runnum``, ``experiment``;
   per detector ``dettype``/``detVersion`` (psana's ``xtcinfo``) and the
-  ``gainBitsMask`` psana applies in ``calib`` without constants.
+  ``gainBitsMask`` psana applies in ``calib`` without constants;
+* psana's geometry of each area detector (its geometry constants, else its
+  default file) as ``calib/geometry``, with psana's segment numbers, so that
+  ``det.raw.image`` draws as psana does (left out, with a warning, when it
+  does not fit the stored frames).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import os
 
 import numpy as np
 
-from calibsuite_h5source.errors import H5SourceError, MissingDependencyError
+from calibsuite_h5source.errors import H5SourceError, MissingDependencyError, WriterError
 from calibsuite_h5source.format.constants import N_EVENTCODES
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.format.script_types import canonical_script_type
@@ -237,9 +241,14 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
             dettype, version = xtc.get(n, (n, "0_0_0"))
             t = detector_type(dettype) or detector_type(n)
             method = readers[n][1]
-            w.detector(n, detType=dettype, gainBitsMask=t.gain_bits_mask if t and method == "raw" else None,
-                       shape=shapes[n][0], dtype=shapes[n][1],
-                       attrs={"dettype": dettype, "detVersion": version, "psanaMethod": method})
+            declare = dict(detType=dettype, gainBitsMask=t.gain_bits_mask if t and method == "raw" else None,
+                           shape=shapes[n][0], dtype=shapes[n][1],
+                           attrs={"dettype": dettype, "detVersion": version, "psanaMethod": method})
+            try:
+                w.detector(n, geometry=_geometry(dets[n]), **declare)
+            except WriterError as exc:  # psana's geometry does not fit what is stored: keep the data
+                log.warning("%s: %s not copied: %s", out_path, exc.h5path, exc.rule)
+                w.detector(n, **declare)
         step, stop = first_step, False
         while step is not None and not stop:
             values = {n: float(d(step)) for n, d in scan.items()}
@@ -262,6 +271,21 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
     reads.report()
     return {"steps": n_steps, "events": n_events, "detectors": names, "scan": sorted(scan) + sorted(daq_scan),
             "runnum": int(prun.runnum), "experiment": str(prun.expt)}
+
+
+def _geometry(det):
+    """psana's geometry text of a detector (its constants, else its default file) with its segment numbers, or None."""
+    raw = det.raw
+    text = ((getattr(raw, "_calibconst", None) or {}).get("geometry") or (None,))[0]
+    if text is None and getattr(raw, "_path_geo_default", None):
+        try:
+            text = raw._det_geotxt_default()
+        except (OSError, AttributeError, TypeError) as exc:
+            log.debug("%s: no default geometry: %s", getattr(raw, "_det_name", "?"), exc)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    segments = getattr(raw, "_segment_numbers", None)
+    return (text, {} if segments is None else {"segments": [int(s) for s in segments]})
 
 
 def _fields(name, det, evt) -> dict:

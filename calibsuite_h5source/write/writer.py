@@ -462,7 +462,7 @@ class RunWriter:
 
     # -- declarations and schema ---------------------------------------------
     def detector(self, name: str, *, detType=None, gainBitsMask=None, calib=None, attrs=None,  # noqa: N803
-                 shape=None, dtype=None, header_fields=None) -> None:
+                 shape=None, dtype=None, header_fields=None, geometry=None) -> None:
         """Declare an area detector's metadata (and optionally its frame shape/dtype) before its data.
 
         Parameters
@@ -483,6 +483,10 @@ class RunWriter:
             Per-event header fields ``{field: (shape, dtype)}``, e.g.
             ``{'frameNo': ((), 'uint32'), 'autoFillMask': ((4,), 'uint32')}``;
             without it they are learnt from the first event's ``headers``.
+        geometry : str or path, optional
+            psana's geometry text, or the path of a ``geometry-def-*.data``
+            file (or ``(text or path, metadata)``), written to
+            ``/<name>/calib/geometry``; checked against ``shape`` when given.
         """
         self._check_open()
         check_source_name(name, file=self.path)
@@ -522,8 +526,13 @@ class RunWriter:
         if (shape is not None and (len(shape) != 3 or min(shape) < 1)) or (dtype is not None and dtype.kind not in "biuf"):
             raise WriterError(f"a declared frame must be [module, row, col] (or 2-D for one module) of a numeric "
                               f"dtype; found shape {shape} dtype {dtype}", file=self.path, h5path=f"/{name}")
+        if geometry is not None:
+            from calibsuite_h5source.geometry.source import prepare_geometry
+            geometry = prepare_geometry(geometry, shape, file=self.path, h5path=f"/{name}/calib/geometry")
         g = self._file.require_group(name)
         g.attrs.update(group_attrs)
+        if geometry is not None:
+            g.create_dataset("calib/geometry", data=geometry[0], dtype=h5py.string_dtype()).attrs.update(geometry[1])
         for ctype, (array, meta) in constants.items():
             g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
         self._detectors[name] = {"shape": shape, "dtype": dtype, "headers": fields}
