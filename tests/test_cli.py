@@ -89,6 +89,7 @@ def test_fake_writes_a_valid_run(tmp_path, capsys):
     assert main(["fake", str(tmp_path / "g.h5"), "--detector", "cspad"]) == 2
 
 
+@pytest.mark.slow
 def test_plot_draws_the_right_things(scan_run, tmp_path):
     mpimg = pytest.importorskip("matplotlib.image")
     a, b = tmp_path / "a.png", tmp_path / "b.png"
