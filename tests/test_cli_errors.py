@@ -80,9 +80,12 @@ def test_os_errors_and_interrupts(run_file, mocker, capsys):
 
 
 def test_info_json_into_a_closed_pipe_is_quiet(run_file):
-    """``calibsuite-h5 info --json run.h5 ... | head -1``: no BrokenPipeError, exit 141 (128 + SIGPIPE)."""
+    """``calibsuite-h5 info --json run.h5 ... | head -1``: no BrokenPipeError, exit 141 (128 + SIGPIPE).
+
+    300 files: about 290 kB of JSON, far more than a pipe holds (64 kB), so the write must meet the closed pipe.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "calibsuite_h5source.cli", "info", "--json", *[str(run_file)] * 80],
+    proc = subprocess.Popen([sys.executable, "-m", "calibsuite_h5source.cli", "info", "--json", *[str(run_file)] * 300],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout.readline().strip() == b"["  # what head -1 reads, then it exits
     proc.stdout.close()
