@@ -1,6 +1,7 @@
 """Random access (times, event(ts), step.event) and whole numpy arrays equal to the event loop's."""
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from calibsuite_h5source import ArrayTooLargeError, DataSource, RunWriter
+from calibsuite_h5source.h5 import dataset as dataset_mod
 from calibsuite_h5source.read import arrays
 from calibsuite_h5source.read.index_types import EventArray
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
@@ -198,15 +200,32 @@ def test_bad_selections_raise_clear_errors(tmp_path):
 
 def test_block_groups_are_chunk_aligned():
     idx = np.array([0, 1, 2, 3, 4, 9, 10, 40, 41, 63, 64, 65])
-    groups = arrays.block_groups(idx, chunk=4, row_bytes=1, block_bytes=64)
+    groups = dataset_mod.block_groups(idx, chunk=4, row_bytes=1, block_bytes=64)
     spans = [idx[a:b].tolist() for a, b in groups]
     # chunks 0,1,2 touch -> one group; chunk 10 is alone; 63|64 is a block boundary (block = 64 events)
     assert spans == [[0, 1, 2, 3, 4, 9, 10], [40, 41], [63], [64, 65]]
-    assert arrays.block_groups(np.arange(10), chunk=1, row_bytes=10, block_bytes=30) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert dataset_mod.block_groups(np.arange(10), chunk=1, row_bytes=10, block_bytes=30) == [(0, 3), (3, 6), (6, 9), (9, 10)]
 
 
 def test_sparse_picks_read_their_chunks_not_the_span(tmp_path, mocker):
     path, _ = layout_file(tmp_path, "canonical", steps=(50,))  # one event per chunk
+    run = open_run(path)
+    raw = run.Detector("epixM").raw
+    every = raw.frames()
+    raw.raw(next(run.events()))  # a per-event read plans the dataset (small first selections go through h5py)
+    get = mocker.spy(h5py.Dataset, "__getitem__")
+    direct = mocker.spy(h5py.Dataset, "read_direct")
+    preadv = mocker.spy(os, "preadv")
+    np.testing.assert_array_equal(raw.frames(events=[40, 0, 20]), every[[40, 0, 20]])
+    # one direct read per chunk, straight into the output; nothing through h5py, nothing else read
+    assert get.call_count == 0 and direct.call_count == 0 and preadv.call_count == 3
+
+
+def test_sparse_picks_through_h5py_read_their_chunks_not_the_span(tmp_path, mocker):
+    from calibsuite_h5source.h5 import fastread
+
+    mocker.patch.object(fastread, "ENABLED", False)
+    path, _ = layout_file(tmp_path, "canonical", steps=(50,))
     raw = open_run(path).Detector("epixM").raw
     every = raw.frames()
     get = mocker.spy(h5py.Dataset, "__getitem__")

@@ -111,3 +111,25 @@ def test_many_short_steps_with_a_discard_read_back(tmp_path):
         assert value(step) == float(k)
         frames = [det.raw.raw(e) for e in step.events()]
         assert [int(fr[0, 0, 0]) for fr in frames] == [k + i for i in range(1 + k % 3)]
+
+
+@pytest.mark.parametrize("compression", ["bitshuffle", "blosc", "zstd", "gzip", "lzf"])
+def test_every_step_gets_the_filters_of_the_first(tmp_path, compression):
+    """bitshuffle's set_local rewrites its parameters: a copied creation list would store chunks unframed."""
+    pytest.importorskip("hdf5plugin")
+    path = tmp_path / "r.h5"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 100, (3, 1, 32, 32), dtype=np.uint16) for _ in range(3)]
+    with RunWriter(path, "dark", compression=compression) as w:
+        for block in frames:
+            w.add_step({"epixM": block})
+    with h5py.File(path, "r") as f:
+        pipelines = [[f[f"epixM/{k}"].id.get_create_plist().get_filter(i)[:3]
+                      for i in range(f[f"epixM/{k}"].id.get_create_plist().get_nfilters())] for k in range(3)]
+        sizes = [f[f"epixM/{k}"].id.get_storage_size() for k in range(3)]
+    assert pipelines[1] == pipelines[0] and pipelines[2] == pipelines[0]
+    assert max(sizes) < frames[0].nbytes  # compressed in every step, not only the first
+    run = next(DataSource(files=str(path)).runs())
+    det = run.Detector("epixM")
+    got = [det.raw.raw(e) for e in run.events()]
+    np.testing.assert_array_equal(np.concatenate(frames).ravel(), np.stack(got).ravel())

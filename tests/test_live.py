@@ -295,25 +295,29 @@ def test_smalldata_of_a_live_run(tmp_path):
         np.testing.assert_array_equal(f["timestamp"][()], [(1 << 40) + 1000 * k + i for k in range(3) for i in range(10)])
 
 
-def test_open_step_reads_take_chunks_whole_and_never_fill_values(tmp_path):
-    """In the open step, a chunk HDF5 cannot find is an error to retry, not zeros (live._read_chunks)."""
+def test_open_step_reads_are_strict_and_never_fill_values(tmp_path):
+    """In the open step, a chunk HDF5 cannot find is an error to retry, not zeros (StoredDataset(strict=True))."""
     import h5py
 
-    from calibsuite_h5source.psana2.live import _read_chunks
+    from calibsuite_h5source.errors import DamagedFileError
+    from calibsuite_h5source.h5.dataset import NotYetVisible, StoredDataset
 
     data = np.arange(7 * 2 * 3, dtype=np.uint16).reshape(7, 2, 3) + 1
     with h5py.File(tmp_path / "c.h5", "w") as f:
         one = f.create_dataset("one", data=data, chunks=(1, 2, 3), maxshape=(None, 2, 3))
         three = f.create_dataset("three", data=data.astype(">i4"), chunks=(3, 2, 3))
         scalars = f.create_dataset("scalars", data=np.arange(10.0), chunks=(4,))
-        gz = f.create_dataset("gz", data=data, chunks=(1, 2, 3), compression="gzip")
-        for ds in (one, three):
+        gz = f.create_dataset("gz", data=data, chunks=(1, 2, 3), maxshape=(None, 2, 3), compression="gzip")
+        for ds in (one, three, gz):
             for lo, hi in ((0, 1), (2, 7), (1, 5), (6, 7)):
-                got = _read_chunks(ds, lo, hi)
+                got = StoredDataset(ds, strict=True).read_range(lo, hi)
                 assert got.dtype == ds.dtype and np.array_equal(got, ds[lo:hi]) and got.flags.writeable
-        assert np.array_equal(_read_chunks(scalars, 3, 9), np.arange(3.0, 9.0))
-        assert _read_chunks(gz, 0, 2) is None  # filtered: read through h5py
-        one.resize(9, axis=0)  # events 7 and 8 declared, their chunks never written: h5py would give zeros
-        assert not one[8].any()
-        with pytest.raises(RuntimeError, match="not allocated"):  # Follower.read retries it, reopening
-            _read_chunks(one, 6, 9)
+        assert np.array_equal(StoredDataset(scalars, strict=True).read_range(3, 9), np.arange(3.0, 9.0))
+        for ds in (one, gz):  # events 7 and 8 declared, their chunks never written: h5py would give zeros
+            ds.resize(9, axis=0)
+            assert not ds[8].any()
+            for read in (lambda r: r.read_range(6, 9), lambda r: r.read(8)):
+                with pytest.raises(DamagedFileError) as err:  # LiveEventArray retries it, reopening
+                    read(StoredDataset(ds, strict=True))
+                assert isinstance(err.value.__cause__, NotYetVisible)
+            assert not StoredDataset(ds).read(8).any()  # a finished run's reader: HDF5's fill values

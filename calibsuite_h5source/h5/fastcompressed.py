@@ -89,7 +89,7 @@ def _bitshuffle_lz4(bitshuffle):
     unpack = struct.Struct(">QI").unpack_from
     block_header = struct.Struct(">I").unpack_from
 
-    def decode(buf, shape, dtype):
+    def decode(buf, shape, dtype, out=None):
         itemsize = dtype.itemsize
         nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
         if len(buf) < 12:
@@ -115,10 +115,14 @@ def _bitshuffle_lz4(bitshuffle):
             raise Damaged(f"damaged bitshuffle chunk: its blocks end at byte {pos}, the chunk's data at {end}")
         if c_decompress is None:
             try:
-                return bitshuffle.decompress_lz4(np.frombuffer(buf, np.uint8, offset=12), shape, dtype, block)
-            except Exception as exc:
+                got = bitshuffle.decompress_lz4(np.frombuffer(buf, np.uint8, offset=12), shape, dtype, block)
+            except (ValueError, RuntimeError, OSError) as exc:  # the library refused the bytes
                 raise Damaged(f"damaged bitshuffle chunk: {exc}") from exc
-        out = np.empty(shape, dtype)
+            if out is None:
+                return got
+            out[...] = got
+            return out
+        out = np.empty(shape, dtype) if out is None else out
         consumed = c_decompress(buf, out, n, itemsize, block)
         if consumed != len(buf) - 12:
             raise Damaged(f"damaged bitshuffle chunk: decompression {'failed' if consumed < 0 else 'stopped'} "
@@ -183,7 +187,7 @@ def _blosc(blosc2, lib=None):
         c_decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         c_decompress.restype = ctypes.c_int
 
-    def decode(buf, shape, dtype):
+    def decode(buf, shape, dtype, out=None):
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if len(buf) < 16:
             raise Damaged(f"damaged Blosc chunk: {len(buf)} bytes, shorter than its header")
@@ -191,7 +195,7 @@ def _blosc(blosc2, lib=None):
         if size != nbytes or cbytes != len(buf):
             raise Damaged(f"damaged Blosc chunk: declares {size} bytes uncompressed and {cbytes} compressed; "
                           f"the event has {nbytes}, the chunk {len(buf)}")
-        out = np.empty(shape, dtype)
+        out = np.empty(shape, dtype) if out is None else out
         if lib is not None:
             got = c_decompress(buf.ctypes.data, out.ctypes.data, nbytes, 1)  # one thread: the pool has the cores
             if got != nbytes:
@@ -199,7 +203,7 @@ def _blosc(blosc2, lib=None):
             return out
         try:
             blosc2.decompress(buf, dst=out)
-        except Exception as exc:
+        except (RuntimeError, ValueError) as exc:  # blosc2's refusals of damaged bytes
             raise Damaged(f"damaged Blosc chunk: {exc}") from exc
         return out
 
@@ -218,12 +222,12 @@ def _zstd_c(lib):
     decompress.restype = ctypes.c_size_t
     is_error.argtypes, is_error.restype = [ctypes.c_size_t], ctypes.c_uint
 
-    def decode(buf, shape, dtype):
+    def decode(buf, shape, dtype, out=None):
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         declared = content_size(buf.ctypes.data, len(buf))
         if declared != nbytes:  # also ZSTD_CONTENTSIZE_UNKNOWN / _ERROR (2**64 - 1, - 2)
             raise Damaged(f"damaged Zstd chunk: declares {declared} bytes uncompressed, the event has {nbytes}")
-        out = np.empty(shape, dtype)
+        out = np.empty(shape, dtype) if out is None else out
         got = decompress(out.ctypes.data, nbytes, buf.ctypes.data, len(buf))
         if is_error(got) or got != nbytes:
             raise Damaged(f"damaged Zstd chunk: decompression gave {'an error' if is_error(got) else got}, "
@@ -261,11 +265,11 @@ def _plugin_library(name: str, needs: str):
 def _zstd(zstandard):
     local = threading.local()
 
-    def decode(buf, shape, dtype):
+    def decode(buf, shape, dtype, out=None):
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         try:
             declared = zstandard.frame_content_size(buf)
-        except Exception as exc:
+        except zstandard.ZstdError as exc:
             raise Damaged(f"damaged Zstd chunk: {exc}") from exc
         if declared != nbytes:
             raise Damaged(f"damaged Zstd chunk: declares {declared} bytes uncompressed, the event has {nbytes}")
@@ -274,11 +278,11 @@ def _zstd(zstandard):
             dctx = local.dctx = zstandard.ZstdDecompressor()
         try:
             data = dctx.decompress(buf, max_output_size=nbytes)
-        except Exception as exc:
+        except zstandard.ZstdError as exc:
             raise Damaged(f"damaged Zstd chunk: {exc}") from exc
         if len(data) != nbytes:
             raise Damaged(f"damaged Zstd chunk: {len(data)} bytes decompressed, the event has {nbytes}")
-        out = np.empty(shape, dtype)
+        out = np.empty(shape, dtype) if out is None else out
         memoryview(out).cast("B")[:] = data
         return out
 
@@ -287,7 +291,7 @@ def _zstd(zstandard):
 
 
 def decoder_for(filters: list):
-    """Return ``decode(buffer, shape, dtype) -> ndarray`` for a filter pipeline, or None (h5py reads it).
+    """Return ``decode(buffer, shape, dtype, out=None) -> ndarray`` (into ``out`` when given) for a filter pipeline, or None (h5py reads it).
 
     Parameters
     ----------
@@ -345,11 +349,13 @@ class CompressedPlan:
         compressing would not make it smaller); read as it is.
     """
 
-    __slots__ = ("direct", "decode", "skipped", "verified", "scalar", "_ahead", "_last", "_lock")
+    __slots__ = ("direct", "decode", "skipped", "verified", "scalar", "limit", "_ahead", "_last", "_lock")
 
     def __init__(self, direct, decode, skipped):
         self.direct, self.decode, self.skipped = direct, decode, skipped
         self.verified = False
+        #: events that may be read ahead (a step being written: those its writer's counters cover)
+        self.limit = None
         self.scalar = direct.scalar
         self._ahead: collections.deque = collections.deque()  # (event, future), in event order
         self._last = None
@@ -359,6 +365,10 @@ class CompressedPlan:
     def dsid(self):
         return self.direct.dsid
 
+    @property
+    def dtype(self):
+        return self.direct.dtype
+
     def _chunk(self, i: int):
         """``(address, stored size)`` of event ``i``'s chunk, or None (not written: h5py serves fill values)."""
         d = self.direct
@@ -367,12 +377,13 @@ class CompressedPlan:
         addr = int(d.offsets[i])
         return None if addr < 0 else (addr, int(d.sizes[i]), bool(self.skipped[i]))
 
-    def _load(self, addr: int, size: int, raw: bool) -> np.ndarray:
+    def _load(self, addr: int, size: int, raw: bool, out: np.ndarray | None = None) -> np.ndarray:
         d = self.direct
         if raw:  # stored unfiltered: exactly the event's bytes
             if size != d.chunk_bytes:
                 raise Damaged(f"damaged chunk: stored size {size} bytes at address {addr}, expected {d.chunk_bytes}")
-            out = np.empty(d.event_shape, d.dtype)
+            if out is None:
+                out = np.empty(d.event_shape, d.dtype)
             d.read_into(out, addr)
             return out
         if size <= 0 or size > 2 * d.chunk_bytes + 4096:
@@ -384,7 +395,29 @@ class CompressedPlan:
             if n <= 0:
                 raise OSError(f"truncated file: {size} bytes expected at address {addr}, the file ends after {done}")
             done += n
-        return self.decode(buf, d.event_shape, d.dtype)
+        return self.decode(buf, d.event_shape, d.dtype, out)
+
+    def read_rows(self, idx: np.ndarray, out: np.ndarray, at: int):
+        """Decompress events ``idx`` into ``out[at:]`` on the thread pool (in this thread without one).
+
+        Returns None, or the positions (into ``idx``) of events whose chunk is not written.
+        """
+        where = [self._chunk(int(i)) for i in idx]
+        missing = [j for j, w in enumerate(where) if w is None]
+        todo = [(j, w) for j, w in enumerate(where) if w is not None]
+        if PREFETCH and self.decode.parallel and len(todo) > 1:
+            pool = _executor()
+            futures = [pool.submit(self._load, *w, out[at + j]) for j, w in todo]
+            try:
+                for fut in futures:
+                    fut.result()
+            finally:
+                for fut in futures:
+                    fut.cancel()
+        else:
+            for j, w in todo:
+                self._load(*w, out[at + j])
+        return np.asarray(missing, dtype=np.int64) if missing else None
 
     def read(self, i: int):
         """Event ``i`` as a new array, or None to read it through h5py."""
@@ -407,7 +440,7 @@ class CompressedPlan:
     def _schedule(self, start: int) -> None:
         nxt = self._ahead[-1][0] + 1 if self._ahead else start
         pool = _executor()
-        while len(self._ahead) < PREFETCH:
+        while len(self._ahead) < PREFETCH and (self.limit is None or nxt < self.limit):
             where = self._chunk(nxt)
             if where is None:
                 return

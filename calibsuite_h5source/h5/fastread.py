@@ -1,6 +1,8 @@
-"""Direct reads of per-event data where they are exact; h5py's read everywhere else.
+"""The engine of direct reads: where each event lies in the file, read with ``os.preadv``.
 
-``EventArray.read(i)`` delegates here. Reading one event through h5py
+:class:`calibsuite_h5source.h5.dataset.StoredDataset` (the one object that
+reads a stored dataset) asks :func:`plan_for` once per dataset and reads
+through the plan; this module does not decide anything else. Reading one event through h5py
 (``dataset[i]``) costs, beyond the copy from the page cache, HDF5 copying its
 chunk buffer into the result, h5py zero-filling the result and the selection
 machinery. Where the bytes on disk *are* the event, that work can be skipped:
@@ -57,11 +59,9 @@ import weakref
 import h5py
 import numpy as np
 
-from calibsuite_h5source.h5.guard import guarded
-
 log = logging.getLogger(__name__)
 
-__all__ = ["read", "plan_for", "DirectPlan", "ENABLED"]
+__all__ = ["plan_for", "DirectPlan", "ENABLED", "NO_PLAN", "preadv_exact"]
 
 #: False when the environment asks for h5py reads only (``CALIBSUITE_DIRECT_READ=0``).
 ENABLED = os.environ.get("CALIBSUITE_DIRECT_READ", "1").strip().lower() not in ("0", "no", "false", "off")
@@ -72,14 +72,26 @@ MAP_MIN_BYTES = 256 * 1024
 MAX_MAPPED = 8192
 _n_mapped = 0
 
+#: Chunks along the event axis above which a dataset is read through h5py (the chunk table
+#: would be allocated in proportion to a declared, not a written, extent).
+MAX_TABLE = 1 << 24
+
 _HAVE_PREADV = hasattr(os, "preadv")
-_NO_PLAN = False  # the EventArray's marker: decided, read through h5py
+class NotYetVisible(OSError):
+    """A strict read found a chunk the writer's counters promise missing from the chunk index (retry it)."""
 
 
-def _where(ea, i=None, *args, **kwargs):
-    """``(file, h5path, doing)`` of a failed read (for :func:`~calibsuite_h5source.h5.guard.guarded`)."""
-    file, h5path = ea.where()
-    return file, h5path, f"reading {ea!r}" + ("" if i is None else f" event {i}")
+NO_PLAN = _NO_PLAN = False  # the reader's marker: decided, read through h5py
+
+
+def preadv_exact(fd: int, view: memoryview, addr: int) -> None:
+    """Fill ``view`` with the bytes at ``addr``; raise ``OSError`` on a short read (a truncated file)."""
+    done, want = 0, len(view)
+    while done < want:
+        n = os.preadv(fd, [view[done:]], addr + done)
+        if n <= 0:
+            raise OSError(f"truncated file: {want} bytes expected at address {addr}, the file ends after {done}")
+        done += n
 
 
 class DirectPlan:
@@ -163,13 +175,43 @@ class DirectPlan:
 
     def read_into(self, out: np.ndarray, addr: int) -> None:
         """Fill ``out`` with the ``event_bytes`` at ``addr``; raise ``OSError`` on a short read (truncated file)."""
-        view = memoryview(out).cast("B")
-        done, want = 0, self.event_bytes
-        while done < want:
-            n = os.preadv(self.fd, [view[done:]], addr + done)
-            if n <= 0:
-                raise OSError(f"truncated file: {want} bytes expected at address {addr}, the file ends after {done}")
-            done += n
+        preadv_exact(self.fd, memoryview(out).cast("B"), addr)
+
+    def addresses(self, idx: np.ndarray) -> np.ndarray:
+        """File address of each event of ``idx`` (in range), -1 where its chunk is not written.
+
+        Raises
+        ------
+        OSError
+            A chunk's stored size is not the expected byte count (a damaged chunk).
+        """
+        c, j = np.divmod(self.first + idx, self.per_chunk)
+        base = self.offsets[c]
+        bad = (base >= 0) & (self.sizes[c] != self.chunk_bytes)
+        if bad.any():
+            k = int(c[np.argmax(bad)])
+            raise OSError(f"damaged chunk: stored size {int(self.sizes[k])} bytes at address {int(self.offsets[k])}, "
+                          f"expected {self.chunk_bytes} bytes")
+        return np.where(base >= 0, base + j * self.event_bytes, -1)
+
+    def read_rows(self, idx: np.ndarray, out: np.ndarray, at: int):
+        """Read events ``idx`` into ``out[at:]``, one ``preadv`` per run of back-to-back events.
+
+        Returns None, or the positions (into ``idx``) of events whose chunk is
+        not written (the caller reads their fill values, or refuses them).
+        """
+        addr = self.addresses(idx)
+        written = addr >= 0
+        pos = np.flatnonzero(written)
+        if len(pos):
+            a = addr[pos]
+            cut = np.flatnonzero((np.diff(a) != self.event_bytes) | (np.diff(pos) != 1)) + 1
+            flat = memoryview(out.reshape(out.shape[0], -1)).cast("B")
+            eb = self.event_bytes
+            for s, e in zip([0, *cut.tolist()], [*cut.tolist(), len(pos)], strict=True):
+                row = at + int(pos[s])
+                preadv_exact(self.fd, flat[row * eb:(row + int(pos[e - 1] - pos[s]) + 1) * eb], int(a[s]))
+        return None if len(pos) == len(idx) else np.flatnonzero(~written)
 
 
 def _map_event(plan: DirectPlan, addr: int):
@@ -210,7 +252,7 @@ def _native_type_matches(ds: h5py.Dataset) -> bool:
         return False
     try:
         return bool(ds.id.get_type().equal(h5py.h5t.py_create(dtype)))
-    except Exception:  # an HDF5 type h5py cannot describe: h5py's read decides
+    except (TypeError, ValueError):  # an HDF5 type h5py cannot describe: h5py's read decides
         return False
 
 
@@ -254,19 +296,21 @@ def _chunk_table(dsid, chunks: tuple, prefix: tuple, n_chunks_axis: int, skipped
     return offsets, sizes
 
 
-def plan_for(ea):
-    """Return the :class:`DirectPlan` of an EventArray's dataset, or False to read through h5py.
+def plan_for(reader):
+    """Return the plan of a reader's dataset (``.dataset``, ``.prefix``, ``._origin``), or False (h5py reads it).
 
-    Checked once per dataset (see the module docstring); never raises for a
-    dataset it cannot plan (it returns False), but opening the lazy dataset
-    itself may raise as ``ea.dataset`` does.
+    Checked once per dataset (see the module docstring). A dataset whose
+    storage libhdf5 cannot describe (an ``OSError``/``RuntimeError``/
+    ``ValueError``/``KeyError`` from h5py while planning) is read through
+    h5py, which then reports its errors; any other exception is a bug here
+    and is raised, never hidden behind the slow path.
     """
     if not ENABLED or not _HAVE_PREADV:
         return _NO_PLAN
-    ds = ea.dataset
+    ds = reader.dataset
     try:
-        return _plan(ds, tuple(ea.prefix), getattr(ea, "_origin", None))
-    except Exception as exc:  # anything unusual: h5py reads it, and reports its errors
+        return _plan(ds, tuple(reader.prefix), getattr(reader, "_origin", None))
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:  # libhdf5 refused: h5py reads it
         log.debug("%s: no direct reads (%s: %s)", ds.name, type(exc).__name__, exc)
         return _NO_PLAN
 
@@ -317,6 +361,8 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     if decode is not None and chunks[axis] != 1:
         return _NO_PLAN  # several events per compressed chunk: h5py's chunk cache serves them
     n_chunks = -(-n_axis // chunks[axis])
+    if n_chunks > MAX_TABLE:
+        return _NO_PLAN  # a declared extent far beyond any written data: no table in proportion to it
     skipped = np.zeros(n_chunks, bool) if decode is not None else None
     offsets, sizes = _chunk_table(ds.id, chunks, prefix, n_chunks, skipped)
     plan = DirectPlan(ds.id, fd, event_shape, ds.dtype, offsets, sizes, chunks[axis], n_axis,
@@ -328,42 +374,27 @@ def _plan(ds: h5py.Dataset, prefix: tuple, origin):
     return plan
 
 
-@guarded(_where)
-def read(ea, i: int):
-    """Read event ``i`` of the EventArray ``ea``: directly when its dataset has a plan, else through h5py.
+def _direct(plan, reader, i: int):
+    """Event ``i`` read with ``os.preadv`` (and decompressed), or None to read it through h5py.
 
-    Returns
-    -------
-    numpy.ndarray or numpy.generic
-        A new array of the event's shape and the stored dtype (a numpy
-        scalar for a scalar event), exactly what ``dataset[prefix + (i,)]``
-        returns.
+    The first direct read of each dataset is compared byte for byte with
+    h5py's: a difference disables the direct path for the dataset (and, for
+    a ``strict`` reader of a step being written, is an error to retry: the
+    writer may have been caught mid-flush).
     """
-    plan = ea._plan
-    if plan is None:
-        plan = ea._plan = plan_for(ea)
-    if plan:
-        out = _direct(plan, ea, i)
-        if out is not None:
-            return out
-    return ea.dataset[ea.prefix + (i,)]
-
-
-def _direct(plan, ea, i: int):
-    """Event ``i`` read with ``os.preadv`` (and decompressed), or None to read it through h5py."""
     if not plan.dsid.valid:
         return None  # the file was closed: h5py raises the right error
     out = plan.read(i)
     if out is None:
         return None
     if not plan.verified:
-        expected = ea.dataset[ea.prefix + (i,)]
+        expected = reader.dataset[reader.prefix + (i,)]
         if np.asarray(expected).tobytes() != out.tobytes():
+            if reader.strict:
+                raise NotYetVisible(f"a direct read of event {i} differs from h5py's (a flush caught half-done?)")
             log.warning("%s: a direct read differs from h5py's; reading this dataset through h5py",
-                        ea.where()[1])
-            ea._plan = _NO_PLAN
-            if hasattr(plan, "close"):
-                plan.close()
+                        reader.where()[1])
+            reader.disable()
             return expected
         plan.verified = True
     return out[()] if plan.scalar else out

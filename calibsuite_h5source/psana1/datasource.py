@@ -10,7 +10,13 @@ import weakref
 from pathlib import Path
 
 from calibsuite_h5source.errors import NotHDF5Error
-from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.psana1.events import (  # noqa: F401 - psana1's names, also importable from here
+    Event,
+    EventTime,
+    _current,
+    current_env,
+    unix_time,
+)
 from calibsuite_h5source.psana2 import partition as _partition
 from calibsuite_h5source.psana2.source import H5DataSource
 
@@ -21,16 +27,6 @@ H5_DIR_ENV = "CALIBSUITE_H5_DIR"
 #: File names tried for ``exp=E:run=R``, relative to the folder.
 RUN_PATTERNS = ("{exp}-r{run:04d}.h5", "{exp}/r{run:04d}.h5")
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-
-_current = {"ds": None}  # a weak reference: the module does not keep a DataSource (and its file) open
-
-
-def current_env():
-    """The env of the most recently created DataSource still alive (what ``Detector(name)`` uses without one)."""
-    ref = _current["ds"]
-    ds = None if ref is None else ref()
-    return None if ds is None else ds.env()
-
 
 # -- the data-source string ---------------------------------------------------------------
 
@@ -91,80 +87,6 @@ def run_files(spec=None, files=None) -> list[str]:
                                f"{', '.join(str(p) for p in tried)} (set dir= or ${H5_DIR_ENV})")
         out.append(str(found))
     return out
-
-
-# -- time and events ------------------------------------------------------------------------
-
-def unix_time(timestamp: int) -> tuple[int, int]:
-    """psana2 timestamp (seconds since 1990) -> psana1 ``(Unix seconds, nanoseconds)``."""
-    timestamp = int(timestamp)
-    return (timestamp >> 32) + LCLS_EPOCH_OFFSET, timestamp & 0xFFFFFFFF
-
-
-class EventTime:
-    """psana1's ``EventTime``: ``time()`` is ``(Unix seconds << 32) | nanoseconds``."""
-
-    __slots__ = ("_value", "_fiducial")
-
-    def __init__(self, value: int, fiducial: int = 0):
-        self._value = int(value)
-        self._fiducial = int(fiducial)
-
-    @classmethod
-    def from_psana2(cls, timestamp: int, fiducial: int = 0) -> EventTime:
-        sec, nsec = unix_time(timestamp)
-        return cls(sec << 32 | nsec, fiducial)
-
-    def psana2(self) -> int:
-        """The psana2 timestamp (seconds since 1990) of this time."""
-        return ((self.seconds() - LCLS_EPOCH_OFFSET) << 32) | self.nanoseconds()
-
-    def time(self) -> int:
-        return self._value
-
-    def seconds(self) -> int:
-        return self._value >> 32
-
-    def nanoseconds(self) -> int:
-        return self._value & 0xFFFFFFFF
-
-    def fiducial(self) -> int:
-        return self._fiducial
-
-    def __eq__(self, other):
-        return isinstance(other, EventTime) and other._value == self._value
-
-    def __hash__(self):
-        return hash(self._value)
-
-    def __repr__(self):
-        return f"EventTime({self.seconds()}, {self.nanoseconds()})"
-
-
-class Event:
-    """A psana1 event: ``evt.get(EventId)``, ``evt.get(EvrData.DataV4, src)``, ``evt.run()``."""
-
-    __slots__ = ("_evt",)
-
-    def __init__(self, evt):
-        self._evt = evt  # the package's (psana2-style) Event
-
-    def get(self, type_, src=None, key=None):
-        """Return ``EventId``, EVR data (``EvrData.DataV3/V4``) or None, as psana1's ``evt.get``."""
-        from calibsuite_h5source.psana1 import detectors
-
-        return detectors.event_get(self, type_, src)
-
-    def run(self) -> int:
-        """The run number."""
-        return self._evt._run.runnum
-
-    def keys(self) -> list:
-        """The event's keys (here: none are enumerated)."""
-        return []
-
-    def __repr__(self):
-        return f"<psana1 Event step={self._evt._step} event={self._evt._i}>"
 
 
 # -- runs and steps ------------------------------------------------------------------------------

@@ -29,7 +29,21 @@ import numpy as np
 
 from calibsuite_h5source.errors import UnknownDetectorError
 from calibsuite_h5source.format.detector_types import detector_type
-from calibsuite_h5source.psana1.datasource import Event, current_env, unix_time
+from calibsuite_h5source.psana1.events import (  # noqa: F401 - psana1's names, also importable from here
+    EVR_TYPES,
+    FIDUCIAL_MASK,
+    Event,
+    EventId,
+    EvrData,
+    FIFOEvent,
+    _timing_fields,
+    current_env,
+    event_codes,
+    event_get,
+    fiducial,
+    run_fiducials,
+    unix_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +55,6 @@ FIELD_ALIASES = {
     "X_Position": ("X_Position", "xPosition", "x_position"),
     "Y_Position": ("Y_Position", "yPosition", "y_position"),
 }
-FIDUCIAL_MASK = 0x1FFFF
 
 
 def _str(v):
@@ -193,130 +206,6 @@ class BldDetector(_PerRun):
 
     def __repr__(self):
         return f"<psana1 BldDetector {self.name} -> {self.group}>"
-
-
-# -- timing: EventId and EVR ---------------------------------------------------------------------
-
-def _timing_fields(run) -> dict:
-    return run._side.get("timing") or run._index.side.get("timing") or {}
-
-
-def fiducial(evt) -> int:
-    """psana1 fiducials: ``pulseId & 0x1FFFF`` when timing is stored, else the run-wide event number's."""
-    run = evt._run
-    pulse = _timing_fields(run).get("pulseId")
-    if pulse is not None:
-        return int(pulse[evt._step].read(evt._i)) & FIDUCIAL_MASK
-    starts = np.concatenate([[0], np.cumsum(run._index.n_events)[:-1]])
-    return int(starts[evt._step] + evt._i) & FIDUCIAL_MASK
-
-
-def run_fiducials(run) -> np.ndarray:
-    """The fiducials of every stored event in run order (see :func:`fiducial`), one read per step."""
-    pulse = _timing_fields(run).get("pulseId")
-    if pulse is None:
-        return np.arange(int(run._index.n_events.sum()), dtype=np.int64) & FIDUCIAL_MASK
-    parts = [np.asarray(ea.read_all(), dtype=np.int64) for ea in pulse]
-    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)) & FIDUCIAL_MASK
-
-
-class EventId:
-    """psana1's ``EventId``: use as ``evt.get(EventId)``; ``time()`` is ``(Unix seconds, nanoseconds)``."""
-
-    def __init__(self, evt):
-        self._evt = evt
-
-    def time(self) -> tuple[int, int]:
-        return unix_time(self._evt.timestamp)
-
-    def fiducials(self) -> int:
-        return fiducial(self._evt)
-
-    def ticks(self) -> int:
-        return 0
-
-    def vector(self) -> int:
-        return 0
-
-    def run(self) -> int:
-        return self._evt._run.runnum
-
-    def idxtime(self):
-        from calibsuite_h5source.psana1.datasource import EventTime
-
-        return EventTime.from_psana2(self._evt.timestamp, self.fiducials())
-
-    def __repr__(self):
-        sec, nsec = self.time()
-        return f"EventId(time={sec}.{nsec:09d}, fiducials={self.fiducials()}, run={self.run()})"
-
-
-class FIFOEvent:
-    """One EVR FIFO entry: ``eventCode()``, ``timestampHigh()`` (fiducials), ``timestampLow()``."""
-
-    def __init__(self, code: int, fid: int):
-        self._code, self._fid = int(code), int(fid)
-
-    def eventCode(self) -> int:  # noqa: N802 - psana1's name
-        return self._code
-
-    def timestampHigh(self) -> int:  # noqa: N802
-        return self._fid
-
-    def timestampLow(self) -> int:  # noqa: N802
-        return 0
-
-    def __repr__(self):
-        return f"FIFOEvent({self._code})"
-
-
-class _EvrDataV4:
-    """EVR data of one event: ``fifoEvents()``, ``numFifoEvents()``, ``present(code)``."""
-
-    def __init__(self, codes: list[int], fid: int):
-        self._codes = codes
-        self._fid = fid
-
-    def fifoEvents(self) -> list[FIFOEvent]:  # noqa: N802
-        return [FIFOEvent(c, self._fid) for c in self._codes]
-
-    def numFifoEvents(self) -> int:  # noqa: N802
-        return len(self._codes)
-
-    def present(self, code: int) -> bool:
-        return int(code) in self._codes
-
-
-class EvrData:
-    """psana1's ``EvrData`` types, used as ``evt.get(EvrData.DataV4, src)``."""
-
-    class DataV3:
-        pass
-
-    class DataV4:
-        pass
-
-
-EVR_TYPES = (EvrData.DataV3, EvrData.DataV4)
-
-
-def event_codes(evt) -> list[int] | None:
-    """The event codes set in an event (indices of the stored ``timing/eventcodes``), or None."""
-    codes = _timing_fields(evt._run).get("eventcodes")
-    if codes is None:
-        return None
-    return [int(c) for c in np.flatnonzero(codes[evt._step].read(evt._i))]
-
-
-def event_get(pevt: Event, type_, src=None):
-    """``evt.get(type, src)``: ``EventId`` always; EVR data where timing is stored (any ``src``); else None."""
-    evt = pevt._evt
-    if type_ is EventId:
-        return EventId(evt)
-    if type_ in EVR_TYPES:
-        codes = event_codes(evt)
-        return None if codes is None else _EvrDataV4(codes, fiducial(evt))
-    return None
 
 
 class EvrDetector(_PerRun):

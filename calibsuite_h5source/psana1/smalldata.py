@@ -84,7 +84,7 @@ class SmallData:
     # -- per-event data ------------------------------------------------------------------
     def event(self, *args, **kwargs) -> None:
         """Add data to the current event's row (nested dicts become groups)."""
-        from calibsuite_h5source.psana1.detectors import EventId
+        from calibsuite_h5source.psana1.events import EventId
 
         evt = self.currevt
         if evt is None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from calibsuite_h5source.format.constants import N_EVENTCODES
 from calibsuite_h5source.format.detector_types import detector_type
+from calibsuite_h5source.h5.dataset import read_whole
 from calibsuite_h5source.h5.guard import guarded
 from calibsuite_h5source.read.index_types import AreaSource, EventArray, ScanVariable
 
@@ -124,7 +125,7 @@ class _AreaRaw:
         cache = self._stored_constants
         if method not in cache:
             group, ctype = self._src.calib_group, CALIB_METHODS[method]
-            value = group[ctype][()] if group is not None and ctype in group else None
+            value = read_whole(group[ctype]) if group is not None and ctype in group else None
             if value is not None and method == "_status":
                 value = value.astype(STATUS_DTYPE)
             cache[method] = self._shaped(value)
@@ -154,7 +155,7 @@ class _AreaRaw:
             if group is not None:
                 for ctype in ("pedestals", "pixel_gain"):
                     if ctype in group:
-                        const[ctype] = group[ctype][()].astype(np.float32)
+                        const[ctype] = read_whole(group[ctype]).astype(np.float32)
             self._constants = const
         return self._constants
 
@@ -288,7 +289,8 @@ class AreaDetector:
         group = self._src.calib_group
         if group is None:
             return {}
-        return {k: (_str(ds[()]) if k == "geometry" else ds[()], dict(ds.attrs)) for k, ds in group.items()}
+        return {k: (_str(read_whole(ds)) if k == "geometry" else read_whole(ds), dict(ds.attrs))
+                for k, ds in group.items()}
 
     def __repr__(self):
         return f"<AreaDetector {self.name} {self._src.frame_shape} {self._src.dtype}>"

@@ -33,10 +33,11 @@ remain. ``missing='keep'`` returns every stored event, absent ones as stored
 
 Reads
 -----
-Reads follow the dataset's chunks along the event axis: selected events are
-grouped by chunk, neighbouring chunks merged up to :data:`BLOCK_BYTES`, and a
-contiguous group is read straight into the output (``read_direct``, through a
-handle without HDF5's chunk cache, see :func:`uncached`). A
+Every read goes through the dataset's one reader,
+:class:`calibsuite_h5source.h5.dataset.StoredDataset`, as the event loop's do:
+direct reads straight into the output (one ``preadv`` per run of events lying
+back to back in the file), compressed chunks decompressed on the thread pool,
+h5py's chunk-aligned reads elsewhere; the same damage checks and errors. A
 :func:`frames` call that would need more than ``max_bytes`` (default
 :data:`DEFAULT_MAX_BYTES`) raises :class:`~calibsuite_h5source.errors.ArrayTooLargeError`
 naming the size, before reading anything.
@@ -203,54 +204,10 @@ def select_rows(counts, step=None, events=None, present=None, missing="drop") ->
     return row_step, row_event
 
 
-# -- chunk-aligned reads ------------------------------------------------------------------
+# -- reads: every one through the dataset's StoredDataset ----------------------------------------
 
 def _chunk_events(ds: h5py.Dataset, axis: int) -> int:
     return int(ds.chunks[axis]) if ds.chunks else 1
-
-
-def block_groups(idx: np.ndarray, chunk: int, row_bytes: int, block_bytes: int = BLOCK_BYTES) -> list[tuple[int, int]]:
-    """Split sorted unique event numbers into chunk-aligned read groups.
-
-    Indices whose chunks touch are grouped; a group never crosses a
-    boundary of ``block_events`` (a multiple of ``chunk`` holding about
-    ``block_bytes``). Returns ``[(start, stop)]`` positions into ``idx``.
-    """
-    if len(idx) == 0:
-        return []
-    block_events = max(chunk, (block_bytes // max(row_bytes, 1)) // chunk * chunk)
-    cid = idx // chunk
-    bid = idx // block_events
-    cut = np.flatnonzero((np.diff(cid) > 1) | (np.diff(bid) != 0)) + 1
-    edges = [0, *cut.tolist(), len(idx)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
-
-
-def uncached(ds: h5py.Dataset) -> h5py.Dataset:
-    """The same dataset opened without a chunk cache.
-
-    Whole-chunk reads then go straight from the file into the output buffer
-    (HDF5 otherwise copies each chunk through its cache): about twice as fast
-    for one-event chunks, and each chunk is read once by these functions anyway.
-    """
-    dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
-    dapl.set_chunk_cache(0, 0, 1.0)
-    return h5py.Dataset(h5py.h5d.open(ds.file.id, ds.name.encode(), dapl))
-
-
-def read_sorted(ea, idx: np.ndarray, out: np.ndarray, at: int = 0) -> None:
-    """Read events ``idx`` (sorted, unique) of an EventArray into ``out[at:at + len(idx)]``."""
-    ds = uncached(ea.dataset) if len(idx) > 1 else ea.dataset
-    axis = len(ea.prefix)
-    row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[axis + 1:], dtype=np.int64))
-    for a, b in block_groups(idx, _chunk_events(ds, axis), row_bytes):
-        lo, hi = int(idx[a]), int(idx[b - 1]) + 1
-        if hi - lo == b - a:  # contiguous: straight into the output
-            if hi > lo:
-                ds.read_direct(out, np.s_[ea.prefix + (slice(lo, hi),)], np.s_[at + a:at + b])
-        else:
-            block = ds[ea.prefix + (slice(lo, hi),)]
-            out[at + a:at + b] = block[idx[a:b] - lo]
 
 
 def gather(per_step, row_step: np.ndarray, row_event: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -261,11 +218,11 @@ def gather(per_step, row_step: np.ndarray, row_event: np.ndarray, out: np.ndarra
     for a, b in zip([0, *bounds.tolist()], [*bounds.tolist(), len(row_step)], strict=True):
         ea, ev = per_step[int(row_step[a])], row_event[a:b]
         if np.all(np.diff(ev) == 1):  # the usual case: a run of consecutive events
-            read_sorted(ea, ev, out, a)
+            ea.read_rows(ev, out, a)
             continue
         u, inv = np.unique(ev, return_inverse=True)
         tmp = np.empty((len(u), *out.shape[1:]), dtype=out.dtype)
-        read_sorted(ea, u, tmp)
+        ea.read_rows(u, tmp)
         out[a:b] = tmp[inv.ravel()]
     return out
 
@@ -342,14 +299,24 @@ def _import(name: str, extra: str):
 
 
 def read_block(path: str, h5path: str, prefix: tuple, lo: int, hi: int, picks) -> np.ndarray:
-    """A dask task: open ``path`` and read events ``lo:hi`` of ``h5path`` (then ``picks``, absolute)."""
-    from calibsuite_h5source.h5.filters import require_filters
+    """A dask task: open ``path`` and read events ``lo:hi`` of ``h5path`` (or only ``picks``, absolute).
 
-    with h5py.File(path, "r", rdcc_nbytes=0) as f:  # no chunk cache: chunks go straight to the block
-        ds = f[h5path]
-        require_filters(ds)
-        block = ds[tuple(prefix) + (slice(lo, hi),)]
-    return block if picks is None else block[np.asarray(picks) - lo]
+    The same reader as every other surface (:class:`calibsuite_h5source.h5.dataset.StoredDataset`):
+    direct reads, decompression, damage checks, errors as ``H5SourceError``.
+    """
+    from calibsuite_h5source.h5.dataset import open_stored
+    from calibsuite_h5source.h5.guard import guard
+
+    with guard(path, h5path, f"reading events {lo}:{hi}"):
+        f = h5py.File(path, "r", rdcc_nbytes=0)  # no chunk cache: chunks go straight to the block
+    with f:
+        with guard(path, h5path, "opening the dataset"):
+            reader = open_stored(f, h5path, tuple(prefix))
+        idx = np.arange(lo, hi, dtype=np.int64) if picks is None else np.asarray(picks, dtype=np.int64)
+        event_shape, dtype = reader._event()
+        out = np.empty((len(idx), *event_shape), dtype)
+        reader.read_rows(idx, out)
+    return out
 
 
 def _dask_from(path: str, per_step, row_step, row_event, tail, dtype, name: str):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from calibsuite_h5source.h5 import fastread as _fastread
+from calibsuite_h5source.h5.dataset import StoredDataset
 from calibsuite_h5source.h5.guard import guarded
 
 
@@ -37,21 +37,25 @@ class EventArray:
     index promised: ``n`` events and, when given, ``expect = (per-event shape,
     dtype)``.
 
-    Every read goes through :func:`calibsuite_h5source.h5.guard.guarded`: a
-    failure is raised as an :class:`~calibsuite_h5source.errors.H5SourceError`
-    naming the file and dataset.
+    Every read goes through the dataset's one reader,
+    :class:`calibsuite_h5source.h5.dataset.StoredDataset` (:attr:`reader`):
+    direct chunk reads, decompression, damage checks, and a failure raised as
+    an :class:`~calibsuite_h5source.errors.H5SourceError` naming the file and
+    dataset.
     """
 
-    __slots__ = ("_dataset", "prefix", "_n", "_group", "_name", "_expect", "_origin", "_plan", "_count")
+    __slots__ = ("_dataset", "prefix", "_n", "_group", "_name", "_expect", "_origin", "_reader", "_count", "_strict")
 
     def __init__(self, dataset, prefix: tuple, n: int | None, *, group=None, name=None, expect=None, origin=None,
-                 count=None):
+                 count=None, strict: bool = False):
         self._dataset = dataset
         self.prefix = prefix
         self._n = n
         self._count = count  # n is None: count() opens and counts the step's datasets (layout.StepCounter)
         self._group, self._name, self._expect, self._origin = group, name, expect, origin
-        self._plan = None  # how events are read (calibsuite_h5source.h5.fastread), decided at the first read
+        self._reader = None  # the StoredDataset that reads it, made at the first read
+        #: a step of a run being written: reads are strict, the dataset may hold more than ``n`` events
+        self._strict = strict
 
     @property
     def n(self) -> int:
@@ -68,7 +72,7 @@ class EventArray:
             if self._dataset is not None:
                 return self._dataset.file.filename, self._dataset.name
             return self._group.file.filename, f"{self._group.name.rstrip('/')}/{self._name}"
-        except Exception:
+        except (AttributeError, ValueError, RuntimeError, OSError):  # a closed file or an unreadable name
             return None, self._name
 
     @property
@@ -104,22 +108,44 @@ class EventArray:
             return self._dataset
         ds = self._open()
         file, where = self.where()
-        if ds.shape is None or ds.shape[:1] != (self.n,):
+        if ds.shape is None or (ds.shape[:1] != (self.n,) if not self._strict else ds.shape[0] < self.n):
             raise EventCountError(f"/ancillaryData/nEvents promises {self.n} events; the dataset has shape {ds.shape}",
                                   file=file, h5path=where)
         return ds
 
-    def read(self, i: int) -> np.ndarray:
-        """Read event ``i``: a new array, directly from the file where exact, else one h5py read.
-
-        See :mod:`calibsuite_h5source.h5.fastread` (guarded like every read).
-        """
-        return _fastread.read(self, i)
+    @property
+    def reader(self) -> StoredDataset:
+        """The :class:`~calibsuite_h5source.h5.dataset.StoredDataset` that reads this step's events."""
+        r = self._reader
+        if r is None:
+            r = self._reader = self._make_reader()
+        return r
 
     @guarded(_ea_where)
+    def _make_reader(self) -> StoredDataset:
+        return StoredDataset(self.dataset, self.prefix, self._origin, strict=self._strict,
+                             limit=self.n if self._strict else None)
+
+    @property
+    def _plan(self):
+        """The reader's plan (None before the first read; False: h5py reads it)."""
+        return None if self._reader is None else self._reader._plan
+
+    @_plan.setter
+    def _plan(self, plan) -> None:
+        self.reader._plan = plan
+
+    def read(self, i: int) -> np.ndarray:
+        """Read event ``i``: a new array, directly from the file where exact, else one h5py read."""
+        return self.reader.read(i)
+
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Read events ``start:stop``."""
-        return self.dataset[self.prefix + (slice(start, stop),)]
+        return self.reader.read_range(start, stop)
+
+    def read_rows(self, idx: np.ndarray, out: np.ndarray, at: int = 0) -> None:
+        """Read events ``idx`` (sorted, unique) into ``out[at:at + len(idx)]``."""
+        self.reader.read_rows(idx, out, at)
 
     def read_all(self) -> np.ndarray:
         """Read every event of the step (for small side data only)."""
@@ -215,7 +241,5 @@ class RunIndex:
 
     def close(self) -> None:
         """Close the HDF5 file."""
-        try:
+        if self.file.id.valid:
             self.file.close()
-        except Exception:  # already closed
-            pass

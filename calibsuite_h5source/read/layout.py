@@ -8,18 +8,14 @@ Nothing here reads frame data.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from calibsuite_h5source.errors import (
-    DataTypeError,
     EventCountError,
     FormatError,
     InconsistentRunError,
@@ -33,9 +29,15 @@ from calibsuite_h5source.format.constants import (
     step_number,
 )
 from calibsuite_h5source.format.detector_types import DETECTOR_TYPES
+from calibsuite_h5source.h5.dataset import StoredDataset
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin, items, open_member
+from calibsuite_h5source.h5.retry import retry
 from calibsuite_h5source.read.index_types import EventArray
+from calibsuite_h5source.read.step_counts import StepCounter, StepCounts, events_in
+
+__all__ = ["open_h5", "open_unlocked", "is_unlocked", "to_python", "read_header", "detect_layout", "event_counts",
+           "events_in", "LayoutMembers", "StepCounter", "StepCounts", "step_number", "EAGER_STEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +84,8 @@ def open_unlocked(path, attempts: int = 5) -> h5py.File:
     A flush of the writer can be caught half-done, so a failed open is
     retried a few times (``attempts``, 20 ms apart) before its error is raised.
     """
-    for attempt in range(attempts):
-        try:
-            return h5py.File(path, "r", locking=False)
-        except OSError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.02)
-    raise AssertionError("unreachable")
+    return retry(lambda: h5py.File(path, "r", locking=False), attempts=attempts, on=(OSError,), delay=0.02,
+                 what=f"opening {path} without its lock")
 
 
 def is_unlocked(f: h5py.File) -> bool:
@@ -187,17 +183,6 @@ def event_counts(values, file: str, h5path: str, limit: int | None = None) -> np
     return values.astype(np.int64)
 
 
-def events_in(ds: h5py.Dataset, file: str) -> int:
-    """Return the length of ``ds``'s event axis; raise :class:`DataTypeError` when it has none."""
-    if ds.shape is None:
-        raise DataTypeError("per-event data must be an array with an event axis; found a null dataspace (no data)",
-                            file=file, h5path=ds.name)
-    if ds.ndim == 0:
-        raise DataTypeError("per-event data must be an array with an event axis; found a scalar",
-                            file=file, h5path=ds.name)
-    return ds.shape[0]
-
-
 class LayoutMembers:
     """The per-step members of one file, collected by layout, not yet checked.
 
@@ -220,6 +205,9 @@ class LayoutMembers:
         self.ts_group = None
         self.indexed = False
         self.counter: StepCounter | None = None
+        #: a run being written: every read strict, datasets may hold more than the counters cover
+        self.strict = False
+        self.complete = True
 
     def error(self, cls, h5path, message):
         return cls(message, file=self.path, h5path=h5path)
@@ -235,7 +223,17 @@ class LayoutMembers:
 
     def event_array(self, ds: h5py.Dataset) -> EventArray:
         """One dataset per step: ``[nEvents, ...]``."""
-        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin)
+        return EventArray(ds, (), events_in(ds, self.path), origin=self.origin, strict=self.strict)
+
+    def reader_of(self, ds: h5py.Dataset) -> StoredDataset:
+        """The one reader of a dataset (:class:`calibsuite_h5source.h5.dataset.StoredDataset`)."""
+        return StoredDataset(ds, (), self.origin, strict=self.strict)
+
+    def read_whole(self, ds: h5py.Dataset, n: int | None = None):
+        """Every value of a small dataset (its first ``n`` along the first axis), through its reader."""
+        if ds.shape is None or ds.ndim == 0:
+            return ds[()]
+        return self.reader_of(ds).read_range(0, ds.shape[0] if n is None else n)
 
     def steps_of(self, group: h5py.Group) -> dict[int, h5py.Dataset]:
         out = {}
@@ -309,77 +307,78 @@ class LayoutMembers:
         first used (``EventArray`` and ``LazySteps``). Without ``counts`` (a
         long run from another writer) a step's datasets are opened, counted
         and checked against each other when the step is first reached
-        (:class:`StepCounter`).
+        (:class:`~calibsuite_h5source.read.step_counts.StepCounter`).
         """
         self.indexed = True
-        counter = self.counter = StepCounter(self.path) if counts is None else None
-        n = None if counts is None else len(counts)
+        self.counter = StepCounter(self.path) if counts is None else None
 
-        def named_steps(group, what):
-            steps = {}
-            for m in group:
-                k = step_number(m)
-                if k is not None:
-                    steps[k] = m
-            keys = sorted(steps)
-            if counter is not None:  # numbering checked with the other sources (LayoutMembers.contiguous)
-                return {k: steps[k] for k in keys}
-            if keys[:n] != list(range(n)) or (complete and len(keys) != n):
-                raise self.error(InconsistentRunError, what, f"/ancillaryData/nEvents lists {n} steps; "
-                                 f"found steps {keys[:20]}{' ...' if len(keys) > 20 else ''}")
-            return {k: steps[k] for k in range(n)}
-
-        def lazy(group, names, with_expect=True, kind="data"):
-            if not names:
-                return {}
-            k0, m0 = next(iter(names.items()))
-            first = self.member(group, m0)
-            if not isinstance(first, h5py.Dataset):
-                raise self.error(FormatError, f"{group.name}/{m0}", f"expected a dataset; found {type(first).__name__}")
-            events_in(first, self.path)
-            expect = (first.shape[1:], first.dtype) if with_expect else None
-            if counter is None:
-                steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin)
-                         for k, m in names.items()}
-                steps[0]._dataset = steps[0]._resolve()
-                return steps
-            steps = {k: EventArray(None, (), None, group=group, name=m, expect=expect, origin=self.origin)
-                     for k, m in names.items()}
-            steps[k0]._dataset = first
-            counter.add(f"{group.name.rstrip('/')}", kind, steps)
-            return steps
+        def lazy(group, **kwargs):
+            return self._lazy_steps(group, self._named_steps(group, counts, complete), counts, **kwargs)
 
         for name, obj in self.items(self.f):
             if name == HEADER or not isinstance(obj, h5py.Group):
                 continue
             if name == "timestamp":
-                self.timestamps = lazy(obj, named_steps(obj, obj.name), with_expect=False, kind="timestamp")
+                self.timestamps = lazy(obj, with_expect=False, kind="timestamp")
                 self.ts_group = obj
                 continue
-            step_members = [m for m in obj if step_number(m) is not None]
-            if step_members:
-                names = named_steps(obj, obj.name)
+            if any(step_number(m) is not None for m in obj):
                 present = self.member(obj, "present")
                 calib = self.member(obj, "calib")
-                self.add_area(name, obj.name, lazy(obj, names), dict(obj.attrs),
+                self.add_area(name, obj.name, lazy(obj), dict(obj.attrs),
                               present={"group": present} if isinstance(present, h5py.Group) else None,
                               calib=calib if isinstance(calib, h5py.Group) else None,
-                              headers={field: lazy(sub, named_steps(sub, sub.name))
-                                       for field, sub in self.header_groups(obj).items()})
+                              headers={field: lazy(sub) for field, sub in self.header_groups(obj).items()})
                 continue
-            fields = {}
-            for field_name, sub in self.items(obj):
-                if isinstance(sub, h5py.Group):
-                    fields[field_name] = lazy(sub, named_steps(sub, sub.name))
+            fields = {field_name: lazy(sub) for field_name, sub in self.items(obj) if isinstance(sub, h5py.Group)}
             if fields:
                 self.side[name] = fields
+
+    def _named_steps(self, group: h5py.Group, counts, complete: bool) -> dict[int, str]:
+        """``{step: member name}`` of a group of steps, checked against the writer's index when there is one."""
+        steps = {}
+        for m in group:
+            k = step_number(m)
+            if k is not None:
+                steps[k] = m
+        keys = sorted(steps)
+        if counts is None:  # numbering checked with the other sources (LayoutMembers.contiguous)
+            return {k: steps[k] for k in keys}
+        n = len(counts)
+        if keys[:n] != list(range(n)) or (complete and len(keys) != n):
+            raise self.error(InconsistentRunError, group.name, f"/ancillaryData/nEvents lists {n} steps; "
+                             f"found steps {keys[:20]}{' ...' if len(keys) > 20 else ''}")
+        return {k: steps[k] for k in range(n)}
+
+    def _lazy_steps(self, group: h5py.Group, names: dict, counts, with_expect: bool = True,
+                    kind: str = "data") -> dict[int, EventArray]:
+        """Lazy EventArrays of a group's steps; the first opened now (its per-event shape and dtype are the rule)."""
+        if not names:
+            return {}
+        k0, m0 = next(iter(names.items()))
+        first = self.member(group, m0)
+        if not isinstance(first, h5py.Dataset):
+            raise self.error(FormatError, f"{group.name}/{m0}", f"expected a dataset; found {type(first).__name__}")
+        events_in(first, self.path)
+        expect = (first.shape[1:], first.dtype) if with_expect else None
+        if counts is not None:
+            steps = {k: EventArray(None, (), int(counts[k]), group=group, name=m, expect=expect, origin=self.origin,
+                                   strict=self.strict)
+                     for k, m in names.items()}
+            steps[0]._dataset = steps[0]._resolve()
+            return steps
+        steps = {k: EventArray(None, (), None, group=group, name=m, expect=expect, origin=self.origin)
+                 for k, m in names.items()}
+        steps[k0]._dataset = first
+        self.counter.add(f"{group.name.rstrip('/')}", kind, steps)
+        return steps
 
     def collect_padded(self):
         def read_counts(ds):
             if not isinstance(ds, h5py.Dataset) or ds.shape is None:
                 raise self.error(EventCountError, getattr(ds, "name", "/nEvents"),
                                  f"nEvents must be a 1-D integer dataset; found {type(ds).__name__}")
-            return event_counts(ds[()], self.path, ds.name)
+            return event_counts(self.read_whole(ds), self.path, ds.name)
 
         n_events = self.member(self.f, "nEvents")
         if n_events is None:  # a detector group's own nEvents then holds for the whole run
@@ -458,128 +457,3 @@ class LayoutMembers:
 def _legacy_detector_name(frame_shape) -> str:
     matches = [t.name for t in DETECTOR_TYPES.values() if t.frame_shape == tuple(frame_shape)]
     return matches[0] if len(matches) == 1 else "frames"
-
-
-class StepCounter:
-    """Counts the events of one step of a run without the writer's index, when first asked.
-
-    Every per-step source (area detector, header field, side field,
-    timestamps) registers its lazy :class:`EventArray` s; counting step ``k``
-    opens step ``k``'s dataset of each, checks that all hold the same number
-    of events (the rule the eager open checks for every step), and sets each
-    array's ``n``.
-    """
-
-    def __init__(self, path: str):
-        self.path = path
-        self.sources: list[tuple[str, str, dict]] = []  # (h5path, kind, {k: EventArray})
-        self.counts: dict[int, int] = {}
-
-    def add(self, h5path: str, kind: str, steps: dict) -> None:
-        """Register a source's lazy arrays (``kind``: ``'data'`` or ``'timestamp'``)."""
-        self.sources.append((h5path, kind, steps))
-        for k, ea in steps.items():
-            ea._count = functools.partial(self.count, k)
-
-    def count(self, k: int) -> int:
-        """Return the events of step ``k``, opening and checking its datasets the first time.
-
-        Raises
-        ------
-        InconsistentRunError
-            The sources disagree on the step's events.
-        DataTypeError, FormatError, LinkError
-            A step member that is not per-event data of the expected kind.
-        """
-        n = self.counts.get(k)
-        if n is not None:
-            return n
-        with guard(self.path, None, f"counting the events of step {k}"):
-            opened, ref = [], None
-            for h5path, kind, steps in self.sources:
-                ea = steps.get(k)
-                if ea is None:
-                    continue  # steps missing in one source are reported when the index is built
-                ds = ea._dataset if ea._dataset is not None else ea._open()
-                where = f"{h5path}/{ea._name}"
-                m = events_in(ds, self.path)
-                if kind == "timestamp":
-                    opened.append((ea, ds, m, where, kind))
-                    continue
-                if ref is None:
-                    ref = (h5path, m)
-                elif m != ref[1]:
-                    raise InconsistentRunError(f"every detector must have the same events per step; step {k}: "
-                                               f"{ref[0]} has {ref[1]} events, {h5path} has {m}",
-                                               file=self.path, h5path=h5path)
-                opened.append((ea, ds, m, where, kind))
-            if ref is None:
-                ref = (None, opened[0][2] if opened else 0)
-            for ea, ds, m, where, kind in opened:
-                if kind == "timestamp" and m != ref[1]:
-                    raise InconsistentRunError(f"timestamps of step {k} must be [nEvents={ref[1]}]; found shape {ds.shape}",
-                                               file=self.path, h5path=where)
-                ea._dataset, ea._n = ds, m
-            self.counts[k] = ref[1]
-            return ref[1]
-
-
-class StepCounts(Sequence):
-    """Events per step of a lazily opened run: ``counts[k]`` counts step ``k`` only; ``np.asarray`` counts all.
-
-    Parameters
-    ----------
-    n_steps : int
-        Steps of the run.
-    counter : StepCounter
-        What counts a step.
-    """
-
-    def __init__(self, n_steps: int, counter: StepCounter):
-        self._n, self._counter = n_steps, counter
-        self._all = None
-        self._starts = [0]  # run-wide index of each step's first event, as far as counted in order
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, k):
-        if isinstance(k, slice):
-            return np.asarray(self)[k]
-        k = int(k)
-        if k < 0:
-            k += self._n
-        if not 0 <= k < self._n:
-            raise IndexError(f"step {k} of {self._n}")
-        return np.int64(self._counter.count(k))
-
-    def __array__(self, dtype=None, copy=None):
-        if self._all is None:
-            self._all = np.array([self._counter.count(k) for k in range(self._n)], dtype=np.int64)
-        return self._all if dtype is None else self._all.astype(dtype)
-
-    # the ndarray methods callers use on ``RunIndex.n_events`` (each counts every step)
-    def tolist(self) -> list:
-        return np.asarray(self).tolist()
-
-    def sum(self, *args, **kwargs):
-        return np.asarray(self).sum(*args, **kwargs)
-
-    def max(self, *args, **kwargs):
-        return np.asarray(self).max(*args, **kwargs)
-
-    def min(self, *args, **kwargs):
-        return np.asarray(self).min(*args, **kwargs)
-
-    def astype(self, dtype, **kwargs):
-        return np.asarray(self).astype(dtype, **kwargs)
-
-    def start(self, k: int) -> int:
-        """Run-wide index of step ``k``'s first event (counts the steps before it)."""
-        while len(self._starts) <= k:
-            j = len(self._starts) - 1
-            self._starts.append(self._starts[j] + self._counter.count(j))
-        return self._starts[k]
-
-    def __repr__(self):
-        return f"<StepCounts {len(self._counter.counts)} of {self._n} steps counted>"

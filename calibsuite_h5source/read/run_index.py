@@ -29,6 +29,7 @@ from calibsuite_h5source.format.constants import HEADER, step_number
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin
+from calibsuite_h5source.h5.retry import retry
 from calibsuite_h5source.read.index_types import (
     AreaSource,
     EventArray,
@@ -65,12 +66,14 @@ def _present_masks(b: LayoutMembers, entry: dict, steps: list) -> Sequence:
             return None
         ds = b.member(group, names[k])
         where = f"{group.name}/{names[k]}"
-        if not isinstance(ds, h5py.Dataset) or ds.shape != (steps[k].n,):
+        n = steps[k].n
+        if not isinstance(ds, h5py.Dataset) or not (ds.shape == (n,) or b.strict and len(ds.shape or ()) == 1
+                                                    and ds.shape[0] >= n):
             raise b.error(InconsistentRunError, where, f"present mask must have nEvents={steps[k].n} entries; "
                           f"found {getattr(ds, 'shape', type(ds).__name__)}")
         if ds.dtype.kind not in "biu":
             raise b.error(DataTypeError, where, f"present mask must be bool; found {ds.dtype}")
-        return ds[()].astype(bool)
+        return np.asarray(b.read_whole(ds, n), dtype=bool)
 
     return LazySteps(len(steps), load, b.path, group.name)
 
@@ -171,7 +174,7 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
         if isinstance(obj, h5py.Dataset) and obj.shape == ():
             continue  # header value
         if name == "step_docstring":
-            vals = [to_python(v) for v in obj[()][:n_steps]] if obj.ndim == 1 else []
+            vals = [to_python(v) for v in b.read_whole(obj)[:n_steps]] if obj.ndim == 1 else []
             if len(vals) != n_steps:
                 raise b.error(InconsistentRunError, where, f"step_docstring must have nSteps={n_steps} entries; found {obj.shape}")
             step_doc = [str(v) for v in vals]
@@ -182,7 +185,9 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
             for k in range(n_steps):
                 if k not in per:
                     raise b.error(InconsistentRunError, f"{where}/{k}", f"per-event scan variable has no dataset for step {k}")
-                arr = per[k][()]
+                arr = b.read_whole(per[k])
+                if b.strict and arr.shape[:1] > (n_events[k],):  # the writer's next block: not counted yet
+                    arr = arr[: n_events[k]]
                 if arr.shape[:1] != (n_events[k],):
                     raise b.error(InconsistentRunError, per[k].name,
                                   f"per-event scan variable must have nEvents={n_events[k]} values; found shape {arr.shape}")
@@ -191,7 +196,7 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
             log.debug("%s: %s is not numeric; not a scan variable", b.path, where)
             continue
         elif obj.ndim == 1:
-            data = obj[()]
+            data = b.read_whole(obj)
             if data.shape[0] < n_steps or (data.shape[0] != n_steps and b.complete):
                 raise b.error(InconsistentRunError, where,
                               f"per-step scan variable must have nSteps={n_steps} values; found {data.shape[0]}")
@@ -206,7 +211,7 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
             if obj.shape[0] < n_steps or obj.shape[1] < most:
                 raise b.error(InconsistentRunError, where,
                               f"padded per-event scan variable must be [nSteps={n_steps}, maxEvents>={most}]; found {obj.shape}")
-            data = obj[()]
+            data = b.read_whole(obj)
             arrays = [data[k, : n_events[k]] for k in range(n_steps)]
         else:
             raise b.error(FormatError, where, f"a scan variable must be [nSteps], [nSteps, maxEvents] or a group of steps; found shape {obj.shape}")
@@ -235,27 +240,82 @@ def open_run_index(path, zero_copy: bool = False) -> RunIndex:
         Any other broken rule of ``docs/format.rst``.
     """
     path = str(path)
-    for attempt in range(3):
+
+    def attempt() -> RunIndex:
         f = open_h5(path)
-        unlocked = is_unlocked(f)
         try:
-            with guard(path, None, "opening the run"):
-                return _build(f, path, zero_copy)
-        except NotHDF5Error:  # includes DamagedFileError: retried when a writer's flush may be half-done
+            return build_index(f, path, zero_copy=zero_copy)
+        except NotHDF5Error as exc:  # includes DamagedFileError: a writer's flush may have been half-done
+            unlocked = is_unlocked(f)
             f.close()
-            if attempt == 2 or not unlocked:
-                raise
+            if unlocked:
+                raise _MidFlush() from exc
+            raise
         except BaseException:
             f.close()
             raise
-    raise AssertionError("unreachable")
+
+    try:
+        return retry(attempt, attempts=3, on=(_MidFlush,), what=f"opening {path} while it is written")
+    except _MidFlush as exc:
+        raise exc.__cause__ from exc.__cause__.__cause__
 
 
-def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
+class _MidFlush(Exception):
+    """Opening a file its writer holds failed: look again (the failure is the ``__cause__``)."""
+
+
+def build_index(f: h5py.File, path: str, *, zero_copy: bool = False, visible: list[int] | None = None) -> RunIndex:
+    """Build the :class:`RunIndex` of an open file: the one layout parser of finished and live runs.
+
+    Parameters
+    ----------
+    f : h5py.File
+        The open run file.
+    path : str
+        The run file as named (for errors).
+    zero_copy : bool
+        Large frames read as copy-on-write mappings.
+    visible : list of int, optional
+        A run being written (:mod:`calibsuite_h5source.psana2.live`): the
+        events per step its writer's counters cover, finished steps then the
+        open one. Only those are indexed; datasets may hold more (the
+        writer's next block); every read is strict (a chunk the counters
+        promise but the chunk index does not list is an error to retry,
+        never zeros).
+
+    Every failure is raised as an :class:`~calibsuite_h5source.errors.H5SourceError`
+    (:mod:`calibsuite_h5source.h5.guard`).
+    """
+    with guard(path, None, "opening the run" if visible is None else "reading the run being written"):
+        return _build_index(f, path, zero_copy, visible)
+
+
+def _build_index(f: h5py.File, path: str, zero_copy: bool, visible) -> RunIndex:
     origin = Origin(path, zero_copy)
     b = LayoutMembers(f, path, origin)
+    b.strict = visible is not None
+    header, script_type, layout = _header_and_layout(b, f, path)
+    complete, n_keep = _completeness(b, f, path, header, visible)
+    _collect(b, f, layout, complete, n_keep, visible)
+    area, sources = _area_sources(b, n_keep)
+    side = _side_sources(b, n_keep, sources)
+    if not sources:
+        raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
+                      f"(top-level members: {sorted(f.keys())})")
+    n_events, ref_path = _event_counts(b, sources, area)
+    timestamps, synthesised = _timestamps(b, header, n_events, n_keep, ref_path)
+    scan, step_value, step_doc = _scan_variables(b, header, n_events)
+    return RunIndex(
+        path=path, file=f, layout=layout, header=header, script_type=str(script_type), run_id=header.get("run", 0),
+        complete=complete, n_events=n_events, timestamps=timestamps, timestamps_synthesised=synthesised,
+        area=area, side=side, scan=scan, step_value=step_value, step_docstring=step_doc,
+    )
+
+
+def _header_and_layout(b: LayoutMembers, f: h5py.File, path: str):
     with guard(path, f"/{HEADER}", "reading the header"):
-        header = read_header(f, origin)
+        header = read_header(f, b.origin)
     script_type = header.get("scriptType")
     if not script_type:
         found = sorted(header) or "nothing"
@@ -265,8 +325,16 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
     if not is_known_script_type(script_type):
         log.warning("%s: scriptType %r is not a recognised type (see calibsuite_h5source.known_script_types())",
                     path, script_type)
-    layout = detect_layout(f, origin)
+    return header, script_type, detect_layout(f, b.origin)
+
+
+def _completeness(b: LayoutMembers, f: h5py.File, path: str, header: dict, visible):
+    """``(complete, n_keep)``: steps to index of an incomplete run (None: all)."""
     complete = header.get("complete", True)
+    if visible is not None:
+        complete = bool(complete) and len(visible) >= int(header.get("stepsComplete", len(visible)) or 0)
+        b.complete = complete
+        return complete, len(visible)
     n_keep = None
     if not complete:
         n_keep = header.get("stepsComplete", 0)
@@ -277,17 +345,28 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
             log.warning("%s: the run is incomplete (its writer did not close it); reading its %d finished steps%s",
                         path, n_keep, f" (error: {header['error']})" if header.get("error") else "")
     b.complete = complete
+    return complete, n_keep
+
+
+def _collect(b: LayoutMembers, f: h5py.File, layout: str, complete, n_keep, visible) -> None:
+    """Collect the members by layout (with the writer's index: lazily, names only)."""
     group = b.member(f, HEADER) if layout == "canonical" else None
     index = b.member(group, "nEvents") if isinstance(group, h5py.Group) else None
-    if isinstance(index, h5py.Dataset) and index.ndim == 1:
-        counts = event_counts(index[()], path, index.name)
+    if visible is not None:
+        if layout != "canonical":
+            raise b.error(FormatError, "/", f"a run being written must have the canonical layout; found {layout}")
+        b.collect_indexed(np.asarray(visible, dtype=np.int64), False)
+    elif isinstance(index, h5py.Dataset) and index.ndim == 1:
+        counts = event_counts(b.reader_of(index).read_range(0, index.shape[0]), b.path, index.name)
         b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
     elif layout == "canonical" and b.many_steps():
         b.collect_indexed(None, complete)
     else:
         getattr(b, f"collect_{layout}")()
 
-    # every source as a list of per-step EventArrays; all must agree on steps and events
+
+def _area_sources(b: LayoutMembers, n_keep):
+    """Area detectors as :class:`AreaSource` s, and ``[(h5path, per-step EventArrays)]`` of them and their header fields."""
     sources: list[tuple[str, list[EventArray]]] = []
     area = {}
     for name, entry in b.area.items():
@@ -304,6 +383,10 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
             headers[field_name] = b.contiguous(fsteps, hpath, n_keep)
             sources.append((hpath, headers[field_name]))
         area[name] = AreaSource(name, steps, frame_shape, dtype, present, attrs, entry["calib"], entry["h5path"], headers)
+    return area, sources
+
+
+def _side_sources(b: LayoutMembers, n_keep, sources: list) -> dict:
     side = {}
     for name, fields in b.side.items():
         side[name] = {}
@@ -311,9 +394,11 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
             lst = b.contiguous(steps, f"/{name}/{field_name}", n_keep)
             side[name][field_name] = lst
             sources.append((f"/{name}/{field_name}", lst))
-    if not sources:
-        raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
-                      f"(top-level members: {sorted(f.keys())})")
+    return side
+
+
+def _event_counts(b: LayoutMembers, sources: list, area: dict):
+    """Events per step, after checking that every source has the same steps and events."""
     ref_path, ref = sources[0]
     for spath, steps in sources[1:]:
         if len(steps) != len(ref):
@@ -341,8 +426,13 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
                               f"present mask must have nEvents={n_events[k]} entries; found {mask.shape}")
     if len(n_events) == 0:
         raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
+    return n_events, ref_path
 
+
+def _timestamps(b: LayoutMembers, header: dict, n_events, n_keep, ref_path: str):
+    """``(per-step timestamps, synthesised)``: stored ones (lazy, checked), else psana-like synthetic ones."""
     run_id = header.get("run", 0)
+    path = b.path
     if b.timestamps:
         ts_list = b.contiguous(b.timestamps, b.ts_path, n_keep)
         if len(ts_list) != len(n_events):
@@ -359,22 +449,12 @@ def _build(f: h5py.File, path: str, zero_copy: bool = False) -> RunIndex:
             timestamps = _timestamp_steps(b, ts_list, n_events, lambda k: _ts_where(b, k, ts_list[k]))
         if not b.indexed:  # small runs: every rule checked now; large ones block by block when read
             _check_first_blocks(path, timestamps)
-        synthesised = False
-    elif b.counter is not None:
+        return timestamps, False
+    if b.counter is not None:
         base_ns = max(int(run_id) - _ts.LCLS_EPOCH_OFFSET, 0) * 1_000_000_000
-        timestamps = LazySteps(len(n_events), lambda k: _ts.SyntheticTimestamps(
-            base_ns, n_events.start(k), int(n_events[k])), path, None)
-        synthesised = True
-    else:
-        timestamps = _ts.synthetic_steps(run_id, n_events)
-        synthesised = True
-
-    scan, step_value, step_doc = _scan_variables(b, header, n_events)
-    return RunIndex(
-        path=path, file=f, layout=layout, header=header, script_type=str(script_type), run_id=run_id,
-        complete=complete, n_events=n_events, timestamps=timestamps, timestamps_synthesised=synthesised,
-        area=area, side=side, scan=scan, step_value=step_value, step_docstring=step_doc,
-    )
+        return LazySteps(len(n_events), lambda k: _ts.SyntheticTimestamps(
+            base_ns, n_events.start(k), int(n_events[k])), path, None), True
+    return _ts.synthetic_steps(run_id, n_events), True
 
 
 def _ts_where(b: LayoutMembers, k: int, ea: EventArray) -> str:

@@ -44,13 +44,16 @@ from calibsuite_h5source.read.layout import (
     read_header,
 )
 from calibsuite_h5source.read.run_index import open_run_index
-from calibsuite_h5source.tools.isolate import no_progress, run_isolated
-from calibsuite_h5source.tools.problems import (  # noqa: F401 - the public names of validate
+from calibsuite_h5source.tools.checks import (  # noqa: F401 - the public names, also importable from here
+    BITSHUFFLE_CRASH,
     CHECKS,
+    DECODE_BLOCK,
     ERROR,
     FOLD_AFTER,
+    GLOBAL_HEAP_LOOP,
     OTHER_CODES,
     PHASES,
+    TIMEOUT,
     UNREADABLE,
     WARNING,
     Check,
@@ -61,19 +64,9 @@ from calibsuite_h5source.tools.problems import (  # noqa: F401 - the public name
     list_checks,
     list_codes,
 )
+from calibsuite_h5source.tools.isolate import no_progress, run_isolated
 
 log = logging.getLogger(__name__)
-
-#: Seconds a check may run without progress before the file is declared unreadable.
-TIMEOUT = 15.0
-#: Bytes decoded per read when a dataset is not chunked.
-DECODE_BLOCK = 16 << 20
-
-#: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
-GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
-                    "corrupted (docs/upstream-faults.rst, 'global heap loop')")
-BITSHUFFLE_CRASH = ("the hdf5plugin bitshuffle filter crashes on a chunk whose header is corrupted "
-                    "(docs/upstream-faults.rst, 'bitshuffle crash')")
 
 
 # -- the checks ---------------------------------------------------------------------

@@ -9,7 +9,9 @@ operations directly:
 
 * :class:`DatasetMaker` creates the first dataset of a kind through h5py
   (so its creation properties, chunks and filters are exactly h5py's) and
-  every later one from that dataset's creation property list and type;
+  every later one from that dataset's creation property list and type,
+  where that list makes the same filters again (bitshuffle's does not:
+  those datasets are made through h5py every time);
 * :func:`append_rows` grows a resizable dataset along its first axis and
   writes the new rows with one hyperslab write;
 * :class:`ValueAppender` appends one value per step to a 1-D dataset (the
@@ -51,11 +53,14 @@ class DatasetMaker:
         the key must name everything the creation depends on apart from the
         first axis's length (per-event shape, dtype, filters, chunks).
         """
-        template = self._templates.get(key)
-        if template is None:
+        template = self._templates.get(key, _NEW)
+        if template is _NEW:
             ds = make()
-            self._templates[key] = (ds.id.get_create_plist(), ds.id.get_type())
+            dcpl, tid = ds.id.get_create_plist(), ds.id.get_type()
+            self._templates[key] = (dcpl, tid) if _reproduces(dcpl, tid, ds.shape) else None
             return ds
+        if template is None:  # a filter rewrites its parameters when a dataset is made: h5py's way
+            return make()
         dcpl, tid = template
         maxshape = (h5py.h5s.UNLIMITED, *data.shape[1:]) if resizable else None
         space = h5py.h5s.create_simple(data.shape, maxshape)
@@ -63,6 +68,35 @@ class DatasetMaker:
         if data.size:
             dsid.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(data))
         return h5py.Dataset(dsid)
+
+
+_NEW = object()
+
+
+def _filters(dcpl) -> list:
+    return [dcpl.get_filter(k)[:3] for k in range(dcpl.get_nfilters())]
+
+
+def _reproduces(dcpl, tid, shape) -> bool:
+    """Whether a dataset made from ``dcpl`` gets the same filter parameters as the one it came from.
+
+    A filter's ``set_local`` call may rewrite its parameters when a dataset is
+    created: bitshuffle prepends its version and element size to what it was
+    given, so a dataset made from an existing one's creation properties gets
+    them twice and stores its chunks shuffled but not LZ4-compressed. A
+    scratch dataset in memory tells.
+    """
+    if not dcpl.get_nfilters():
+        return True
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_fapl_core(backing_store=False)
+    scratch = h5py.h5f.create(b"calibsuite_h5source-dcpl-check", h5py.h5f.ACC_TRUNC, fapl=fapl)
+    try:
+        space = h5py.h5s.create_simple(tuple(shape), (h5py.h5s.UNLIMITED, *shape[1:]) if len(shape) else None)
+        made = h5py.h5d.create(scratch, b"x", tid, space, dcpl=dcpl)
+        return _filters(made.get_create_plist()) == _filters(dcpl)
+    finally:
+        scratch.close()
 
 
 def append_rows(ds: h5py.Dataset, start: int, block: np.ndarray) -> None:

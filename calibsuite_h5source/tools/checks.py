@@ -1,9 +1,6 @@
-"""The vocabulary of ``calibsuite-h5 validate``: problems, the context a check sees, and the check registry.
+"""The checks' framework: :class:`Problem`, :class:`Context`, and the registry :func:`check` fills.
 
-:mod:`calibsuite_h5source.tools.validate` registers its checks here with
-:func:`check`; every problem code a check can report is declared with it, so
-that ``--list-checks`` prints exactly the codes problems carry
-(:func:`list_codes`).
+:mod:`calibsuite_h5source.tools.validate` registers its checks here and runs them.
 """
 
 from __future__ import annotations
@@ -17,9 +14,23 @@ from calibsuite_h5source.h5.links import Origin
 from calibsuite_h5source.read.layout import LayoutMembers
 from calibsuite_h5source.tools.isolate import no_progress
 
+__all__ = ["ERROR", "WARNING", "UNREADABLE", "FOLD_AFTER", "TIMEOUT", "DECODE_BLOCK", "GLOBAL_HEAP_LOOP",
+           "BITSHUFFLE_CRASH", "Problem", "Context", "Check", "CHECKS", "PHASES", "OTHER_CODES", "check",
+           "list_checks", "list_codes", "fold"]
+
 ERROR, WARNING = "error", "warning"
 UNREADABLE = "unreadable"
 FOLD_AFTER = 3  # more problems of one code than this are folded into one with a count
+#: Seconds a check may run without progress before the file is declared unreadable.
+TIMEOUT = 15.0
+#: Bytes decoded per read when a dataset is not chunked.
+DECODE_BLOCK = 16 << 20
+
+#: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
+GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
+                    "corrupted (docs/upstream-faults.rst, 'global heap loop')")
+BITSHUFFLE_CRASH = ("the hdf5plugin bitshuffle filter crashes on a chunk whose header is corrupted "
+                    "(docs/upstream-faults.rst, 'bitshuffle crash')")
 
 
 @dataclass
@@ -118,6 +129,7 @@ def list_codes() -> list[tuple[str, str, str]]:
 
 
 def fold(problems: list[Problem]) -> list[Problem]:
+    """Fold more than :data:`FOLD_AFTER` problems of one code into one with a ``count``."""
     by_code: dict[str, list[Problem]] = {}
     for p in problems:
         by_code.setdefault(p.code, []).append(p)
