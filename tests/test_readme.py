@@ -19,6 +19,7 @@ made first with ``calibsuite-h5 fake``, as the README tells a user to.
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,10 @@ def venv(tmp_path_factory):
     assert made.returncode == 0, made.stderr
     python = env_dir / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", str(REPO)], capture_output=True, text=True,
+    source = root / "source"  # a copy: building in the checkout would leave build/ and *.egg-info there
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                ".pytest_cache", ".hypothesis", ".ruff_cache"))
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", str(source)], capture_output=True, text=True,
                          env=env, cwd=root, timeout=900)
     assert pip.returncode == 0, pip.stdout + pip.stderr
     return python, env, root
