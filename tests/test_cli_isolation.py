@@ -74,6 +74,7 @@ def test_info_hang_exits_2_naming_the_file(capsys):
     assert err.count("\n") == 1 and seconds < 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["plot", "-o", "{tmp}/p.png"], ["watch", "--max-retries", "0.5"],
                                   ["validate"]], ids=["plot", "watch", "validate"])
 def test_every_reading_command_reports_the_hang(tmp_path, capsys, argv):
