@@ -1,26 +1,26 @@
-"""How MPI ranks share a run: events/s and beam-monitor pairs kept, per way of dealing, side by side.
+"""MPI: psana's rank roles vs every rank a worker, side by side (events/s, CPU, pairs kept).
 
-    python benchmarks/bench_mpi.py [--shots 300] [--steps 4] [--ranks 2] [--repeat 3]
+    python benchmarks/bench_mpi.py [--shots 300] [--steps 4] [--ranks 4] [--repeat 3]
 
 Writes a synthetic epixM linearity run with MFX timing (every shot is a
 beam-monitor event followed 300 ns later by a frame event), frames compressed
 with bitshuffle-LZ4 (reading is decompression-bound, i.e. CPU-bound). Then
 runs the same suite-style loop (``det.raw.calib`` of each frame, a flux
 paired with the frame when the monitor event is within 1000 ticks before it,
-``smd.sum``) under ``mpiexec -n N``, page cache warm, for each way of
-dealing events to ranks:
+``smd.sum``) serially and under ``mpiexec -n N``, page cache warm, in:
 
-``blocks``        one contiguous block of each step per rank (the package's
-                  old default, patched in here for comparison)
-``batch N``       psana's batches of N consecutive events (N=1000: psana's default)
-``intg N``        psana's ``intg_det='epixm'``: a batch closes after every
-                  N-th frame event, so a monitor event travels with its frame
+``roles``         psana's roles (the default): rank 0 smd0, rank 1 event
+                  builder, ranks 2..N-1 workers (``PS_SRV_NODES=0``), so N-2 readers
+``every``         the opt-in ``CALIBSUITE_EVERY_RANK_A_WORKER=1``: N readers
 
-and prints events/s, the speed-up over one rank, the CPU time all ranks
-spent per frame (what a way of dealing could save by reading chunks once;
-unlike wall time it barely depends on other load) and the frame/flux pairs
-kept (of the shots). Runs are alternated and the best of ``--repeat`` is
-kept (the machine may be shared). Needs mpi4py, an mpiexec and hdf5plugin.
+each with ``batch B`` (psana's batches of B events, taken across steps;
+1000 is psana's default, so a run of fewer events goes to ONE worker) or
+``intg B`` (``intg_det='epixm'``: a batch closes after every B-th frame, so a
+monitor event travels with its frame). It prints events/s, the speed-up over
+one process, the CPU time all ranks spent per frame (ranks without events
+wait for the others with sleeps, as the package makes them wait at exit) and the frame/flux pairs
+kept. Runs are alternated and the best of ``--repeat`` is kept (the machine
+may be shared). Needs mpi4py, an mpiexec and hdf5plugin.
 """
 
 from __future__ import annotations
@@ -38,20 +38,11 @@ import sys, time
 import numpy as np
 from mpi4py import MPI
 from calibsuite_h5source import DataSource
-from calibsuite_h5source.psana2 import partition
 
 path, mode, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-kwargs = {}
-if mode == "blocks":  # the old rule: one contiguous block of each step per rank
-    def select(self, step, indices, ends=None):
-        indices = np.asarray(indices)
-        b = np.linspace(0, len(indices), self.size + 1).astype(int)
-        return indices[b[self.rank]:b[self.rank + 1]]
-    partition.MPIPartition.select = select
-else:
-    kwargs["batch_size"] = n
-    if mode == "intg":
-        kwargs["intg_det"] = "epixm"
+kwargs = {"batch_size": n}
+if mode == "intg":
+    kwargs["intg_det"] = "epixm"
 ds = DataSource(files=path, **kwargs)
 smd = ds.smalldata()
 run = next(ds.runs())
@@ -69,15 +60,19 @@ for evt in run.events():
     frame.sum()
     if flux_ts is not None and evt.timestamp - flux_ts <= 1000:
         pairs += 1
-cpu = time.process_time() - c
-MPI.COMM_WORLD.Barrier()
+request = MPI.COMM_WORLD.Ibarrier()  # ranks without events wait as a script's end does (sleeping)
+while not request.Test():
+    time.sleep(0.005)
 dt = time.perf_counter() - t
-counts = smd.sum(np.array([n_evt, pairs, cpu]))
+cpu_all = MPI.COMM_WORLD.allreduce(time.process_time() - c)  # every rank's CPU, waiting ones too
+counts = smd.sum(np.array([n_evt, pairs]))
 if counts is not None:
-    print(int(counts[0]), int(counts[1]), counts[2], dt)
+    print(int(counts[0]), int(counts[1]), cpu_all, dt)
 """
 
-MODES = [("blocks", 0), ("batch", 1000), ("batch", 50), ("batch", 1), ("intg", 1000), ("intg", 25)]
+#: (roles mode, dealing, batch size)
+MODES = [("roles", "batch", 1000), ("roles", "batch", 50), ("roles", "intg", 25),
+         ("every", "batch", 1000), ("every", "batch", 50), ("every", "intg", 25)]
 
 
 def mpiexec() -> str:
@@ -85,9 +80,16 @@ def mpiexec() -> str:
     return str(local) if local.exists() else (shutil.which("mpiexec") or "mpiexec")
 
 
-def timed(path, ranks, mode, n):
-    env = {k: v for k, v in os.environ.items() if k != "PS_PARALLEL"}
-    cmd = [mpiexec(), "-n", str(ranks), sys.executable, "-c", LOOP, str(path), mode, str(n)]
+def timed(path, ranks, roles, mode, n):
+    drop = ("PS_PARALLEL", "PS_EB_NODES", "PS_SRV_NODES", "CALIBSUITE_EVERY_RANK_A_WORKER")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if roles == "every":
+        env["CALIBSUITE_EVERY_RANK_A_WORKER"] = "1"
+    cmd = [sys.executable, "-c", LOOP, str(path), mode, str(n)]
+    if ranks > 1:
+        cmd = [mpiexec(), "-n", str(ranks), *cmd]
+    else:  # one process: the serial reference (no launcher, no mpi4py partition)
+        cmd = [mpiexec(), "-n", "1", *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, timeout=900)
     n_evt, pairs, cpu, dt = out.stdout.split()[-4:]
     return int(n_evt), int(pairs), float(cpu), float(dt)
@@ -97,7 +99,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shots", type=int, default=300, help="frames in the run (each with its monitor event)")
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--ranks", type=int, default=4, help="mpiexec -n (psana needs 3 at least)")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workdir", default=None)
     args = p.parse_args(argv)
@@ -107,8 +109,8 @@ def main(argv=None):
         path = Path(tmp) / "bslz4.h5"
         SyntheticRun("linearity", events=args.shots // args.steps, steps=args.steps, timing=True).write(
             path, compression="bitshuffle")
-        timed(path, 1, "batch", 1000)  # warm the page cache
-        cases = [(1, "batch", 1000)] + [(args.ranks, m, n) for m, n in MODES]
+        timed(path, 1, "every", "batch", 1000)  # warm the page cache
+        cases = [(1, "serial", "batch", 1000)] + [(args.ranks, r, m, n) for r, m, n in MODES]
         best = {}
         for _ in range(args.repeat):  # alternate, keep the best of each
             for case in cases:
@@ -120,12 +122,13 @@ def main(argv=None):
     base = best[cases[0]][3]
     print(f"{shots} shots = {2 * shots} events (monitor + epixM frame 4x192x384 uint16) in {args.steps} steps, "
           f"bitshuffle-LZ4, {mb:.0f} MB, {os.cpu_count()} cores, best of {args.repeat}")
-    print(f"{'ranks':>5}  {'dealing':<12}{'events/s':>10}{'speed-up':>10}{'CPU ms/frame':>14}{'pairs kept':>12}")
-    for (ranks, mode, n), (n_evt, pairs, cpu, dt) in best.items():
-        assert n_evt == 2 * shots, (ranks, mode, n, n_evt)
-        label = "blocks" if mode == "blocks" else f"{mode} {n}"
-        print(f"{ranks:>5}  {label:<12}{n_evt / dt:>10.0f}{base / dt:>10.2f}{1e3 * cpu / shots:>14.1f}"
-              f"{pairs:>7}/{shots}")
+    print(f"{'ranks':>5}  {'mode':<7}{'readers':>8}  {'dealing':<12}{'events/s':>10}{'speed-up':>10}"
+          f"{'CPU ms/frame':>14}{'pairs kept':>12}")
+    for (ranks, roles, mode, n), (n_evt, pairs, cpu, dt) in best.items():
+        assert n_evt == 2 * shots, (ranks, roles, mode, n, n_evt)
+        readers = ranks if roles != "roles" else ranks - 2
+        print(f"{ranks:>5}  {roles:<7}{readers:>8}  {f'{mode} {n}':<12}{n_evt / dt:>10.0f}{base / dt:>10.2f}"
+              f"{1e3 * cpu / shots:>14.1f}{pairs:>7}/{shots}")
 
 
 if __name__ == "__main__":

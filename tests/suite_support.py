@@ -70,7 +70,8 @@ def write_config(path: Path, experiment_hash: dict) -> Path:
 
 def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_ranks: int = 0,
                timeout: float = 180) -> subprocess.CompletedProcess:
-    """Run ``suite_scripts/<script>`` as its users do (``mpiexec -n N`` when ``n_ranks``).
+    """Run ``suite_scripts/<script>`` as its users do (``mpiexec -n N`` when ``n_ranks``: psana's roles,
+    with ``psana2Base``'s ``PS_SRV_NODES=1``, so N=4 is one worker and N=6 three).
 
     Returns the finished process; the caller asserts on its outputs. A hang is
     a test failure (``timeout``), never a stuck CI job.
@@ -78,7 +79,9 @@ def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_r
     cmd = [sys.executable, script, *args]
     if n_ranks:
         cmd = [mpiexec(), "-n", str(n_ranks), *cmd]
-    env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
+    # psana2Base sets PS_SRV_NODES=1 itself; no role setting of the caller's shell leaks in
+    drop = (*partition.LAUNCHER_ENV, "PS_PARALLEL", "PS_EB_NODES", "PS_SRV_NODES", partition.EVERY_RANK_ENV)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(foo="psana2", OUTPUT_ROOT=str(out_root), MPLBACKEND="Agg",
                PYTHONPATH=os.pathsep.join([str(suite), str(REPO)]), OMP_NUM_THREADS="1")
     env.pop("SUITE_CONFIG", None)

@@ -195,12 +195,12 @@ def test_detector_without_header_fields_has_none(tmp_path):
 
 # -- det.raw._pedestals() and friends ---------------------------------------------------
 
-def write_with_constants(path, shape=(1, 2, 3), calib=None):
+def write_with_constants(path, shape=(1, 2, 3), calib=None, name="epixM"):
     with RunWriter(path, "dark") as w:
         if calib is not None:
-            w.detector("epixM", calib=calib)
+            w.detector(name, calib=calib)
         with w.step() as s:
-            s.event(epixM=np.full(shape, 7, np.uint16))
+            s.event(**{name: np.full(shape, 7, np.uint16)})
     return next(DataSource(files=str(path)).runs())
 
 
@@ -217,13 +217,19 @@ def test_constants_of_a_single_module_detector_follow_the_frame_shape(tmp_path):
     status = np.array([[[0, 1, 0], [8, 0, 0]]], np.uint16)
     run = write_with_constants(tmp_path / "r.h5", calib={"pedestals": ped, "pixel_gain": gain, "pixel_status": status,
                                                          "pixel_rms": gain / 2})
-    raw = run.Detector("epixM").raw
+    raw = run.Detector("epixM").raw  # epixM's one segment keeps its axis in psana: constants as stored
+    assert raw._pedestals().shape == (2, 1, 2, 3) and raw._status().shape == (1, 2, 3)
+    raw = run.Detector("epixM", keep_module_axis=False).raw
+    assert raw._pedestals().shape == (2, 1, 2, 3)  # keep_module_axis=False is the default: the type decides
+    run = write_with_constants(tmp_path / "e.h5", name="epix100",
+                               calib={"pedestals": ped, "pixel_gain": gain, "pixel_status": status, "pixel_rms": gain / 2})
+    raw = run.Detector("epix100").raw  # epix100's one segment is 2-D: constants shaped as its frames
     np.testing.assert_array_equal(raw._pedestals(), ped[:, 0])
     assert raw._pedestals().shape == (2, 2, 3) and raw._pedestals().dtype == np.float32
     np.testing.assert_array_equal(raw._gain(), gain[0])
     np.testing.assert_array_equal(raw._rms(), np.full((2, 3), 2.0))
     assert raw._status().dtype == np.uint64 and raw._status().tolist() == [[0, 1, 0], [8, 0, 0]]
-    kept = run.Detector("epixM", keep_module_axis=True).raw
+    kept = run.Detector("epix100", keep_module_axis=True).raw
     assert kept._pedestals().shape == (2, 1, 2, 3) and kept._status().shape == (1, 2, 3)
 
 

@@ -23,7 +23,7 @@ def test_fake_mfx_linearity_from_the_command_line(tmp_path, capsys):
                 assert det.raw.raw(evt) is None
                 fluxes.setdefault(run.Detector("flux")(step), []).append(-mon.raw.peakAmplitude(evt)[15])
             else:
-                assert ec[281] and ec[283] and ec[272] and det.raw.raw(evt).shape == (4, 4)  # one module: psana's [row, col]
+                assert ec[281] and ec[283] and ec[272] and det.raw.raw(evt).shape == (1, 4, 4)  # epixM keeps its module axis, as psana
     assert {k: np.round(v, 5).tolist() for k, v in fluxes.items()} == {2.0: [2.0] * 4, 6.0: [6.0] * 4}
 
 

@@ -80,7 +80,7 @@ def test_low_flux_photons_only_on_frame_events_with_timing(tmp_path):
     assert np.all(truth.photon_counts[0][0::2] == 0)
     run = next(DataSource(files=str(tmp_path / "l.h5")).runs())
     det = run.Detector("epixM")
-    values = [None if det.raw.raw(e) is None else det.raw.calib(e)[None] for e in run.events()]  # [row, col]
+    values = [None if det.raw.raw(e) is None else det.raw.calib(e) for e in run.events()]  # epixM: [module, row, col]
     at = np.array([values[e][m, r, c] for e, m, r, c in zip(p["event"], p["module"], p["row"], p["col"],
                                                             strict=True)])
     assert abs(at.mean() - 8.0) < 0.2

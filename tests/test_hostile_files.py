@@ -107,7 +107,7 @@ def test_master_file_linking_data_beside_it_reads_as_the_data_file():
 
 def test_huge_declared_step_reads_max_events_and_validate_says_it_is_unwritten():
     events = read_everything(HOSTILE / "huge_declared_step.h5", max_events=3)
-    assert [raw for _, raw, _ in events] == [[[0, 0], [0, 0]]] * 3  # one module: [row, col], as psana
+    assert [raw for _, raw, _ in events] == [[[[0, 0], [0, 0]]]] * 3  # epixM keeps its module axis, as psana
     problems = validate(HOSTILE / "huge_declared_step.h5", timeout=30)
     assert {(p.code, p.severity, p.h5path) for p in problems} == {
         ("unwritten", "warning", "/epixM/0"), ("unwritten", "warning", "/timestamp/0"),

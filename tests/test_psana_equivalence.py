@@ -7,6 +7,7 @@ otherwise. One generic analysis function drives both.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import types
@@ -15,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from mpi_scripts.launch import launch, needs_mpi
 
 from calibsuite_h5source import DataSource, MissingDependencyError
 from calibsuite_h5source.write.convert import convert
@@ -22,6 +24,7 @@ from calibsuite_h5source.write.convert import convert
 DATA = Path(os.environ.get("CALIBSUITE_XTC2_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "xtc2"))
 EPIX = DATA / "test_epix_calib.xtc2"
 FAKESTEPS = DATA / "fakesteps"
+INTG_DET = DATA / "intg_det"
 
 try:
     import psana  # noqa: F401
@@ -30,7 +33,12 @@ try:
 except Exception:  # ImportError, or libmpi missing
     HAVE_PSANA = False
 
-needs_psana = pytest.mark.skipif(not HAVE_PSANA, reason="the real psana is not installed (pip install '.[psana]')")
+_skip_without_psana = pytest.mark.skipif(not HAVE_PSANA, reason="the real psana is not installed (pip install '.[psana]')")
+
+
+def needs_psana(test):
+    """Mark ``test`` as a psana test (``-m psana``) that skips without psana."""
+    return pytest.mark.psana(_skip_without_psana(test))
 needs_data = pytest.mark.skipif(not EPIX.exists() or not FAKESTEPS.exists(), reason=f"no xtc2 sample data in {DATA}")
 
 
@@ -203,3 +211,117 @@ def test_convert_with_a_stand_in_psana_refuses_unknown_detectors(tmp_path, mocke
     with pytest.raises(Exception, match=r"detectors \['jungfrau'\] are not in this psana run; it has \['epixquad'\]"):
         convert(tmp_path / "x.h5", files=str(xtc2), detectors=["jungfrau"])
     module.DataSource.assert_called_with(files=str(xtc2), skip_calib_load="all")
+
+
+# -- EndOfBatch and psana's rank roles under MPI -----------------------------------------------
+
+def xtc2_to_h5(tmp_path, folder):
+    out = tmp_path / f"{folder.name}.h5"
+    convert(out, exp="xpptut15", run=14, dir=str(folder), progress=False)
+    return out
+
+
+@needs_psana
+@pytest.mark.skipif(not INTG_DET.exists(), reason=f"no intg_det sample data in {DATA}")
+@pytest.mark.parametrize("kwargs", [{"intg_det": "andor", "batch_size": 1}, {"intg_det": "andor"}, {}])
+def test_end_of_batch_as_psana(tmp_path, offline_logbook, kwargs):
+    from psana import DataSource as PsanaDataSource
+
+    out = xtc2_to_h5(tmp_path, INTG_DET)
+
+    def marks(ds):
+        return [(e.timestamp, e.EndOfBatch()) for e in next(ds.runs()).events()]
+
+    psana_marks = marks(PsanaDataSource(exp="xpptut15", run=14, dir=str(INTG_DET), skip_calib_load="all", **kwargs))
+    h5_marks = marks(DataSource(files=str(out), **kwargs))
+    assert h5_marks == psana_marks
+    assert len(h5_marks) == 17 and [t for t, m in h5_marks if m] == ([7, 10, 13, 16, 19] if kwargs else [])
+
+
+def roles_run(tmp_path, kind, run, n_ranks, batch_size, intg_det=None):
+    out = tmp_path / f"{kind}{n_ranks}_{batch_size}_{intg_det}"
+    out.mkdir()
+    args = [kind, run, out, batch_size] + ([intg_det] if intg_det else [])
+    launch("user_roles.py", n_ranks, *args, env={"PS_SRV_NODES": "1"})  # psana's smalldata needs a server
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(n_ranks)]
+
+
+@needs_psana
+@needs_data
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("n_ranks, batch_size, data, intg_det", [
+    (4, 1000, FAKESTEPS, None), (4, 2, INTG_DET, "andor"), (5, 2, FAKESTEPS, None), (5, 1, INTG_DET, "andor")])
+def test_user_script_sees_what_psana_shows_each_rank(tmp_path, offline_logbook, n_ranks, batch_size, data, intg_det):
+    if not data.exists():
+        pytest.skip(f"no {data.name} sample data in {DATA}")
+    h5 = xtc2_to_h5(tmp_path, data)
+    psana_ranks = roles_run(tmp_path, "psana", data, n_ranks, batch_size, intg_det)
+    h5_ranks = roles_run(tmp_path, "h5", h5, n_ranks, batch_size, intg_det)
+    workers = list(range(2, n_ranks - 1))  # rank 0 smd0, rank 1 event builder, the last rank a server
+    for ranks in (psana_ranks, h5_ranks):
+        for r in ranks:
+            if r["rank"] in workers:
+                assert r["summary"] and r["runs"] == 1
+            else:  # the run, no step, no event; smalldata's summary False
+                assert (r["runs"], r["steps"], r["events"], r["summary"], r["total"]) == (1, [], [], False, "skipped")
+        assert [r["unique"] for r in ranks] == [r == workers[-1] for r in range(n_ranks)]
+        assert [r["total"] is not None for r in ranks if r["rank"] in workers] == [r == workers[0] for r in workers]
+    assert h5_ranks[workers[0]]["total"] == psana_ranks[workers[0]]["total"]
+    if len(workers) == 1:  # one worker: the same events, steps and EndOfBatch marks, in the same order
+        for key in ("steps", "events", "eob"):
+            assert h5_ranks[workers[0]][key] == psana_ranks[workers[0]][key], key
+    else:  # psana deals first-come: compare the union, and that every worker sees every step
+        for key in ("events", "eob"):
+            assert sorted(x for r in h5_ranks for x in r[key]) == sorted(x for r in psana_ranks for x in r[key])
+        n_steps = len(psana_ranks[workers[0]]["steps"])
+        assert all(len(r["steps"]) == n_steps for ranks in (psana_ranks, h5_ranks) for r in ranks if r["rank"] in workers)
+
+
+# -- jungfrau: psana's own detector classes on a segment as the DAQ stores it ------------------
+
+@needs_psana
+@pytest.mark.parametrize("written", ["native 2-D frames", "native 3-D frames", "as convert records it"])
+def test_jungfrau_raw_and_calib_as_psana_s_classes(tmp_path, written):
+    """No jungfrau xtc2 is in ../shared/data/xtc2, so psana's real jungfrau code runs on stand-in segments.
+
+    A jungfrau 0.5M segment is ``(1, 512, 1024)`` uint16 as the DAQ stores it
+    (measured on lcls2's ``test_jungfrau05M_calib.xtc2``, see
+    ../shared/reference/psana2-behaviour.md, *Shapes*). psana's
+    ``AreaDetectorRaw.raw`` and ``jungfrau_raw_0_1_0.calib`` (with its real
+    ``DetCache``, no constants: "PEDESTALS ARE NOT AVAILABLE det.raw.calib(evt)
+    will return det.raw.raw(evt)") give what the h5 source must give.
+    """
+    from psana.detector.areadetector import AreaDetectorRaw
+    from psana.detector.jungfrau import jungfrau_raw_0_1_0
+
+    from calibsuite_h5source import RunWriter
+    from calibsuite_h5source.format.shapes import MODULE_AXIS_ATTR
+
+    segments = np.random.default_rng(5).integers(0, 1 << 16, (3, 1, 512, 1024)).astype(np.uint16)  # gain bits too
+
+    class PsanaJungfrau:  # the state psana's raw/calib read; the methods are psana's own
+        _segment_numbers = _sorted_segment_inds = [0]
+        _det_name, _calibconst, _raw_buf, _odc = "jungfrau", {}, None, None
+        raw, calib = AreaDetectorRaw.raw, jungfrau_raw_0_1_0.calib
+
+        def _segments(self, evt):
+            return {0: types.SimpleNamespace(raw=segments[evt])}
+
+        def _info_calibconst(self):
+            return "no constants (skip_calib_load)"
+
+    path = tmp_path / "jungfrau.h5"
+    with RunWriter(path, "dark") as w:
+        if written == "as convert records it":
+            w.detector("jungfrau", detType="jungfrau", attrs={MODULE_AXIS_ATTR: True})
+        with w.step() as s:
+            for seg in segments:
+                s.event(jungfrau=seg[0] if written == "native 2-D frames" else seg)
+    run = next(DataSource(files=str(path)).runs())
+    det = run.Detector("jungfrau")
+    ps = PsanaJungfrau()
+    for i, evt in enumerate(run.events()):
+        for mine, theirs in ((det.raw.raw(evt), ps.raw(i)), (det.raw.calib(evt), ps.calib(i))):
+            assert (mine.shape, mine.dtype) == (theirs.shape, theirs.dtype) == ((1, 512, 1024), np.uint16)
+            np.testing.assert_array_equal(mine, theirs)

@@ -148,15 +148,23 @@ def test_present_mask_gives_none(tmp_path):
     assert [det.raw.raw(e) is None for e in run.events()] == [False, True, False]
 
 
-def test_calib_masks_gain_bits_without_constants(tmp_path):
+def test_calib_without_constants_as_psana_s_class(tmp_path):
+    # epix10ka (psana's calib_epix10ka_any): float32 raw & 0x3fff
+    decl = declare_run(steps=(1,), side=False, detector="epix10k")
+    frames = decl["detectors"]["epix10k"][0]
+    frames[:] = (frames & 0x3FFF) | np.uint16(0x4000)  # epix10ka: gain bit 1<<14
+    run = next(DataSource(files=write_layout(tmp_path / "r.h5", decl)).runs())
+    calib = run.Detector("epix10k").raw.calib(next(run.events()))
+    assert calib.dtype == np.float32
+    np.testing.assert_array_equal(calib, (frames[0] & 0x3FFF).astype(np.float32))
+    # epixM (psana's epixm320 calib): no pedestals, raw itself, gain bit kept
     decl = declare_run(steps=(1,), side=False)
     frames = decl["detectors"]["epixM"][0]
     frames[:] = (frames & 0x3FFF) | np.uint16(0x8000)  # epixM: gain bit 1<<15
-    run = next(DataSource(files=write_layout(tmp_path / "r.h5", decl)).runs())
-    evt = next(run.events())
-    calib = run.Detector("epixM").raw.calib(evt)
-    assert calib.dtype == np.float32
-    np.testing.assert_array_equal(calib, (frames[0] & 0x7FFF).astype(np.float32))
+    run = next(DataSource(files=write_layout(tmp_path / "m.h5", decl)).runs())
+    calib = run.Detector("epixM").raw.calib(next(run.events()))
+    assert calib.dtype == np.uint16
+    np.testing.assert_array_equal(calib, frames[0])
     assert run.Detector("epixM").calibconst == {}
 
 
@@ -190,7 +198,7 @@ def test_calib_with_per_gain_pedestals_uses_the_gain_bits(tmp_path):
         f["epixM/calib/pedestals"] = np.stack([np.full((1, 2, 2), 1.0), np.full((1, 2, 2), 5.0)])
     run = next(DataSource(files=path).runs())
     calib = run.Detector("epixM").raw.calib(next(run.events()))
-    np.testing.assert_array_equal(calib, [[9, 15], [29, 39]])  # one module: [row, col], as psana
+    np.testing.assert_array_equal(calib, [[[9, 15], [29, 39]]])  # epixM keeps its module axis, as psana
 
 
 def test_image_tiles_modules(tmp_path):

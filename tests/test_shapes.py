@@ -1,8 +1,11 @@
-"""Frame shapes as psana returns them: one module gives ``[row, col]``; ``keep_module_axis`` keeps it.
+"""Frame shapes as psana returns them, per detector type (format/shapes.py); ``keep_module_axis`` keeps the axis.
 
 psana's ``AreaDetectorRaw.raw`` returns a single segment's array as it is
-(``if len(segs) == 1: return segs[ind].raw``); the file keeps ``[module, row,
-col]`` (docs/format.rst).
+(``if len(segs) == 1: return segs[ind].raw``): 2-D for epix100, archon,
+epix10ka, epixhr and cameras, ``[1, row, col]`` for jungfrau, epixM and
+epixUHR. The file keeps ``[module, row, col]`` (docs/format.rst); ``convert``
+records what psana gave (``psanaModuleAxis``), which wins over the table.
+``calib`` without constants follows psana's class per type, dtype included.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ def test_single_module_reads_as_row_col_and_the_file_keeps_the_module_axis(tmp_p
     for i, evt in enumerate(run.events()):
         raw, calib, image = det.raw.raw(evt), det.raw.calib(evt), det.raw.image(evt)
         assert raw.shape == calib.shape == image.shape == (8, 12)
-        assert (raw.dtype, calib.dtype, image.dtype) == (np.uint16, np.float32, np.float32)
+        assert (raw.dtype, calib.dtype, image.dtype) == (np.uint16, np.uint16, np.float32)
         np.testing.assert_array_equal(raw, frames[i])
-        np.testing.assert_array_equal(calib, frames[i].astype(np.float32))  # epix100: no gain bits
+        np.testing.assert_array_equal(calib, frames[i])  # psana's calib_epix100 without pedestals: raw itself
 
 
 def test_the_suites_pixel_list_indexes_a_single_module_frame(tmp_path):
@@ -84,13 +87,14 @@ def test_several_modules_keep_their_axis(tmp_path):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_every_layout_gives_row_col_for_one_module(tmp_path, layout):
-    decl = declare_run(steps=(2, 2), shape=(1, 4, 6), side=False, timestamps=layout != "legacy")
+@pytest.mark.parametrize("detector, shape", [("epix100", (4, 6)), ("jungfrau", (1, 4, 6))])
+def test_every_layout_gives_psana_s_shape_for_one_module(tmp_path, layout, detector, shape):
+    decl = declare_run(steps=(2, 2), shape=(1, 4, 6), side=False, timestamps=layout != "legacy", detector=detector)
     run = next(DataSource(files=write_layout(tmp_path / "r.h5", decl, layout)).runs())
     det = run.Detector(next(iter(run.detnames)))
     got = [det.raw.raw(e) for e in run.events()]
-    assert [g.shape for g in got] == [(4, 6)] * 4
-    np.testing.assert_array_equal(got[3], decl["detectors"]["epixM"][1][1][0])
+    assert [g.shape for g in got] == [shape] * 4
+    np.testing.assert_array_equal(got[3], decl["detectors"][detector][1][1].reshape(shape))
 
 
 def test_missing_event_is_still_none(tmp_path):
@@ -108,7 +112,7 @@ def test_missing_event_is_still_none(tmp_path):
 
 
 def test_calib_of_one_module_with_per_gain_pedestals(tmp_path):
-    """Constants stay ``[gain, module, row, col]`` in the file; calib comes back ``[row, col]``."""
+    """Constants stay ``[gain, module, row, col]`` in the file; calib comes back shaped as raw (epixM: 3-D)."""
     path = tmp_path / "r.h5"
     raw = np.array([[[10, 0x8000 | 20], [30, 40]]], np.uint16)  # epixM-like gain bit 1 << 15
     with RunWriter(path, "dark") as w:
@@ -117,8 +121,10 @@ def test_calib_of_one_module_with_per_gain_pedestals(tmp_path):
         with w.step() as s:
             s.event(epixM=raw)
     run = next(DataSource(files=str(path)).runs())
-    calib = run.Detector("epixM").raw.calib(next(run.events()))
-    np.testing.assert_array_equal(calib, [[9, 5], [29, 39]])
+    det = run.Detector("epixM")
+    calib = det.raw.calib(next(run.events()))
+    np.testing.assert_array_equal(calib, [[[9, 5], [29, 39]]])
+    assert calib.dtype == np.float32 and det.raw._pedestals().shape == (2, 1, 2, 2)
 
 
 def test_user_supplied_nda_for_image(tmp_path):
@@ -128,3 +134,90 @@ def test_user_supplied_nda_for_image(tmp_path):
     det = run.Detector("epix100")
     evt = next(run.events())
     np.testing.assert_array_equal(det.raw.image(evt, det.raw.raw(evt) * 0 + 2), np.full((8, 12), 2.0))
+
+
+# -- the type table (format/shapes.py), every call site ----------------------------------------
+
+#: type -> (does one module keep its axis, is calib without constants raw itself), from psana's classes
+TYPES = {"epixM": (True, True), "epix10k": (False, False), "epixhr": (False, False), "epixUHR": (True, True),
+         "jungfrau": (True, True), "epix100": (False, True), "archon": (False, True), "andor": (False, False)}
+
+
+def one_module_run(path, name, attrs=None, calib=None, n=2):
+    frames = np.random.default_rng(2).integers(0, 1 << 16, (n, 1, 3, 5)).astype(np.uint16)
+    with RunWriter(path, "dark") as w:
+        w.detector(name, calib=calib, attrs=attrs)
+        with w.step() as s:
+            for f in frames:
+                s.event(**{name: f})
+    return frames
+
+
+@pytest.mark.parametrize("name", sorted(TYPES))
+def test_each_type_s_single_segment_shape_everywhere(tmp_path, name):
+    from calibsuite_h5source import psana1
+    from calibsuite_h5source.format.detector_types import detector_type
+
+    keeps, calib_raw = TYPES[name]
+    path = tmp_path / f"{name}.h5"
+    frames = one_module_run(path, name, calib={"pixel_rms": np.ones((1, 3, 5), np.float32)})
+    want = lambda a: a if keeps else a[..., 0, :, :]  # noqa: E731
+    run = next(DataSource(files=str(path)).runs())
+    det = run.Detector(name)
+    evts = list(run.events())
+    for i, evt in enumerate(evts):
+        raw, calib = det.raw.raw(evt), det.raw.calib(evt)
+        np.testing.assert_array_equal(raw, want(frames[i]))
+        assert raw.shape == calib.shape and raw.dtype == np.uint16
+        t = detector_type(name)
+        if calib_raw:  # psana: no pedestals, calib returns raw (its dtype, its gain bits)
+            assert calib.dtype == np.uint16
+            np.testing.assert_array_equal(calib, raw)
+        else:  # epix10ka/epixhr: float32 raw & data_bit_mask; unknown types as before: float32 (masked when known)
+            assert calib.dtype == np.float32
+            np.testing.assert_array_equal(calib, (raw & t.gain_bits_mask) if t else raw)
+        assert det.raw.image(evt).ndim == 2
+    assert det.raw._rms().shape == want(np.ones((1, 3, 5))).shape  # constants shaped as raw
+    assert det.raw.frames().shape == (2, *want(frames[0]).shape)  # arrays API: frames[j] shaped as raw(evt j)
+    np.testing.assert_array_equal(det.raw.frames(), want(frames))
+    ds1 = psana1.DataSource(str(path))
+    det1 = psana1.Detector(name)
+    evt1 = next(ds1.events())
+    assert det1.shape() == det1.raw(evt1).shape == want(frames[0]).shape  # psana1's shape() agrees with raw
+    assert det1.rms().shape == want(frames[0]).shape
+
+
+@pytest.mark.parametrize("name, recorded, shape", [("jungfrau", False, (3, 5)), ("epix100", True, (1, 3, 5)),
+                                                   ("andor", True, (1, 3, 5)), ("epixM", False, (3, 5))])
+def test_the_shape_convert_recorded_wins_over_the_type_table(tmp_path, name, recorded, shape):
+    from calibsuite_h5source.format.shapes import MODULE_AXIS_ATTR
+
+    path = tmp_path / "r.h5"
+    one_module_run(path, name, attrs={MODULE_AXIS_ATTR: recorded})
+    run = next(DataSource(files=str(path)).runs())
+    assert run.Detector(name).raw.raw(next(run.events())).shape == shape
+    run = next(DataSource(files=str(path), keep_module_axis=True).runs())
+    assert run.Detector(name).raw.raw(next(run.events())).shape == (1, 3, 5)
+
+
+def test_the_type_comes_from_det_type_before_the_name(tmp_path):
+    path = tmp_path / "r.h5"
+    with RunWriter(path, "dark") as w:
+        w.detector("cam", detType="jungfrau")
+        with w.step() as s:
+            s.event(cam=np.zeros((1, 3, 5), np.uint16))
+    run = next(DataSource(files=str(path)).runs())
+    assert run.Detector("cam").raw.raw(next(run.events())).shape == (1, 3, 5)
+
+
+def test_the_rule_s_helpers():
+    from calibsuite_h5source.format import shapes
+
+    assert shapes.keeps_module_axis("x", {}, (4, 3, 5)) and shapes.keeps_module_axis("x", {}, (1, 3, 5), True)
+    assert not shapes.keeps_module_axis("x", {}, (1, 3, 5))
+    assert shapes.keeps_module_axis("jungfrau1M", {}, (1, 3, 5))
+    assert shapes.keeps_module_axis("x", {"detType": b"jungfrau"}, (1, 3, 5))
+    assert shapes.module_axis_attr(np.zeros((3, 5))) is False and shapes.module_axis_attr(np.zeros((1, 3, 5)))
+    assert shapes.returned_shape((1, 3, 5), True) == (3, 5) and shapes.returned_shape((2, 3, 5), True) == (2, 3, 5)
+    assert shapes.drop_module_axis(np.zeros((7, 1, 3, 5)), True).shape == (7, 3, 5)
+    assert shapes.drop_module_axis(None, True) is None

@@ -123,7 +123,7 @@ def test_summary_is_true_and_reductions_pass_through_in_serial():
     assert smd.summary is True and smd.sum(arr) is arr and smd.sum(None) is None and smd.max(4) == 4
 
 
-# -- under MPI: every rank a worker ---------------------------------------------------------
+# -- under MPI: psana's workers (ranks 2..) reduce; smd0, event builders and servers do nothing --------
 
 @pytest.fixture(scope="module")
 def mpi_run(tmp_path_factory):
@@ -138,19 +138,19 @@ def frames_of(path):
 @pytest.mark.mpi
 @pytest.mark.slow
 @needs_mpi
-@pytest.mark.parametrize("n_ranks", [2, 3])
-def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, mpi_run, n_ranks):
-    # 7 events in 2 steps of < 1000 (psana's batch): each step is one batch, so with 3 ranks one rank reads nothing
-    launch("suite_summary.py", n_ranks, mpi_run, tmp_path)
+@pytest.mark.parametrize("n_ranks, env, workers", [
+    (3, {}, [2]), (4, {"PS_SRV_NODES": "1"}, [2]), (5, {}, [2, 3, 4]), (2, {"CALIBSUITE_EVERY_RANK_A_WORKER": "1"}, [0, 1])])
+def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, mpi_run, n_ranks, env, workers):
+    # 7 events in 2 steps, fewer than psana's 1000-event batch: the whole run is one batch, read by the first worker
+    launch("suite_summary.py", n_ranks, mpi_run, tmp_path, env=env)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n_ranks)]
-    assert all(r["summary"] for r in ranks)
-    assert [r["has_total"] for r in ranks] == [True] + [False] * (n_ranks - 1)
-    assert ranks[0]["count"] == ranks[0]["count64"] == [7] and sum(r["n"] for r in ranks) == 7
-    assert ranks[0]["ones"] == [n_ranks, n_ranks] and all(r["ones"] == [1, 1] for r in ranks[1:])
-    if n_ranks == 3:
-        assert sorted(r["n"] for r in ranks) == [0, 3, 4]
+    assert [r["summary"] for r in ranks] == [r in workers for r in range(n_ranks)]
+    assert [r["has_total"] for r in ranks] == [r == workers[0] for r in range(n_ranks)]
+    first = ranks[workers[0]]
+    assert first["count"] == first["count64"] == [7] and [r["n"] for r in ranks] == [7 * (r == workers[0]) for r in range(n_ranks)]
+    assert first["ones"] == [len(workers)] * 2 and all(r["ones"] == [1, 1] for k, r in enumerate(ranks) if k != workers[0])
     frames = frames_of(mpi_run)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"rank{r}.json" for r in range(n_ranks)] + ["smd.h5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"rank{r}.json" for r in range(n_ranks)] + ["smd.h5"])
     with h5py.File(tmp_path / "smd.h5") as f:
         np.testing.assert_array_equal(f["sums/total"][()], frames.sum(axis=0))
         np.testing.assert_array_equal(f["high"][()], frames.max(axis=0))
@@ -166,9 +166,9 @@ def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, m
 @pytest.mark.slow
 @needs_mpi
 def test_no_rank_reads_an_event(tmp_path, mpi_run):
-    launch("suite_summary.py", 3, mpi_run, tmp_path, "none")
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
-    assert [r["n"] for r in ranks] == [0, 0, 0] and ranks[0]["count"] == [0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0.json", "rank1.json", "rank2.json", "smd.h5"]
+    launch("suite_summary.py", 4, mpi_run, tmp_path, "none")  # two workers, ranks 2 and 3
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(4)]
+    assert [r["n"] for r in ranks] == [0, 0, 0, 0] and ranks[2]["count"] == [0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"rank{r}.json" for r in range(4)] + ["smd.h5"]
     with h5py.File(tmp_path / "smd.h5") as f:  # reductions of nothing are None: skipped
         assert sorted(f) == ["config", "sums"] and list(f["sums"]) == ["count"]

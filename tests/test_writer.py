@@ -167,7 +167,7 @@ def test_exception_inside_with_keeps_finished_steps(tmp_path):
     run = next(DataSource(files=str(path)).runs())
     assert run.complete is False
     det = run.Detector("epixM")
-    assert [int(det.raw.raw(e)[0, 0]) for e in run.events()] == [0, 1, 2, 3, 10, 11, 12, 13]
+    assert [int(det.raw.raw(e)[0, 0, 0]) for e in run.events()] == [0, 1, 2, 3, 10, 11, 12, 13]
 
 
 def test_a_refused_step_can_be_retried(tmp_path):

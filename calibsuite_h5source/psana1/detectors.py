@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.errors import UnknownDetectorError
+from calibsuite_h5source.format import shapes
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.psana1.events import (  # noqa: F401 - psana1's names, also importable from here
     EVR_TYPES,
@@ -142,7 +143,7 @@ class AreaDetector(_PerRun):
     raw_data = raw
 
     def calib(self, evt, cmpars=None, **kwargs):
-        """Calibrated frame (float32; the package's ``det.raw.calib``), or None. ``cmpars`` is ignored."""
+        """Calibrated frame (the package's ``det.raw.calib``: its dtype and shape rules), or None. ``cmpars`` is ignored."""
         return None if evt is None else self._det(evt).raw.calib(evt._evt)
 
     def image(self, evt, nda_in=None, **kwargs):
@@ -152,8 +153,9 @@ class AreaDetector(_PerRun):
         return self._det(evt).raw.image(None if evt is None else evt._evt, nda_in)
 
     def _const(self, ctype, par):
-        const = self._det(par if isinstance(par, Event) else None).calibconst.get(ctype)
-        return None if const is None else np.asarray(const[0])
+        det = self._det(par if isinstance(par, Event) else None)
+        const = det.calibconst.get(ctype)  # shaped as raw (psana's single-segment rule: format/shapes.py)
+        return None if const is None else shapes.drop_module_axis(np.asarray(const[0]), det.raw.drops_module_axis)
 
     def pedestals(self, par=None):
         """``calib/pedestals`` of the run, or None (psana1 returns None without constants)."""
@@ -169,7 +171,9 @@ class AreaDetector(_PerRun):
         return self._const("pixel_status", par)
 
     def shape(self, par=None):
-        return tuple(self._det(par if isinstance(par, Event) else None).raw._src.frame_shape)
+        """The shape :meth:`raw` gives (psana's single-segment rule for the type: ``format/shapes.py``)."""
+        raw = self._det(par if isinstance(par, Event) else None).raw
+        return shapes.returned_shape(raw._src.frame_shape, raw.drops_module_axis)
 
     def size(self, par=None):
         return int(np.prod(self.shape(par)))

@@ -1,8 +1,10 @@
 """psana-style detector objects: what ``run.Detector(name)`` returns.
 
 * :class:`AreaDetector`: ``det.raw.raw(evt)``, ``.calib(evt)``, ``.image(evt)``,
-  ``det.calibconst``. A single-module detector gives ``[row, col]`` frames, as
-  psana does for one segment, unless ``keep_module_axis`` is True. Stored
+  ``det.calibconst``. A single-module frame comes back in the shape psana
+  gives for that detector type (``[row, col]`` for epix100, ``[1, row, col]``
+  for jungfrau: :mod:`calibsuite_h5source.format.shapes`), or always with
+  its module axis when ``keep_module_axis`` is True. Stored
   per-event header fields answer as ``det.raw.<field>(evt)`` (epixM's
   ``frameNo``, ``asicNo``, ``autoFillMask``, ``fixedMask``), and the file's
   constants as psana's ``det.raw._pedestals()``, ``_gain()``, ``_rms()``,
@@ -21,6 +23,7 @@ import math
 
 import numpy as np
 
+from calibsuite_h5source.format import shapes
 from calibsuite_h5source.format.constants import N_EVENTCODES
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.h5.dataset import read_whole
@@ -70,14 +73,14 @@ class _AreaRaw:
         self.gain_bits_mask = None if mask is None or src.dtype is None or src.dtype.kind not in "iu" else int(mask)
         self._constants = None
         self._stored_constants = {}
-        #: True when frames lose their one-module axis (psana's single-segment shape)
-        self.drops_module_axis = not keep_module_axis and len(src.frame_shape) == 3 and src.frame_shape[0] == 1
+        #: True when frames lose their one-module axis (psana's single-segment shape for this type)
+        self.drops_module_axis = not shapes.keeps_module_axis(src.name, src.attrs, src.frame_shape, keep_module_axis)
+        #: True when ``calib`` without constants is ``raw`` itself (psana's class for this type)
+        self.calib_is_raw = shapes.calib_is_raw(src.name, src.attrs)
 
     def _shaped(self, a):
         """Drop the module axis of a ``[..., 1, row, col]`` array when this detector does so."""
-        if a is None or not self.drops_module_axis or a.ndim < 3 or a.shape[-3] != 1:
-            return a
-        return a[..., 0, :, :]
+        return shapes.drop_module_axis(a, self.drops_module_axis)
 
     def _frame(self, evt):
         """The stored ``[module, row, col]`` frame of an event, or None."""
@@ -92,8 +95,9 @@ class _AreaRaw:
     def raw(self, evt):
         """Return the event's frame in the stored dtype, or None.
 
-        ``[module, row, col]``; ``[row, col]`` for a single-module detector
-        (psana's shape for one segment) unless the module axis is kept.
+        ``[module, row, col]``; a single-module frame in psana's shape for the
+        detector type (:mod:`calibsuite_h5source.format.shapes`), unless the
+        module axis is kept.
         """
         return self._shaped(self._frame(evt))
 
@@ -160,16 +164,20 @@ class _AreaRaw:
         return self._constants
 
     def calib(self, evt):
-        """Return the event's calibrated frame as float32, or None.
+        """Return the event's calibrated frame, or None.
 
-        With ``calib/pedestals`` in the file: ``raw - pedestals`` (``[gain, ...]``
-        pedestals indexed by the pixel's gain bits), divided by ``pixel_gain``
-        when present. Without constants: ``raw & gainBitsMask``, else raw.
-        Shaped as :meth:`raw`.
+        With ``calib/pedestals`` in the file: float32 ``raw - pedestals``
+        (``[gain, ...]`` pedestals indexed by the pixel's gain bits), divided
+        by ``pixel_gain`` when present. Without constants, as psana's class for
+        the type: ``raw`` itself (jungfrau, epix100, epixM, epixUHR, archon),
+        else float32 ``raw & gainBitsMask`` (epix10ka, epixhr; other types:
+        float32 raw without a mask). Shaped as :meth:`raw`.
         """
         raw = self._frame(evt)
         if raw is None:
             return None
+        if self.calib_is_raw and self._calib_constants().get("pedestals") is None:
+            return self._shaped(raw)
         return self._shaped(self._calibrated(raw))
 
     def _calibrated(self, raw):
@@ -196,19 +204,26 @@ class _AreaRaw:
 
     # whole arrays: see calibsuite_h5source.read.arrays
     def frames(self, step=None, events=None, **kwargs):
-        """Frames ``[event, module, row, col]`` of one step or all (:func:`calibsuite_h5source.read.arrays.frames`)."""
+        """Frames ``[event, *raw's shape]`` of one step or all (:func:`calibsuite_h5source.read.arrays.frames`).
+
+        Each ``frames(...)[j]`` has the shape :meth:`raw` gives for that event.
+        """
         from calibsuite_h5source.read import arrays
-        return arrays.frames(self, step, events, **kwargs)
+        return self._shaped(arrays.frames(self, step, events, **kwargs))
 
     def dask_array(self, step=None, **kwargs):
-        """Lazy dask frames ``[event, module, row, col]`` (:func:`calibsuite_h5source.read.arrays.dask_array`)."""
+        """Lazy dask frames ``[event, *raw's shape]`` (:func:`calibsuite_h5source.read.arrays.dask_array`)."""
         from calibsuite_h5source.read import arrays
-        return arrays.dask_array(self, step, **kwargs)
+        return self._shaped(arrays.dask_array(self, step, **kwargs))
 
     def xarray(self, step=None, events=None, **kwargs):
-        """Frames as an ``xarray.DataArray`` with run coordinates (:func:`calibsuite_h5source.read.arrays.to_xarray`)."""
+        """Frames as an ``xarray.DataArray`` with run coordinates (:func:`calibsuite_h5source.read.arrays.to_xarray`).
+
+        Dims ``(event, module, row, col)``, or ``(event, row, col)`` where :meth:`raw` is 2-D.
+        """
         from calibsuite_h5source.read import arrays
-        return arrays.to_xarray(self, step, events, **kwargs)
+        x = arrays.to_xarray(self, step, events, **kwargs)
+        return x.isel(module=0) if self.drops_module_axis and x.sizes.get("module") == 1 else x
 
     def present(self, step=None):
         """The ``present`` mask over the stored events of one step or all."""

@@ -54,6 +54,18 @@ class Event:
         """Return the run this event belongs to (``expt``, ``runnum``, ``timestamp``)."""
         return self._run
 
+    def EndOfBatch(self) -> list:  # noqa: N802
+        """Return ``[intg_det]`` when this event closes an integrating batch, else ``[]``, as psana does.
+
+        psana marks every event holding the integrating detector (``intg_det=``)
+        as the end of a batch, whatever ``batch_size``, serially and under MPI;
+        without ``intg_det`` (or when the run has no such detector) no event is
+        marked. The list holds the ``intg_det`` name as it was passed to the
+        DataSource. Scripts write ``if evt.EndOfBatch():`` to close their sums
+        at each integrated frame.
+        """
+        return self._run._end_of_batch(self._step, self._i)
+
     def __repr__(self):
         return f"<Event step={self._step} event={self._i} timestamp={self.timestamp}>"
 
@@ -161,7 +173,10 @@ class Run:
             self._keep_detectors(detectors)
         self._times = None
         self._scan = self._scan_detectors()
-        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition(), intg_det)
+        self._intg_det = intg_det or None
+        self._intg_masks = None  # per step, the events holding intg_det; made when first needed
+        self._first_ts = None
+        self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
         self._cursor_step = 0
         self._cursor_pos = 0
         #: psana's run timestamp: the header's ``timestamp`` (BeginRun), else the first event's
@@ -169,6 +184,8 @@ class Run:
 
     # -- set-up -------------------------------------------------------------------
     def _first_timestamp(self) -> int:
+        if self._first_ts is not None:  # under MPI: the run's first event, the same on every rank
+            return self._first_ts
         k = next((k for k, s in enumerate(self._selected) if len(s)), None)
         return 0 if k is None else int(self._index.timestamps[k][self._selected[k][0]])
 
@@ -202,25 +219,37 @@ class Run:
         scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
-    def _integrating(self, intg_det):
-        """Per step, the bool mask of events holding ``intg_det`` (None: no integrating detector)."""
-        if not intg_det:
-            return None
+    def _integrating(self):
+        """Per step, the bool mask of events holding ``intg_det`` (None: no integrating detector); cached."""
+        if self._intg_masks is not None or not self._intg_det:
+            return self._intg_masks or None
+        intg_det = self._intg_det
         kind, real = self._resolve(intg_det, {"area": self._index.area, "side": self._index.side})
         if kind is None:
             log.warning("intg_det=%r: this run holds no such detector (available: %s); events are dealt "
-                        "in plain batches, as psana does", intg_det, sorted([*self._index.area, *self._index.side]))
+                        "in plain batches and evt.EndOfBatch() is [], as psana does", intg_det,
+                        sorted([*self._index.area, *self._index.side]))
+            self._intg_masks = []
             return None
         n = self._index.n_events
         if kind == "side":  # side data is in every event
-            return [np.ones(k, dtype=bool) for k in n]
-        present = self._index.area[real].present
-        return [np.ones(k, dtype=bool) if present[s] is None else np.asarray(present[s], dtype=bool)
-                for s, k in enumerate(n)]
+            self._intg_masks = [np.ones(k, dtype=bool) for k in n]
+        else:
+            present = self._index.area[real].present
+            self._intg_masks = [np.ones(k, dtype=bool) if present[s] is None else np.asarray(present[s], dtype=bool)
+                                for s, k in enumerate(n)]
+        return self._intg_masks
 
-    def _select(self, max_events, timestamps, partition, intg_det=None) -> list:
+    def _end_of_batch(self, step: int, i: int) -> list:
+        """psana's ``EndOfBatch`` of event ``i`` of ``step`` (see :meth:`Event.EndOfBatch`)."""
+        masks = self._integrating()
+        if masks is None or step >= len(masks) or not masks[step][i]:
+            return []
+        return [self._intg_det]
+
+    def _select(self, max_events, timestamps, partition) -> list:
         """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``,
-        then this rank's share (:mod:`.partition`)."""
+        then this rank's share (:mod:`.partition`): every step on a worker, none on another rank."""
         idx = self._index
         if timestamps is None and not partition.is_mpi():
             return _Selection(idx.n_events, max_events)  # each step counted when reached
@@ -243,8 +272,13 @@ class Run:
             selected = cut
         if not partition.is_mpi():
             return selected
-        ends = self._integrating(intg_det)
-        return [partition.select(k, sel, None if ends is None else ends[k][sel]) for k, sel in enumerate(selected)]
+        k = next((k for k, sel in enumerate(selected) if len(sel)), None)
+        # the run's first selected event, the same on every rank (a non-worker reads none)
+        self._first_ts = 0 if k is None else int(idx.timestamps[k][selected[k][0]])
+        if not partition.is_worker:
+            return []  # psana's smd0, event builders and servers see the run, no step and no event
+        ends = self._integrating()
+        return partition.deal(selected, None if ends is None else [ends[k][sel] for k, sel in enumerate(selected)])
 
     # -- random access (psana1's indexed mode) -------------------------------------
     def _time_index(self):
@@ -335,7 +369,7 @@ class Run:
         names, or return a detector whose calls return None when
         ``accept_missing`` is True. ``keep_module_axis`` (default: the
         DataSource's) keeps ``[1, row, col]`` frames of a single-module
-        detector instead of psana's ``[row, col]``.
+        detector whatever psana's shape for its type.
         """
         kind, real = self._resolve(name, {"area": self._area, "side": self._side, "scan": self._scan})
         if kind == "area":

@@ -16,20 +16,26 @@
 
 Rows are buffered and appended in blocks of ``batch_size``.
 
-Under MPI every rank is a worker (psana's smalldata "client"; psana also has
-smd0, event-builder and server ranks, which do not exist here), so, as
-psana's clients do:
+Under MPI only psana's worker ranks (its smalldata "clients") read events
+(:mod:`calibsuite_h5source.psana2.partition`); as psana's clients do:
 
-* ``smd.summary`` is True on every rank (and in serial mode): scripts write
-  ``if smd.summary: total = smd.sum(part)`` and every rank must enter;
-* ``sum``/``max``/``min`` are collectives over all ranks: the result is on
-  the first rank (rank 0), None elsewhere; a rank passing None (it saw no
+* ``smd.summary`` is True on every worker (and in serial mode), False on
+  the other ranks (psana's smd0, event builders and servers): scripts write
+  ``if smd.summary: total = smd.sum(part)`` and every worker must enter;
+* ``sum``/``max``/``min`` are collectives over the workers: the result is on
+  the first worker, None elsewhere; a worker passing None (it saw no
   events) contributes nothing; python scalars come back as shape ``(1,)``
-  arrays, as psana's do;
-* ``save_summary`` stores on the first rank only;
-* each rank buffers its rows in ``<filename>.part<rank>``; ``done()`` joins
-  them into ONE file sorted by timestamp (psana keeps server order and
-  leaves the part files behind a virtual dataset) and removes the parts.
+  arrays, as psana's do; on a non-worker they return None at once;
+* ``save_summary`` stores on the first worker only;
+* no server rank is needed (psana refuses ``ds.smalldata()`` under MPI
+  without ``PS_SRV_NODES >= 1``; here it works with 0): each worker buffers
+  its rows in ``<filename>.part<k>`` (``k`` its place among the workers) and
+  ``done()`` joins them on the first worker into ONE file sorted by
+  timestamp (psana's servers write in arrival order and leave the part
+  files behind a virtual dataset) and removes the parts. Server ranks, when
+  ``PS_SRV_NODES`` makes some, stay idle, like the other non-workers.
+
+In the opt-in every-rank-a-worker mode every rank is a worker.
 """
 
 from __future__ import annotations
@@ -224,15 +230,19 @@ class SmallData:
 
     Notes
     -----
-    Under MPI every rank is a worker (psana's "client"): :attr:`summary` is
-    True everywhere, reductions are collectives that every rank must call,
-    and the first rank (rank 0) holds their results and writes the summary.
+    Under MPI the workers are psana's "clients": :attr:`summary` is True on
+    them, reductions are collectives that every worker must call, and the
+    first worker holds their results and writes the summary. On the other
+    ranks everything is a no-op (:attr:`summary` False, reductions None).
     """
 
     def __init__(self, ds=None, filename=None, batch_size: int = 1000, **kwargs):
         partition = getattr(ds, "_partition", None)
-        self._comm = getattr(partition, "comm", None)
+        self._worker = bool(getattr(partition, "is_worker", True))
+        self._comm = getattr(partition, "worker_comm", None)  # the workers only (None: serial, or not a worker)
+        #: this rank's place among the workers (0: the first worker, which holds results)
         self.rank = 0 if self._comm is None else self._comm.Get_rank()
+        #: workers taking part
         self.size = 1 if self._comm is None else self._comm.Get_size()
         self.filename = None if filename is None else str(filename)
         self.batch_size = int(batch_size)
@@ -240,8 +250,8 @@ class SmallData:
         self._last_ts = -1
         self._summary: dict = {}
         self._file = None
-        if self.filename is not None:
-            self._file = _RowFile(self.filename if self.size == 1 else self._part_name(self.rank))
+        if self.filename is not None and self._worker:
+            self._file = _RowFile(self.filename if self._comm is None else self._part_name(self.rank))
         if kwargs:
             log.debug("smalldata: ignoring keywords %s", sorted(kwargs))
 
@@ -277,14 +287,16 @@ class SmallData:
     # -- reductions --------------------------------------------------------------
     @property
     def summary(self) -> bool:
-        """True: every rank here is a worker (psana: True in serial mode and on every worker rank).
+        """True in serial mode and on every worker rank, False on psana's other ranks (as psana's).
 
         Scripts write ``if smd.summary: total = smd.sum(part)``; the reduction
         is a collective, so every worker rank must enter that block.
         """
-        return True
+        return self._worker
 
     def _reduce(self, value, op: str, inplace: bool = False):
+        if not self._worker:
+            return None  # psana's smd0/eb/srv ranks: no part in the collective
         if self._comm is None:
             return value
         from mpi4py import MPI
@@ -332,9 +344,9 @@ class SmallData:
 
         Returns
         -------
-        Serial: ``value`` unchanged. MPI: on the first rank the sum, an
+        Serial: ``value`` unchanged. MPI: on the first worker the sum, an
         ndarray (a scalar becomes shape ``(1,)``, as in psana); None on the
-        other ranks. Every rank must call it.
+        other ranks. Every worker must call it.
         """
         return self._reduce(value, "sum", inplace)
 
@@ -351,11 +363,11 @@ class SmallData:
         """Save non-per-event data, written at :meth:`done`.
 
         Nested dicts become groups (``{'means': {'1000': m}}`` -> ``means/1000``).
-        Only the first rank stores anything (a no-op elsewhere, as in psana);
+        Only the first worker stores anything (a no-op elsewhere, as in psana);
         a value of None is skipped with a warning; see :func:`summary_value`
         for what can be stored. Bad values raise :class:`SmallDataError` here.
         """
-        if self.rank != 0:
+        if self.rank != 0 or not self._worker:
             return
         data = dict(kwargs)
         for d in dicts:
@@ -371,9 +383,12 @@ class SmallData:
     def done(self) -> None:
         """Write what is buffered, merge the ranks' rows into one file sorted by timestamp, close.
 
-        Every rank must call it. Leaves exactly one file, ``filename`` (no
-        part files), even when some or all ranks saw no events.
+        Every worker must call it (on another rank it does nothing). Leaves
+        exactly one file, ``filename`` (no part files), even when some or all
+        workers saw no events.
         """
+        if not self._worker:
+            return
         error = None  # raised after the last barrier, so that no other rank is left waiting
         try:
             self._flush()

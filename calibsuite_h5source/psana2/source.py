@@ -26,7 +26,7 @@ IGNORED_KWARGS = {
     "destination", "filter", "prom_jobid", "psmon_publish", "use_calib_cache",
 }
 #: psana keywords that decide which events an MPI rank reads (:mod:`.partition`).
-PARTITION_KWARGS = {"batch_size", "intg_det", "parallel"}
+PARTITION_KWARGS = {"batch_size", "intg_det", "parallel", "every_rank_a_worker"}
 
 
 class H5DataSource:
@@ -43,13 +43,24 @@ class H5DataSource:
     timestamps : array of int, optional
         Read only the events with these timestamps.
     batch_size, intg_det : optional
-        Under MPI, how events are dealt to ranks, as psana deals them
-        (:mod:`calibsuite_h5source.psana2.partition`); no effect in serial runs.
+        Under MPI, how events are dealt to the worker ranks, as psana deals
+        them (:mod:`calibsuite_h5source.psana2.partition`). ``intg_det`` also
+        makes ``evt.EndOfBatch()`` name it on every event that holds it,
+        serially too, as psana's.
+    every_rank_a_worker : bool, optional
+        Under MPI, make every rank read events instead of psana's roles (rank
+        0 smd0, ranks 1..``PS_EB_NODES`` event builders, the last
+        ``PS_SRV_NODES`` servers, workers between). Default: the environment
+        variable ``CALIBSUITE_EVERY_RANK_A_WORKER``, else False. A script
+        written for psana's worker count may then hang or abort (see
+        ``docs/psana-differences.rst``).
     keep_module_axis : bool
-        False (default): a single-module detector gives ``[row, col]`` frames
-        from ``det.raw.raw/calib/image``, as psana does for one segment.
-        True: ``[1, row, col]``, as stored. ``run.Detector(name,
-        keep_module_axis=...)`` overrides it per detector.
+        False (default): a single-module detector's frames from
+        ``det.raw.raw/calib`` have the shape psana gives for its type
+        (``[row, col]`` for epix100, ``[1, row, col]`` for jungfrau:
+        :mod:`calibsuite_h5source.format.shapes`). True: always ``[1, row,
+        col]``, as stored. ``run.Detector(name, keep_module_axis=...)``
+        overrides it per detector.
     live : bool
         Follow runs that are still being written (:mod:`calibsuite_h5source.psana2.live`):
         events come as the writer makes them durable, and the run ends when
@@ -144,11 +155,16 @@ class H5DataSource:
         return self._partition.is_mpi()
 
     def is_srv(self) -> bool:
-        """False: h5 sources have no server ranks."""
-        return False
+        """True on the ranks psana gives to its smalldata servers (the last ``PS_SRV_NODES``), as psana's.
+
+        Such a rank serves nothing here (smalldata needs no server: the workers
+        write part files that the first worker joins at ``smd.done()``); like
+        psana's, it sees the run without steps or events.
+        """
+        return getattr(self._partition, "role", "bd") == "srv"
 
     def unique_user_rank(self) -> bool:
-        """True on exactly one rank."""
+        """True on exactly one rank: the last worker under MPI, as psana's."""
         return self._partition.unique_user_rank()
 
     def __repr__(self):

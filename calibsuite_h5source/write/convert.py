@@ -8,8 +8,9 @@ always with ``skip_calib_load='all'``) and writes it with
   or ``calib``): ``det.raw.raw(evt)``, or ``det.raw.calib(evt)`` for
   detectors psana exposes only that way (``andor``, ``hsd`` in psana's test
   data), as ``[module, row, col]``: 2-D data (one segment: andor, hsd,
-  epix100, archon) is stored with one module and the reader gives it back
-  2-D, as psana does; events where psana returns None, or raises because the
+  epix100, archon) is stored with one module; the group attribute
+  ``psanaModuleAxis`` records whether psana gave 2-D or ``[1, row, col]``
+  (jungfrau) frames, so the reader gives them back as psana did; events where psana returns None, or raises because the
   detector is absent from that event (mixed readout rates), stay missing (the
   reader returns None again);
 * every step and event in order, with psana's timestamps; ``max_events``
@@ -41,6 +42,7 @@ import os
 import numpy as np
 
 from calibsuite_h5source.errors import H5SourceError, MissingDependencyError, WriterError
+from calibsuite_h5source.format import shapes as frame_shapes
 from calibsuite_h5source.format.constants import N_EVENTCODES
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.format.script_types import canonical_script_type
@@ -99,14 +101,18 @@ class _Reads:
     def __init__(self, out_path):
         self.out_path = out_path
         self.failures: dict[str, list] = {}
+        self.module_axis: dict[str, bool] = {}  # per detector: psana gave [1, row, col] (True) or [row, col]
 
     def __call__(self, name, read, evt):
         try:
-            return _as_frame(read(evt))
+            a = read(evt)
         except ABSENT_ERRORS as exc:
             count = self.failures.setdefault(name, [0, exc])
             count[0] += 1
             return None
+        if a is not None and name not in self.module_axis:
+            self.module_axis[name] = frame_shapes.module_axis_attr(a)
+        return _as_frame(a)
 
     def report(self) -> None:
         for name, (n, exc) in self.failures.items():
@@ -145,7 +151,7 @@ def _probe(psana, source, names, max_events) -> dict:
             if n not in found:
                 a = reads(n, read, evt)
                 if a is not None:
-                    found[n] = (a.shape, a.dtype)
+                    found[n] = (a.shape, a.dtype, reads.module_axis[n])
         seen += 1
         if len(found) == len(readers) or (max_events and seen >= max_events):
             break
@@ -243,7 +249,8 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
             method = readers[n][1]
             declare = dict(detType=dettype, gainBitsMask=t.gain_bits_mask if t and method == "raw" else None,
                            shape=shapes[n][0], dtype=shapes[n][1],
-                           attrs={"dettype": dettype, "detVersion": version, "psanaMethod": method})
+                           attrs={"dettype": dettype, "detVersion": version, "psanaMethod": method,
+                                  frame_shapes.MODULE_AXIS_ATTR: shapes[n][2]})
             try:
                 w.detector(n, geometry=_geometry(dets[n]), **declare)
             except WriterError as exc:  # psana's geometry does not fit what is stored: keep the data

@@ -18,8 +18,11 @@ ds = DataSource(files=path, **kwargs)
 run = next(ds.runs())
 det, bm = run.Detector("epixm"), run.Detector("wave8")
 flux_ts = None
-frames, paired = [], []
+frames, paired, end_of_batch, values = [], [], [], []
 for evt in run.events():
+    if evt.EndOfBatch():
+        end_of_batch.append(evt.timestamp)
+        values = evt.EndOfBatch()
     frame = det.raw.raw(evt)
     if frame is None:  # a beam-monitor-only event: remember its flux
         flux_ts, flux = evt.timestamp, float(bm.raw.peakAmplitude(evt)[:2].mean())
@@ -28,4 +31,4 @@ for evt in run.events():
     if flux_ts is not None and evt.timestamp - flux_ts <= 1000:  # the suite's pairing window (ticks)
         paired.append(evt.timestamp)
 with open(f"{outdir}/rank{ds._partition.rank}.json", "w") as fh:
-    json.dump({"frames": frames, "paired": paired}, fh)
+    json.dump({"frames": frames, "paired": paired, "end_of_batch": end_of_batch, "end_of_batch_value": values}, fh)

@@ -35,6 +35,6 @@ if smd.summary:
 smd.done()
 rank = ds._partition.rank
 with open(f"{outdir}/rank{rank}.json", "w") as fh:
-    json.dump({"seen": seen, "step_values": step_values, "is_mpi": ds.is_mpi(),
+    json.dump({"seen": seen, "step_values": step_values, "is_mpi": ds.is_mpi(), "n_steps": run.n_steps,
                "unique": ds.unique_user_rank(), "is_srv": ds.is_srv(),
-               "summary": smd.summary, "sum": None if summed is None else float(np.asarray(summed).ravel()[0])}, fh)
+               "summary": smd.summary, "timestamp": run.timestamp, "sum": None if summed is None else float(np.asarray(summed).ravel()[0])}, fh)

@@ -19,6 +19,8 @@ smd = ds.smalldata(filename=f"{outdir}/smd.h5")
 run = next(ds.runs())
 det = run.Detector("epixm")
 part = hi = lo = None  # stay None on a rank that reads no event
+total = count = count64 = high = low = None  # stay None on a rank that is not a worker
+ones = np.ones(2)
 n = 0
 for evt in run.events():
     frame = det.raw.raw(evt).astype(np.float64)
@@ -31,7 +33,6 @@ if smd.summary:  # the suite's pattern: every worker must enter
     total = smd.sum(part)
     count = smd.sum(n)
     count64 = smd.sum(np.int64(n))  # a numpy scalar counts too (psana's own reduction drops it)
-    ones = np.ones(2)
     smd.sum(ones, inplace=True)  # rank 0's array becomes the sum
     high = smd.max(hi)
     low = smd.min(lo)
