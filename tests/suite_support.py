@@ -24,7 +24,7 @@ import pytest
 from calibsuite_h5source.psana2 import partition
 
 REPO = Path(__file__).resolve().parents[1]
-SUITE = REPO.parent / "shared" / "suite"
+SUITE = Path(os.environ.get("CALIBSUITE_SUITE_DIR", REPO.parent / "shared" / "suite"))
 
 #: The one call the switch replaces, and what replaces it.
 ORIGINAL_CALL = "ds = psana.DataSource(\n            exp=self.exp,"

@@ -73,3 +73,33 @@ def test_importing_the_package_does_not_import_optional_dependencies():
             "bad = [m for m in ('psana', 'mpi4py', 'matplotlib', 'tqdm') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_xtc2_files_open_in_psana_files_mode_whatever_experiment_keywords_come(fake_psana):
+    """The suite's switched get_ds passes files= with its exp=, run=, intg_det=...: psana gets files mode."""
+    kwargs = dict(files="/data/run.xtc2", exp="detdaq21", run=1, dir="/x", shmem="tmo.0", intg_det="Epix10ka",
+                  max_events=0, detectors=["Epix10ka"], skip_calib_load="all")
+    assert DataSource(**kwargs) == "psana-ds"
+    fake_psana.DataSource.assert_called_once_with(files="/data/run.xtc2", intg_det="Epix10ka", max_events=0,
+                                                  detectors=["Epix10ka"], skip_calib_load="all")
+    fake_psana.DataSource.reset_mock()
+    DataSource(exp="detdaq21", run=1, dir="/x")  # no files: experiment mode, unchanged
+    fake_psana.DataSource.assert_called_once_with(exp="detdaq21", run=1, dir="/x")
+
+
+@pytest.mark.psana
+def test_real_psana_opens_an_xtc2_file_given_with_experiment_keywords():
+    from pathlib import Path
+
+    from peer_support import XTC2
+
+    pytest.importorskip("psana")
+    xtc2 = Path(XTC2) / "test_epix_calib.xtc2"
+    if not xtc2.exists():
+        pytest.skip(f"no xtc2 sample data in {XTC2}")
+    # psana alone: exp+run ask for /reg/d/psdm/det/detdaq21/xtc and fail (AssertionError: no smalldata files)
+    ds = DataSource(files=str(xtc2), exp="detdaq21", run=1, intg_det="epixquad", max_events=0,
+                    detectors=["epixquad"], skip_calib_load="all")
+    run = next(ds.runs())
+    assert (run.expt, run.runnum) == ("ueddaq02", 109)  # the file's own run, not the keywords'
+    assert sum(1 for _ in run.events()) == 2

@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 XTC_SUFFIXES = (".xtc2", ".xtc")
+#: Keywords that put psana in another mode than files mode (experiment folder, shared memory). psana
+#: chooses its mode by the first of ``shmem``, ``exp``, ``files`` it is given, so with an xtc2 file they
+#: are dropped: the file's BeginRun names its experiment and run, as psana's files mode reads them.
+NOT_FILES_MODE = ("exp", "run", "dir", "shmem")
 PSANA_INSTALL = ("the real psana is not installed: `apt-get install -y libkrb5-dev` then "
                  "`pip install 'calibsuite_h5source[psana]'` (see README.rst, 'psana interop')")
 
@@ -69,7 +73,23 @@ class PsanaBackend:
         if "zero_copy" in kwargs:  # how h5 frames are read; psana reads xtc2 its own way
             log.debug("zero_copy applies to h5 files; not passed to psana")
             kwargs = {k: v for k, v in kwargs.items() if k != "zero_copy"}
+        if _files(args, kwargs):
+            kwargs = files_mode(kwargs)
         return psana.DataSource(*args, **kwargs)
+
+
+def files_mode(kwargs: dict) -> dict:
+    """psana's keywords for its files mode: :data:`NOT_FILES_MODE` dropped (logged), the rest kept.
+
+    A switched suite ``get_ds`` passes ``files=`` together with the ``exp=``
+    and ``run=`` it always passed; psana would read those as a request for an
+    experiment folder (``/reg/d/psdm/<exp>/xtc``) and ignore the file.
+    """
+    dropped = {k: kwargs[k] for k in NOT_FILES_MODE if k in kwargs}
+    if dropped:
+        log.info("xtc2 files=%s opened in psana's files mode; dropped %s (the file names its own run)",
+                 kwargs.get("files"), dropped)
+    return {k: v for k, v in kwargs.items() if k not in dropped}
 
 
 BACKENDS = (H5Backend, PsanaBackend)
@@ -81,7 +101,10 @@ def DataSource(*args, **kwargs):  # noqa: N802 - psana's name
     ``files='run.h5'`` (or ``.hdf5``/``.hdf``, or a list of them) gives an
     :class:`~calibsuite_h5source.psana2.source.H5DataSource`; ``.xtc2``/``.xtc`` files,
     ``exp=`` with ``run=``, ``shmem=`` or a psana1 string ``'exp=...:run=...'``
-    give the real ``psana.DataSource``, with every keyword passed through.
+    give the real ``psana.DataSource``, with every keyword passed through; but
+    xtc2 ``files=`` always open in psana's files mode, whatever experiment
+    keywords come with them (``exp``, ``run``, ``dir`` and ``shmem`` are
+    dropped, see :func:`files_mode`).
 
     Raises
     ------

@@ -156,7 +156,7 @@ class LiveRun(Run):
         return True
 
     def _max_reached(self) -> bool:
-        return bool(self._max_events) and self._served >= self._max_events
+        return self._terminated or (bool(self._max_events) and self._served >= self._max_events)
 
     def _next_in_step(self) -> Event | None:
         k, i = self._cursor_step, self._cursor_pos

@@ -24,6 +24,7 @@ from calibsuite_h5source.psana2.detector import (
     SideDetector,
     step_docstrings,
 )
+from calibsuite_h5source.psana2.psana_api import EventMethods, RunMethods
 from calibsuite_h5source.read.index_types import RunIndex, ScanVariable
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 L1ACCEPT = 12
 
 
-class Event:
+class Event(EventMethods):
     """One event: psana's ``evt``. ``evt.timestamp`` is a python int."""
 
     __slots__ = ("_run", "_step", "_i", "timestamp")
@@ -155,7 +156,7 @@ class _Selection(Sequence):
         return k
 
 
-class Run:
+class Run(RunMethods):
     """One run file, with psana2's Run interface."""
 
     def __init__(self, index: RunIndex, *, max_events=None, detectors=None, timestamps=None,
@@ -309,6 +310,8 @@ class Run:
 
     # -- the shared cursor --------------------------------------------------------
     def _has_step(self, k: int) -> bool:
+        if self._terminated:
+            return False
         sel = self._selected
         return sel.has(k) if isinstance(sel, _Selection) else k < len(sel)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from calibsuite_h5source.errors import H5SourceError
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.psana2 import partition as _partition
+from calibsuite_h5source.psana2.psana_api import DataSourceMethods
 from calibsuite_h5source.psana2.run import L1ACCEPT, Event, Run, Step  # noqa: F401 - the public names
 from calibsuite_h5source.read.run_index import open_run_index
 
@@ -29,7 +30,7 @@ IGNORED_KWARGS = {
 PARTITION_KWARGS = {"batch_size", "intg_det", "parallel", "every_rank_a_worker"}
 
 
-class H5DataSource:
+class H5DataSource(DataSourceMethods):
     """psana2's ``DataSource`` for h5 run files.
 
     Parameters

@@ -1,7 +1,8 @@
 """Convert a psana2 run into a canonical h5 run (``calibsuite-h5 convert``).
 
 Reads the run with the real psana (``files=`` or ``exp=``/``run=``/``dir=``,
-always with ``skip_calib_load='all'``) and writes it with
+always with ``skip_calib_load='all'``; without a network too, see
+:class:`_OfflineLookup`) and writes it with
 :class:`~calibsuite_h5source.write.writer.RunWriter`:
 
 * area detectors (default: every detector whose psana interface has ``raw``
@@ -33,6 +34,7 @@ always with ``skip_calib_load='all'``) and writes it with
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
 import json
@@ -74,16 +76,74 @@ def _open(psana, source: dict):
         for path in [paths] if isinstance(paths, (str, os.PathLike)) else (paths or []):
             if not os.path.exists(path):
                 raise H5SourceError(f"psana source {key}={path}: no such {'file' if key == 'files' else 'folder'}")
+    lookup = _OfflineLookup() if "exp" in source and not source.get("live") else contextlib.nullcontext()
     try:
-        ds = psana.DataSource(**source)
-        run = next(ds.runs(), None)
+        with lookup:
+            ds = psana.DataSource(**source)
+            run = next(ds.runs(), None)
     except Exception as exc:  # noqa: BLE001 - psana's many failure types (OSError, ConnectionError, RuntimeError...)
-        raise H5SourceError(f"psana could not open the run ({_describe(source)}): {type(exc).__name__}: {exc}"
-                            + (" (is the logbook reachable? give dir= to read the files directly)"
-                               if "exp" in source and "dir" not in source else "")) from exc
+        hint = ""
+        if "exp" in source and "dir" not in source:
+            failed = getattr(lookup, "failures", None)
+            hint = (f" (the logbook was unreachable: {failed[0]};" if failed else " (is the logbook reachable?") + \
+                " give dir= to read the files directly)"
+        raise H5SourceError(f"psana could not open the run ({_describe(source)}): {type(exc).__name__}: {exc}{hint}") from exc
     if run is None:
         raise H5SourceError(f"psana found no run in {_describe(source)}")
     return ds, run
+
+
+class _OfflineLookup:
+    """While psana opens an ``exp=``/``run=`` run, its logbook lookup fails the way psana handles.
+
+    psana's experiment mode first asks the logbook web service for the run's
+    live-mode file list (``DataSourceBase._get_file_info_from_db``). It catches
+    an HTTP error (then finds the run's ``-sNNN-`` stream files on disk, under
+    ``dir=`` or the facility path), but the connection error of a machine
+    without a network escapes it. Inside this context, and only for psana's
+    ``ds_base`` module, an unreachable logbook answers as an HTTP error
+    (status 503 naming the failure); a reachable one is used as before.
+    """
+
+    #: psana's loggers (named after the DataSource class) that report the failed lookup
+    PSANA_LOGGERS = ("SerialDataSource", "MPIDataSource")
+
+    def __init__(self):
+        self.module = importlib.import_module("psana.psexp.ds_base")
+        self.requests = self.module.requests
+        self.failures: list[str] = []
+
+    def get(self, url, *args, **kwargs):
+        """``requests.get``, with a connection failure turned into an HTTP 503 response."""
+        requests = self.requests
+        try:
+            return requests.get(url, *args, **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            log.info("the logbook is unreachable (%s): psana looks for the run's stream files on disk", exc)
+            self.failures.append(f"{type(exc).__name__}: {exc}")
+            response = requests.Response()
+            response.status_code, response.url = 503, url
+            response.reason = f"unreachable ({type(exc).__name__})"
+            return response
+
+    def __getattr__(self, name):  # the rest of the requests module, unchanged
+        return getattr(self.requests, name)
+
+    def filter(self, record) -> bool:
+        """Drop psana's own "unable to connect" line for a lookup this context answered (logged here once)."""
+        return not (self.failures and str(record.msg).startswith("Warning: unable to connect to"))
+
+    def __enter__(self):
+        self.module.requests = self
+        for name in self.PSANA_LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.module.requests = self.requests
+        for name in self.PSANA_LOGGERS:
+            logging.getLogger(name).removeFilter(self)
+        return False
 
 
 def _detector(prun, name: str, option: str):
