@@ -44,6 +44,7 @@ def test_blocks_follow_chunks_steps_and_present_mask(tmp_path, monkeypatch):
     assert raw.dask_array(step=1).shape == (0, 2, 4, 6)
 
 
+@pytest.mark.slow
 def test_graph_pickles_and_runs_under_processes(tmp_path):
     path, _ = layout_file(tmp_path, "canonical")
     lazy = open_run(path).Detector("epixM").raw.dask_array()

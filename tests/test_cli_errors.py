@@ -26,13 +26,13 @@ def bad_inputs(tmp_path, run_file):
         "info missing file": (["info", str(tmp_path / "nope.h5")], "file does not exist"),
         "info folder": (["info", str(tmp_path / "folder.h5")], "is a directory"),
         "info not hdf5": (["info", str(tmp_path / "text.h5")], "not an HDF5 file"),
-        "fake exists": (["fake", str(run_file)], "file exists; pass overwrite=True"),
+        "fake exists": (["fake", str(run_file)], "file exists; pass --overwrite to replace it"),
         "fake unknown detector": (["fake", str(tmp_path / "f.h5"), "--detector", "cspad"], "unknown detector 'cspad'"),
         "fake no events": (["fake", str(tmp_path / "f.h5"), "--events", "0"], "at least one event"),
         "fake missing folder": (["fake", str(missing / "f.h5")], "cannot create the file"),
         "demo no steps": (["demo", "--steps", "0"], "at least one event"),
         "plot unknown detector": (["plot", str(run_file), "-o", str(tmp_path / "p.png"), "--det", "cspad"],
-                                  "no detector 'cspad'"),
+                                  "no area detector 'cspad' in this run; area detectors: ['epixM']"),
         "plot missing step": (["plot", str(run_file), "-o", str(tmp_path / "p.png"), "--step", "5"],
                               "step 5 does not exist"),
         "convert exp without run": (["convert", str(tmp_path / "c.h5"), "--exp", "xpptut15"], "--exp needs --run"),
@@ -80,9 +80,12 @@ def test_os_errors_and_interrupts(run_file, mocker, capsys):
 
 
 def test_info_json_into_a_closed_pipe_is_quiet(run_file):
-    """``calibsuite-h5 info --json run.h5 ... | head -1``: no BrokenPipeError, exit 141 (128 + SIGPIPE)."""
+    """``calibsuite-h5 info --json run.h5 ... | head -1``: no BrokenPipeError, exit 141 (128 + SIGPIPE).
+
+    300 files: about 290 kB of JSON, far more than a pipe holds (64 kB), so the write must meet the closed pipe.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "calibsuite_h5source.cli", "info", "--json", *[str(run_file)] * 80],
+    proc = subprocess.Popen([sys.executable, "-m", "calibsuite_h5source.cli", "info", "--json", *[str(run_file)] * 300],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout.readline().strip() == b"["  # what head -1 reads, then it exits
     proc.stdout.close()
@@ -110,7 +113,7 @@ def test_real_psana_convert_errors_exit_2(tmp_path, mocker, capsys):
 
     out = tmp_path / "c.h5"
     assert main(["convert", str(out), "--files", str(XTC2 / "test_epix_calib.xtc2"), "--timing"]) == 2
-    assert capsys.readouterr().err == "calibsuite-h5 convert: error: timing=True (--timing): this psana run has no " \
+    assert capsys.readouterr().err == "calibsuite-h5 convert: error: --timing: this psana run has no " \
                                       "detector 'timing'; it has ['epixquad']\n"
     mocker.patch.object(ds_base.requests, "get", side_effect=ds_base.requests.ConnectionError("logbook unreachable"))
     assert main(["convert", str(out), "--exp", "xpptut15", "--run", "14"]) == 2

@@ -47,5 +47,5 @@ def test_fake_rejects_bad_options(tmp_path, bad, capsys):
 
 def test_fake_reports_bad_values(tmp_path, capsys):
     assert main(["fake", str(tmp_path / "x.h5"), "--run-type", "dark", "--scan-values", "1,2,3"]) == 2
-    assert "scan_values is for" in capsys.readouterr().err
+    assert "--scan-values is for" in capsys.readouterr().err
     assert main(["fake", str(tmp_path / "y.h5"), "--clusters", "0,0,0"]) == 2

@@ -50,6 +50,7 @@ def test_runs_without_plugin_filters_never_import_hdf5plugin(tmp_path, compressi
     assert got == {"at_open": False, "after": False, "sums": expected, "frames": sum(expected), "problems": []}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compression", ["bitshuffle", "blosc", "zstd"])
 def test_plugin_filters_are_registered_when_a_dataset_needs_them(tmp_path, compression):
     expected = _write(tmp_path / "run.h5", compression)

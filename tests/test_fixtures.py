@@ -67,6 +67,7 @@ def test_readable_but_wrong_files_are_reported():
     assert [(p.code, p.severity) for p in validate(FIXTURES / "broken_scan_changes_in_step.h5")] == [("scan-constant", "warning")]
 
 
+@pytest.mark.slow
 def test_fixtures_are_small_and_reproducible(tmp_path):
     import sys
 

@@ -39,7 +39,8 @@ def test_reference_covers_the_defaults_and_is_small():
             "epixuhr"} <= set(STEMS)
 
 
-@pytest.mark.parametrize("stem", STEMS)
+@pytest.mark.parametrize("stem", [pytest.param(s, marks=pytest.mark.slow) if s in ("jungfrau4M", "epixhr1x4-20") else s
+                                  for s in STEMS])
 def test_coordinates_indexes_and_image_match_psana(stem):
     g = geometry_from_text(default_geometry_text(stem))
     shape = tuple(REF[f"{stem}/shape"])

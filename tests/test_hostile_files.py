@@ -121,6 +121,7 @@ UPSTREAM = [  # (file, fault, message, time limit: short for the hang, generous 
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, fault, where, limit", UPSTREAM, ids=[u[0] for u in UPSTREAM])
 def test_upstream_faults_are_reported_as_unreadable_by_name(name, fault, where, limit, capsys):
     problems = validate(HOSTILE / name, timeout=limit)
@@ -143,6 +144,7 @@ PLAIN_H5PY = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="upstream faults (docs/upstream-faults.rst): libhdf5 2.0.0 global heap "
                                        "loop; hdf5plugin bitshuffle crash on a corrupted chunk header")
 @pytest.mark.parametrize("name", sorted(PLAIN_H5PY))

@@ -209,6 +209,7 @@ def test_live_reader_gives_up_when_writer_goes_quiet(tmp_path):
         stop(proc)
 
 
+@pytest.mark.slow
 def test_live_repetitions_never_give_wrong_data(tmp_path):
     """Many fast runs, flushed every 3 events, followed while written; CALIBSUITE_LIVE_RUNS sets how many (10)."""
     runs = int(os.environ.get("CALIBSUITE_LIVE_RUNS", "10"))

@@ -52,6 +52,7 @@ LAUNCHES = [
 ]
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks, env, batch_size, workers", LAUNCHES)
 def test_roles_batches_steps_and_one_sorted_smalldata(tmp_path, run_file, n_ranks, env, batch_size, workers):
@@ -83,6 +84,7 @@ def test_roles_batches_steps_and_one_sorted_smalldata(tmp_path, run_file, n_rank
     assert sorted(p.name for p in smd.parent.glob("smd.h5*")) == ["smd.h5"]
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_too_few_ranks_for_psana_roles_is_refused_with_what_to_do(tmp_path, run_file):
     out = tmp_path / "refused"
@@ -93,6 +95,7 @@ def test_too_few_ranks_for_psana_roles_is_refused_with_what_to_do(tmp_path, run_
     assert not list(out.iterdir())
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_max_events_is_global(tmp_path, run_file):
     ranks, smd = run_script(tmp_path, 5, run_file, max_events=9, batch_size=2)
@@ -134,6 +137,7 @@ def pairing(tmp_path, paired_run, n_ranks, intg_det, batch_size, env=None):
     return ranks, frames, paired
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks, batch_size, env", [(3, 1, {}), (4, 1, {}), (5, 2, {}), (3, 0, {}),
                                                       (2, 1, {partition.EVERY_RANK_ENV: "1"})])
@@ -147,6 +151,7 @@ def test_intg_det_keeps_every_beam_monitor_frame_pair(tmp_path, paired_run, n_ra
     assert all(r["end_of_batch_value"] in ([], ["EPIXm"]) for r in ranks)
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_without_intg_det_small_batches_lose_pairs(tmp_path, paired_run):
     # the control: plain 3-event batches split pairs, as psana's would; no event ends an integrating batch

@@ -104,7 +104,7 @@ def check_dealing(ranks, expected):
 
 # -- our own psana1-style script ---------------------------------------------------------------
 
-@pytest.mark.parametrize("n_ranks", [0, pytest.param(2, marks=needs_mpi)])
+@pytest.mark.parametrize("n_ranks", [0, pytest.param(2, marks=[needs_mpi, pytest.mark.mpi, pytest.mark.slow])])
 def test_psana1_script_serial_and_mpi(tmp_path, run_dir, n_ranks):
     ranks = run("own_loop.py", [], tmp_path / "out", n_ranks, run_dir)
     expected = oracle(run_dir)
@@ -138,7 +138,7 @@ needs_suite = pytest.mark.skipif(not (SUITE / "calibrationSuite" / "psana1Base.p
 
 
 @needs_suite
-@pytest.mark.parametrize("n_ranks", [0, pytest.param(2, marks=needs_mpi)])
+@pytest.mark.parametrize("n_ranks", [0, pytest.param(2, marks=[needs_mpi, pytest.mark.mpi, pytest.mark.slow])])
 def test_suite_psana1base_serial_and_mpi(tmp_path, run_dir, n_ranks):
     config = tmp_path / "config.py"
     config.write_text("import numpy as np\nexperimentHash = {'detectorType': 'epix10k', 'exp': 'xpptut15', "

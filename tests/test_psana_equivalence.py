@@ -187,7 +187,7 @@ def test_convert_command_line(tmp_path, capsys):
 
     out = tmp_path / "c.h5"
     assert main(["convert", str(out), "--files", str(EPIX), "--script-type", "pedestal", "--compression", "gzip"]) == 0
-    assert "ueddaq02 run 109, 1 steps, 2 events, detectors epixquad" in capsys.readouterr().out
+    assert "ueddaq02 run 109, 1 step, 2 events, detectors epixquad" in capsys.readouterr().out
     assert main(["validate", str(out)]) == 0
     run = next(DataSource(files=str(out)).runs())
     assert run.xtcinfo == [("epixquad", "epix10ka", "raw", "2_0_1")]

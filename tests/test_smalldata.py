@@ -135,6 +135,8 @@ def frames_of(path):
         return np.concatenate([f["epixM"][k][()].astype(np.float64) for k in sorted(f["epixM"], key=int)])
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("n_ranks, env, workers", [
     (3, {}, [2]), (4, {"PS_SRV_NODES": "1"}, [2]), (5, {}, [2, 3, 4]), (2, {"CALIBSUITE_EVERY_RANK_A_WORKER": "1"}, [0, 1])])
@@ -160,6 +162,8 @@ def test_suite_summary_block_finishes_with_right_totals_and_one_file(tmp_path, m
         assert f["timestamp"].shape == (7,) and np.all(np.diff(f["timestamp"][()]) > 0)
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
 @needs_mpi
 def test_no_rank_reads_an_event(tmp_path, mpi_run):
     launch("suite_summary.py", 4, mpi_run, tmp_path, "none")  # two workers, ranks 2 and 3

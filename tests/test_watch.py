@@ -64,6 +64,7 @@ def test_watch_prints_flux_of_a_beam_monitor(tmp_path, capsys):
     assert out[2] == "step 1  step_value=1  events 4  mean 11.50  rms 1.12  flux 200"
 
 
+@pytest.mark.slow
 def test_watch_subprocess_exits_1_when_the_writer_dies(tmp_path):
     path = tmp_path / "killed.h5"
     proc = start_writer(path, steps=4, events=12, sleep=0, flush_every=5, mode="hang")

@@ -1,14 +1,7 @@
-"""``calibsuite-h5 demo``: write a synthetic epixM scan run and analyse it like a suite script.
-
-The analysis goes through ``calibsuite_h5source.DataSource`` exactly as a
-calibration-suite script does (``next(ds.runs())``, ``run.steps()``,
-``step.events()``, ``det.raw.calib(evt)``), computes per-pixel pedestal and
-noise per step, and compares them with the generator's truth.
-"""
+"""``calibsuite-h5 demo``: write a synthetic epixM scan run and analyse it like a suite script (see DESCRIPTION)."""
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -16,24 +9,35 @@ from pathlib import Path
 import numpy as np
 
 from calibsuite_h5source.cli import UsageError
+from calibsuite_h5source.cli.fake import FLAGS, describe_steps, events_per_step, steps_arg
+from calibsuite_h5source.cli.progress import Progress
+
+DESCRIPTION = """\
+Write a synthetic epixM delay-scan run and analyse it as a calibration-suite
+script does: through calibsuite_h5source.DataSource (next(ds.runs()),
+run.steps(), step.events(), det.raw.calib(evt)), compute per-pixel pedestal
+and noise per step, and compare them with the generator's truth.
+"""
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="write a synthetic epixM delay-scan run and analyse it through the DataSource factory",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
+        epilog="Exit codes: 0 done, 2 bad arguments or the run could not be written, 130 interrupted.",
     )
-    p.add_argument("--out", help="write the run here and keep it (default: a temporary file, deleted)")
-    p.add_argument("--steps", type=int, default=5, help="delay steps (default 5)")
-    p.add_argument("--events", type=int, default=100, help="events per step (default 100)")
-    p.add_argument("--detector", default="epixM", help="suite detector to simulate (default epixM)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
+    p.add_argument("--out", metavar="FILE", help="write the run here and keep it (default: a temporary file, deleted)")
+    p.add_argument("--steps", type=steps_arg, default=5, metavar="N|E,E,...",
+                   help="delay steps: a count, or the events of each step (3,2,4)")
+    p.add_argument("--events", type=int, default=None, metavar="N", help="events per step (default: 100)")
+    p.add_argument("--det", "--detector", dest="det", default="epixM", metavar="NAME",
+                   help="suite detector to simulate")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same run")
+    p.set_defaults(func=run, flags=FLAGS)
 
 
-def analyse(path: str, detector: str, truth) -> dict:
+def analyse(path: str, detector: str, truth, progress=None) -> dict:
     """The suite-style loop: per-step pixel mean and standard deviation, then compare with truth."""
     from calibsuite_h5source import DataSource
 
@@ -55,6 +59,8 @@ def analyse(path: str, detector: str, truth) -> dict:
             s2 += np.square(frame, dtype=np.float64)
             n += 1
             nbytes += frame.size * 2
+            if progress is not None:
+                progress(1)
         mean = s / n
         std = np.sqrt(np.maximum(s2 / n - mean**2, 0) * n / max(n - 1, 1))
         total_sum += s
@@ -81,21 +87,27 @@ def analyse(path: str, detector: str, truth) -> dict:
 def run(args) -> int:
     from calibsuite_h5source.synthetic.run import SyntheticRun
 
+    if args.events is None and not isinstance(args.steps, tuple):
+        args.events = 100
+    events, steps = events_per_step(args.steps, args.events)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.out) if args.out else Path(tmp) / "demo_delayScan.h5"
         try:
-            synthetic = SyntheticRun("delayScan", detector=args.detector, events=args.events, steps=args.steps,
+            synthetic = SyntheticRun("delayScan", detector=args.det, events=events, steps=steps,
                                      seed=args.seed, constants=False)  # calib = masked raw ADU, compared in ADU
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
+        total = sum(synthetic.truth.n_events)
         t = time.perf_counter()
-        truth = synthetic.write(path, overwrite=True, location="demo", experiment="demo")
+        with Progress("demo writing", total=total) as bar:
+            truth = synthetic.write(path, overwrite=True, location="demo", experiment="demo", progress=bar.update)
         t_write = time.perf_counter() - t
         size = path.stat().st_size / 1e6
-        print(f"wrote {path}: {args.detector} {truth.model.shape} uint16, {args.steps} steps x {args.events} events, "
-              f"{size:.0f} MB in {t_write:.1f} s")
-        print("analysing it through calibsuite_h5source.DataSource as a suite script does ...\n")
-        res = analyse(str(path), args.detector, truth)
+        print(f"wrote {path}: {args.det} {truth.model.shape} uint16, {describe_steps(steps, events)}, "
+              f"{size:.0f} MB in {t_write:.1f} s", flush=True)
+        print("analysing it through calibsuite_h5source.DataSource as a suite script does ...\n", flush=True)
+        with Progress("demo reading", total=total) as bar:
+            res = analyse(str(path), args.det, truth, progress=bar.update)
     print(f"{'step':>4} {'delay':>7} {'events':>6} {'|pedestal - true|':>18} {'noise':>7} {'true':>6} "
           f"{'injected ADU':>13} {'true':>7}")
     for r, inj in zip(res["rows"], truth.injected_adu, strict=True):

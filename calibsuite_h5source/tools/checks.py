@@ -15,16 +15,16 @@ from calibsuite_h5source.read.layout import LayoutMembers
 from calibsuite_h5source.tools.isolate import no_progress
 
 __all__ = ["ERROR", "WARNING", "UNREADABLE", "FOLD_AFTER", "TIMEOUT", "DECODE_BLOCK", "GLOBAL_HEAP_LOOP",
-           "BITSHUFFLE_CRASH", "Problem", "Context", "Check", "CHECKS", "PHASES", "check", "list_checks"]
+           "BITSHUFFLE_CRASH", "Problem", "Context", "Check", "CHECKS", "PHASES", "OTHER_CODES", "check",
+           "list_checks", "list_codes", "fold"]
 
 ERROR, WARNING = "error", "warning"
 UNREADABLE = "unreadable"
 FOLD_AFTER = 3  # more problems of one code than this are folded into one with a count
 #: Seconds a check may run without progress before the file is declared unreadable.
-TIMEOUT = 60.0
+TIMEOUT = 15.0
 #: Bytes decoded per read when a dataset is not chunked.
 DECODE_BLOCK = 16 << 20
-#: HDF5 filter id of bitshuffle (hdf5plugin).
 
 #: Known faults of the libraries below us (docs/upstream-faults.rst), named in reports.
 GLOBAL_HEAP_LOOP = ("libhdf5 2.0.0 loops forever reading a variable-length string whose global-heap object is "
@@ -90,18 +90,29 @@ class Check:
     description: str
     func: Callable[[Context], Iterator[Problem]]
     phase: str = "run"
+    reports: tuple = ()  # ((problem code, what it means), ...)
 
 
 CHECKS: list[Check] = []
 PHASES = ("file", "run", "data")
+#: Problem codes reported outside the checks: ``(code, what it means)``.
+OTHER_CODES = (
+    (UNREADABLE, "the file cannot be opened or read at all (not HDF5, truncated, or a library hang or crash on it)"),
+    ("layout", "the run's steps cannot be collected from the layout"),
+    ("reader", "the reader refuses the file for a reason no check reported"),
+)
 
 
-def check(code: str, description: str, phase: str = "run"):
-    """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc)."""
+def check(code: str, description: str, phase: str = "run", reports: dict | None = None):
+    """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc).
+
+    ``reports``: ``{problem code: what it means}`` of every code the check
+    reports (default: its own name, ``code``); ``--list-checks`` lists them.
+    """
     assert phase in PHASES, phase
 
     def register(func):
-        CHECKS.append(Check(code, description, func, phase))
+        CHECKS.append(Check(code, description, func, phase, tuple((reports or {code: description}).items())))
         return func
     return register
 
@@ -109,3 +120,26 @@ def check(code: str, description: str, phase: str = "run"):
 def list_checks() -> list[tuple[str, str]]:
     """``[(code, description)]`` of every registered check, in the order they run."""
     return [(c.code, c.description) for phase in PHASES for c in CHECKS if c.phase == phase]
+
+
+def list_codes() -> list[tuple[str, str, str]]:
+    """``[(problem code, check, what it means)]``: every code a :class:`Problem` can carry, in check order."""
+    out = [(code, c.code, text) for phase in PHASES for c in CHECKS if c.phase == phase for code, text in c.reports]
+    return out + [(code, "-", text) for code, text in OTHER_CODES]
+
+
+def fold(problems: list[Problem]) -> list[Problem]:
+    """Fold more than :data:`FOLD_AFTER` problems of one code into one with a ``count``."""
+    by_code: dict[str, list[Problem]] = {}
+    for p in problems:
+        by_code.setdefault(p.code, []).append(p)
+    out = []
+    for group in by_code.values():
+        if len(group) > FOLD_AFTER:
+            first = group[0]
+            first.count = sum(p.count for p in group)
+            first.message += f" (and {len(group) - 1} more like it)"
+            out.append(first)
+        else:
+            out.extend(group)
+    return out

@@ -2,7 +2,9 @@
 
 :func:`summarise` reads the index only (header, shapes, counts, timestamps,
 scan values, storage sizes): no frame data, so it is fast on large files.
-:func:`format_summary` renders it for people.
+:func:`format_summary` renders it for people; the writer's bookkeeping in
+the header (``writerPid``, ``openStepEvents``...: :data:`WRITER_INTERNALS`)
+only when asked for.
 """
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ import os
 
 import numpy as np
 
-from calibsuite_h5source.format.constants import FILTER_NAMES
+from calibsuite_h5source.format.constants import FILTER_NAMES, LIVE_ATTRS
 from calibsuite_h5source.format.timestamps import to_datetime
 from calibsuite_h5source.read.run_index import open_run_index
+from calibsuite_h5source.tools.isolate import no_progress
+
+#: Header attributes that are the writer's bookkeeping, not the run's description (shown with ``verbose``;
+#: an incomplete run's ``error`` is always shown).
+WRITER_INTERNALS = frozenset(LIVE_ATTRS) | {"complete", "stepsComplete", "ancillaryDataType"}
 
 
 def _storage(datasets) -> tuple[str, int, int]:
@@ -38,15 +45,22 @@ def _plain(v):
     return v
 
 
-def summarise(path) -> dict:
-    """Return a json-serialisable summary of the run file ``path``."""
+def summarise(path, progress=no_progress) -> dict:
+    """Return a json-serialisable summary of the run file ``path``.
+
+    ``progress(h5path, activity)`` is called as it goes (see
+    :func:`calibsuite_h5source.tools.isolate.run_isolated`).
+    """
+    progress("/", "opening")
     idx = open_run_index(path)
     try:
         n = idx.n_events
+        progress("/timestamp", "reading the first and last timestamps of")
         ts = [t for t in idx.timestamps if len(t)]
         first, last = (int(ts[0][0]), int(ts[-1][-1])) if ts else (None, None)
         detectors = {}
         for name, src in idx.area.items():
+            progress(f"/{name}", "reading the storage of")
             datasets = list({id(ea.dataset): ea.dataset for ea in src.steps}.values())
             comp, stored, raw = _storage(datasets)
             if src.steps and src.steps[0].prefix:  # padded or legacy: count only real events
@@ -63,6 +77,7 @@ def summarise(path) -> dict:
                            "dtype": str(steps[0].dataset.dtype) if steps else ""}
                        for f, steps in fields.items() if f != "present"}
                 for name, fields in idx.side.items()}
+        progress("/", "reading the side data and scan values of")
         side_missing = {name: sum(int((~ea.read_all().astype(bool)).sum()) for ea in fields["present"])
                         for name, fields in idx.side.items() if "present" in fields}
         scan = {name: {"per": "event" if var.per_event is not None else "step", "values": var.per_step.tolist()}
@@ -87,22 +102,28 @@ def summarise(path) -> dict:
         idx.close()
 
 
-def format_summary(s: dict) -> str:
-    """Render :func:`summarise`'s dict for people."""
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def format_summary(s: dict, verbose: bool = False) -> str:
+    """Render :func:`summarise`'s dict for people (``verbose``: with the writer's bookkeeping too)."""
     h = s["header"]
+    first = [f"run {h['run']}" if "run" in h else "no run id", f"scriptType {h.get('scriptType')}"]
+    first += [f"{k} {h[k]}" for k in ("date", "location") if k in h]
     lines = [
-        f"{s['file']}  ({s['file_MB']:.1f} MB, format {s['format_version'] or '?'}, {s['layout']} layout"
+        f"{s['file']}  ({s['file_MB']:.1f} MB, "
+        f"{'format ' + str(s['format_version']) + ', ' if s['format_version'] else ''}{s['layout']} layout"
         f"{'' if s['complete'] else ', INCOMPLETE'})",
-        f"  run {h.get('run', '?')}  scriptType {h.get('scriptType')}  date {h.get('date', '?')}  "
-        f"location {h.get('location', '?')}",
+        "  " + "  ".join(first),
     ]
-    extra = {k: v for k, v in h.items() if k not in ("run", "scriptType", "date", "location", "complete",
-                                                     "stepsComplete", "ancillaryDataType")}
+    hidden = set() if verbose else WRITER_INTERNALS
+    extra = {k: v for k, v in h.items() if k not in {"run", "scriptType", "date", "location"} | hidden}
     for k, v in extra.items():
         lines.append(f"  {k}: {v}")
     per = s["events_per_step"]
     shown = ", ".join(map(str, per[:12])) + (", ..." if len(per) > 12 else "")
-    lines.append(f"  {s['steps']} steps, {s['events']} events  (per step: {shown})")
+    lines.append(f"  {_n(s['steps'], 'step')}, {_n(s['events'], 'event')}  (per step: {shown})")
     t = s["timestamps"]
     lines.append(f"  time {t['first']} .. {t['last']}  ({t['duration_s']} s){'' if t['stored'] else '  [synthesised]'}")
     lines.append("  detectors:")
@@ -110,14 +131,14 @@ def format_summary(s: dict) -> str:
         ratio = f", x{d['raw_MB'] / d['stored_MB']:.1f}" if d["stored_MB"] else ""
         lines.append(f"    {name:<16} {tuple(d['shape'])} {d['dtype']:<8} {d['compression']:<10} "
                      f"{d['stored_MB']:.1f} MB stored{ratio}"
-                     + (f", {d['events_without_data']} events without data" if d["events_without_data"] else "")
+                     + (f", {_n(d['events_without_data'], 'event')} without data" if d["events_without_data"] else "")
                      + (f", calib: {', '.join(d['calib'])}" if d["calib"] else ""))
     if s["side_data"]:
         lines.append("  side data:")
         for name, fields in s["side_data"].items():
             missing = s["side_events_without_data"].get(name)
             lines.append(f"    {name:<16} " + ", ".join(f"{f} {tuple(v['shape'])} {v['dtype']}" for f, v in fields.items())
-                         + (f", {missing} events without data" if missing else ""))
+                         + (f", {_n(missing, 'event')} without data" if missing else ""))
     if s["scan"]:
         lines.append("  scan variables:")
         for name, v in s["scan"].items():

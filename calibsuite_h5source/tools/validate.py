@@ -51,6 +51,7 @@ from calibsuite_h5source.tools.checks import (  # noqa: F401 - the public names,
     ERROR,
     FOLD_AFTER,
     GLOBAL_HEAP_LOOP,
+    OTHER_CODES,
     PHASES,
     TIMEOUT,
     UNREADABLE,
@@ -59,7 +60,9 @@ from calibsuite_h5source.tools.checks import (  # noqa: F401 - the public names,
     Context,
     Problem,
     check,
+    fold,
     list_checks,
+    list_codes,
 )
 from calibsuite_h5source.tools.isolate import no_progress, run_isolated
 
@@ -81,7 +84,7 @@ def _attributes(ctx: Context):
 
 
 @check("links", "links resolve; external links and virtual-dataset sources stay inside the file's folder",
-       phase="file")
+       phase="file", reports={"link": "a link or virtual-dataset source is dangling, loops or leaves the file's folder"})
 def _links(ctx: Context):
     found = []
     ctx.file.visititems_links(lambda name, link: found.append(name)
@@ -101,7 +104,8 @@ def _links(ctx: Context):
                 yield ctx.problem("link", ERROR, exc.rule, exc.h5path or obj.name)
 
 
-@check("header-values", "every documented header value has its type and range")
+@check("header-values", "every documented header value has its type and range",
+       reports={"header-value": "a documented header value has the wrong type or is out of range"})
 def _header_values(ctx: Context):
     where = f"/{HEADER}" if ctx.layout != "legacy" else "/"
     for name, rule in rules.HEADER.items():
@@ -112,7 +116,9 @@ def _header_values(ctx: Context):
                 yield ctx.problem("header-value", ERROR, exc.rule, where, found=repr(ctx.header[name]))
 
 
-@check("header", "the /ancillaryData header exists and has a recognised scriptType")
+@check("header", "the /ancillaryData header exists and has a recognised scriptType",
+       reports={"header": "no /ancillaryData header, or no scriptType in it",
+                "script-type": "the scriptType is not a recognised type (warning)"})
 def _header(ctx: Context):
     if ctx.layout != "legacy" and not isinstance(ctx.file.get(HEADER), h5py.Group):
         yield ctx.problem("header", ERROR, "no /ancillaryData group: the header is required", f"/{HEADER}")
@@ -142,7 +148,12 @@ def _run_id(ctx: Context):
                           f"/{HEADER}", found=run, expected=f"{LCLS_EPOCH_OFFSET}..{int(now)}")
 
 
-@check("steps", "at least one step; steps numbered 0, 1, ...; every detector has the same steps and events")
+@check("steps", "at least one step; steps numbered 0, 1, ...; every detector has the same steps and events",
+       reports={"steps": "no step, or no detector or side data",
+                "step-numbering": "steps are not numbered 0, 1, ...",
+                "nevents-index": "/ancillaryData/nEvents disagrees with the data",
+                "same-steps": "a detector or side-data field has a different number of steps",
+                "same-events": "a detector or side-data field has a different number of events in a step"})
 def _steps(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -176,7 +187,10 @@ def _steps(ctx: Context):
                                   path, found=steps[k].n, expected=ref[k].n)
 
 
-@check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step")
+@check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step",
+       reports={"frame-shape": "per-event detector data is not [module, row, col]",
+                "frame-dtype": "frames are not numeric",
+                "frame-consistency": "a step's frames differ in shape or dtype from step 0's"})
 def _frames(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -214,7 +228,10 @@ def _geometry(ctx: Context):
                               f"{calib.name}/{GEOMETRY}", expected="psana geometry text (docs/format.rst)")
 
 
-@check("timestamps", "timestamps have nEvents entries per step and strictly increase")
+@check("timestamps", "timestamps have nEvents entries per step and strictly increase",
+       reports={"timestamp-length": "a step has not one timestamp per event, or no timestamps",
+                "timestamp-value": "timestamps are not unsigned finite 64-bit integers",
+                "timestamp-order": "timestamps do not strictly increase"})
 def _timestamps(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -255,7 +272,9 @@ def _timestamps(ctx: Context):
                           found=sorted(m.timestamps), expected=sorted(ref))
 
 
-@check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step")
+@check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step",
+       reports={"scan-length": "a per-step scan value has not one entry per step",
+                "scan-constant": "a per-event scan value changes inside a step (warning)"})
 def _scan(ctx: Context):
     if ctx.members is None:  # the layout could not be collected (reported)
         return
@@ -280,7 +299,8 @@ def _scan(ctx: Context):
                                   found=len(obj), expected=n_steps)
 
 
-@check("complete", "the run was closed cleanly by its writer")
+@check("complete", "the run was closed cleanly by its writer",
+       reports={"incomplete": "the run is incomplete: its writer did not close it cleanly (warning)"})
 def _complete(ctx: Context):
     if not bool(ctx.header.get("complete", True)):
         error = ctx.header.get("error")
@@ -288,7 +308,9 @@ def _complete(ctx: Context):
                           f"steps were finished{f' ({error})' if error else ''}", f"/{HEADER}")
 
 
-@check("data", "every stored chunk decodes; no declared data left unwritten", phase="data")
+@check("data", "every stored chunk decodes; no declared data left unwritten", phase="data",
+       reports={"damaged-data": "stored data cannot be decoded",
+                "unwritten": "declared chunks were never written: they read as the fill value (warning)"})
 def _data(ctx: Context):
     for _, ds in _objects(ctx.file):
         if not isinstance(ds, h5py.Dataset) or ds.shape is None or ds.is_virtual:
@@ -352,23 +374,7 @@ def _stored_regions(ds: h5py.Dataset):
 
 # -- running them ---------------------------------------------------------------------
 
-def _fold(problems: list[Problem]) -> list[Problem]:
-    by_code: dict[str, list[Problem]] = {}
-    for p in problems:
-        by_code.setdefault(p.code, []).append(p)
-    out = []
-    for group in by_code.values():
-        if len(group) > FOLD_AFTER:
-            first = group[0]
-            first.count = sum(p.count for p in group)
-            first.message += f" (and {len(group) - 1} more like it)"
-            out.append(first)
-        else:
-            out.extend(group)
-    return out
-
-
-def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Problem]:
+def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True, on_message=None) -> list[Problem]:
     """Check ``path`` and return its problems (an empty list for a clean file). Never raises; always ends.
 
     Parameters
@@ -381,13 +387,17 @@ def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Pr
     isolate : bool
         Run the checks in a child process (default), so that a hang or a
         crash of an underlying library is reported instead of suffered.
+    on_message : callable, optional
+        With ``isolate``: called as ``on_message('wait', (seconds, (h5path,
+        activity, detail)))`` about once a second while the checks make no
+        progress (see :func:`~calibsuite_h5source.tools.isolate.run_isolated`).
     """
     path = str(path)
     if not isolate:
-        return _fold(check_here(path))
-    out = run_isolated(check_here, (path,), timeout)
+        return fold(check_here(path))
+    out = run_isolated(check_here, (path,), timeout, on_message)
     if out.status == "done":
-        return _fold(out.result)
+        return fold(out.result)
     h5path, activity, detail = out.at
     where = f"while {activity} {h5path}" + (f" (filters: {detail})" if detail else "")
     if out.status == "timeout":
@@ -398,6 +408,8 @@ def validate(path, *, timeout: float = TIMEOUT, isolate: bool = True) -> list[Pr
         fault = BITSHUFFLE_CRASH if activity == "decoding" and "bitshuffle" in detail \
             else "an upstream fault of libhdf5, h5py or a filter"
         message = f"the HDF5 library crashed ({out.signal_name}) {where}: {fault}"
+    elif out.status == "raised":
+        message = f"the checks failed {where}: {type(out.result).__name__}: {out.result}"
     else:
         message = f"the checks failed {where}: {out.result}"
     return [Problem(UNREADABLE, ERROR, message, path, h5path)]

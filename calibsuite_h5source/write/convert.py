@@ -255,8 +255,9 @@ def convert(out_path, *, files=None, exp=None, run=None, dir=None, detectors=Non
         Also store timing event codes and pulse ids.
     beam_monitors : sequence of str
         Beam-monitor (BLD) detectors whose fields to store.
-    progress : bool
-        Show a tqdm progress bar when tqdm is installed.
+    progress : bool or callable
+        True: show a tqdm progress bar when tqdm is installed; a callable:
+        called with 1 after every event (the command line's progress).
     **psana_kwargs
         More psana ``DataSource`` keywords.
 
@@ -377,8 +378,20 @@ def _describe(source: dict) -> str:
 def _progress(enabled):
     if not enabled:
         return None
+    if callable(enabled):
+        return _Counter(enabled)
     try:
         from tqdm import tqdm
     except ImportError:
         return None
     return tqdm(unit="event", desc="convert")
+
+
+class _Counter:
+    """``progress=callable``: the bar's ``update``/``close`` calling it."""
+
+    def __init__(self, func):
+        self.update = func
+
+    def close(self) -> None:
+        pass
