@@ -104,8 +104,11 @@ def run_script(path: Path, *args: str, n_ranks: int = 0, env: dict | None = None
     ``pythonpath`` goes before the repository on ``PYTHONPATH`` (an :func:`offline_site`, a suite copy).
     """
     cmd = [sys.executable, path.name, *args]
-    if n_ranks:
-        cmd = [mpiexec(), "-n", str(n_ranks), *cmd]
+    outputs = path.parent / f".{path.stem}-rank-output"
+    if n_ranks:  # one file per rank: lines printed by two ranks at once would otherwise interleave
+        shutil.rmtree(outputs, ignore_errors=True)
+        outputs.mkdir()
+        cmd = [mpiexec(), "-n", str(n_ranks), "-outfile-pattern", str(outputs / "%r"), *cmd]
     full_env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
     full_env.update(PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(REPO)]), OMP_NUM_THREADS="1",
                     **(env or {}))
@@ -117,6 +120,8 @@ def run_script(path: Path, *args: str, n_ranks: int = 0, env: dict | None = None
         os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank
         stdout, stderr = proc.communicate()
         pytest.fail(f"{path} (ranks={n_ranks}) hung for {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    if n_ranks:  # in rank order, each rank's lines whole
+        stdout += "".join((outputs / str(r)).read_text() for r in range(n_ranks) if (outputs / str(r)).exists())
     assert proc.returncode == 0, f"{path} (ranks={n_ranks}) failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
