@@ -219,7 +219,18 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_on_one_of_no_width(monkeypatc
         for _ in range(10):
             bar.update()
         terminal.flush()
-    shown = os.read(parent, 65536).decode()
+    import select
+
+    chunks = []  # a pty hands its bytes over in pieces: read until nothing more comes
+    while select.select([parent], [], [], 0.5)[0]:
+        try:
+            data = os.read(parent, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    shown = b"".join(chunks).decode()
     os.close(parent)
     if columns:
         assert "fake run.h5: 100%|" in shown and "10/10" in shown and "event/s" in shown, shown
