@@ -1,5 +1,8 @@
 """Each check, by corrupting exactly one thing of a valid file."""
 
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -155,3 +158,55 @@ def test_a_failing_check_is_reported_not_raised(valid, mocker):
 def test_in_process_and_isolated_agree(tmp_path, valid):
     corrupt(valid, lambda f: f["timestamp/2"].__setitem__(3, 1))
     assert validate(valid, isolate=False) == validate(valid)
+
+
+KILLED_WRITER = """
+import os, sys
+import numpy as np
+from calibsuite_h5source import RunWriter
+w = RunWriter(sys.argv[1], "dark")
+for k in range(2):
+    with w.step() as s:
+        for i in range(3):
+            s.event(epixM=np.full((1, 2, 2), k, np.uint16))
+os._exit(0)  # killed before close: the header still says incomplete
+"""
+
+
+def killed_writer_run(path):
+    """A run whose writer process ended after 2 finished steps without closing it."""
+    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path)], check=True, timeout=60)
+    return str(path)
+
+
+def cli_validate(path):
+    proc = subprocess.run([sys.executable, "-m", "calibsuite_h5source.cli", "validate", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+SAID_ONCE = [  # (case, how the file is made, the words of the condition, code)
+    ("killed writer", lambda tmp: killed_writer_run(tmp / "r.h5"), "the run is incomplete", "incomplete"),
+    ("unknown scriptType", lambda tmp: corrupted(tmp, lambda f: f["ancillaryData"].attrs.__setitem__(
+        "scriptType", "wobbleScan")), "wobbleScan", "script-type"),
+    ("declared scan variable missing", lambda tmp: corrupted(tmp, lambda f: f["ancillaryData"].attrs.__setitem__(
+        "ancillaryDataType", ["delay", "voltage"])), "voltage", "scan-missing"),
+]
+
+
+def corrupted(tmp, fn):
+    path = write_layout(tmp / "r.h5", declare_run(steps=(3, 2)))
+    with h5py.File(path, "a") as f:
+        fn(f)
+    return path
+
+
+@pytest.mark.parametrize("case, make, words, code", SAID_ONCE, ids=[c[0] for c in SAID_ONCE])
+def test_the_command_says_a_warning_once(tmp_path, case, make, words, code):
+    """Each warning is one problem line: the reader validate opens last does not log it again."""
+    path = make(tmp_path)
+    assert [(p.code, p.severity) for p in validate(path)] == [(code, WARNING)]
+    rc, said = cli_validate(path)
+    assert rc == 0, said
+    assert said.count(words) == 1, said
+    assert f"{path}: /ancillaryData: warning {code}: " in said

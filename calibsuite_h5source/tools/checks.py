@@ -91,6 +91,7 @@ class Check:
     func: Callable[[Context], Iterator[Problem]]
     phase: str = "run"
     reports: tuple = ()  # ((problem code, what it means), ...)
+    needs_members: bool = False  # skipped when the layout's members could not be collected (reported)
 
 
 CHECKS: list[Check] = []
@@ -103,16 +104,20 @@ OTHER_CODES = (
 )
 
 
-def check(code: str, description: str, phase: str = "run", reports: dict | None = None):
+def check(code: str, description: str, phase: str = "run", reports: dict | None = None,
+          needs_members: bool = False):
     """Register a check function ``func(ctx) -> iterable of Problem`` for ``phase`` (see the module doc).
 
     ``reports``: ``{problem code: what it means}`` of every code the check
     reports (default: its own name, ``code``); ``--list-checks`` lists them.
+    ``needs_members``: the check reads ``ctx.members`` and is not run when
+    the layout could not be collected (that is reported already).
     """
     assert phase in PHASES, phase
 
     def register(func):
-        CHECKS.append(Check(code, description, func, phase, tuple((reports or {code: description}).items())))
+        CHECKS.append(Check(code, description, func, phase, tuple((reports or {code: description}).items()),
+                            needs_members))
         return func
     return register
 

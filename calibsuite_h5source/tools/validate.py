@@ -153,10 +153,9 @@ def _run_id(ctx: Context):
                 "step-numbering": "steps are not numbered 0, 1, ...",
                 "nevents-index": "/ancillaryData/nEvents disagrees with the data",
                 "same-steps": "a detector or side-data field has a different number of steps",
-                "same-events": "a detector or side-data field has a different number of events in a step"})
+                "same-events": "a detector or side-data field has a different number of events in a step"},
+       needs_members=True)
 def _steps(ctx: Context):
-    if ctx.members is None:  # the layout could not be collected (reported)
-        return
     sources = ctx.sources()
     if not sources:
         yield ctx.problem("steps", ERROR, "no detector or side data: a run needs at least one step", "/")
@@ -190,10 +189,9 @@ def _steps(ctx: Context):
 @check("frame-shape", "per-event detector data is [module, row, col] with one shape and dtype in every step",
        reports={"frame-shape": "per-event detector data is not [module, row, col]",
                 "frame-dtype": "frames are not numeric",
-                "frame-consistency": "a step's frames differ in shape or dtype from step 0's"})
+                "frame-consistency": "a step's frames differ in shape or dtype from step 0's"},
+       needs_members=True)
 def _frames(ctx: Context):
-    if ctx.members is None:  # the layout could not be collected (reported)
-        return
     for entry in ctx.members.area.values():
         first = None
         for k, ea in sorted(entry["steps"].items()):
@@ -213,10 +211,11 @@ def _frames(ctx: Context):
                                   found=(shape[1:], str(ea.dataset.dtype)), expected=first)
 
 
-@check("geometry", "a detector's calib/geometry is psana geometry text whose segments place its frames")
+@check("geometry", "a detector's calib/geometry is psana geometry text whose segments place its frames",
+       needs_members=True)
 def _geometry(ctx: Context):
     from calibsuite_h5source.geometry.source import GEOMETRY, geometry_problem
-    for entry in (ctx.members.area.values() if ctx.members is not None else ()):
+    for entry in ctx.members.area.values():
         calib = entry["calib"]
         if calib is None or GEOMETRY not in calib or not entry["steps"]:
             continue
@@ -231,10 +230,9 @@ def _geometry(ctx: Context):
 @check("timestamps", "timestamps have nEvents entries per step and strictly increase",
        reports={"timestamp-length": "a step has not one timestamp per event, or no timestamps",
                 "timestamp-value": "timestamps are not unsigned finite 64-bit integers",
-                "timestamp-order": "timestamps do not strictly increase"})
+                "timestamp-order": "timestamps do not strictly increase"},
+       needs_members=True)
 def _timestamps(ctx: Context):
-    if ctx.members is None:  # the layout could not be collected (reported)
-        return
     m = ctx.members
     if not m.timestamps:
         return
@@ -272,13 +270,24 @@ def _timestamps(ctx: Context):
                           found=sorted(m.timestamps), expected=sorted(ref))
 
 
-@check("scan", "per-step scan values have nSteps entries; per-event values are constant within a step",
-       reports={"scan-length": "a per-step scan value has not one entry per step",
-                "scan-constant": "a per-event scan value changes inside a step (warning)"})
+@check("scan", "scan values named in ancillaryDataType exist; per-step ones have nSteps entries; per-event "
+       "ones are constant within a step",
+       reports={"scan-missing": "ancillaryDataType names a scan variable that is not stored (warning)",
+                "scan-length": "a per-step scan value has not one entry per step",
+                "scan-constant": "a per-event scan value changes inside a step (warning)"},
+       needs_members=True)
 def _scan(ctx: Context):
-    if ctx.members is None:  # the layout could not be collected (reported)
-        return
-    g = ctx.file.get(HEADER) if ctx.layout != "legacy" else ctx.file
+    header = ctx.file.get(HEADER)
+    stored = set(header) if isinstance(header, h5py.Group) else set()
+    if isinstance(ctx.file.get("step_value"), h5py.Dataset):
+        stored.add("step_value")  # legacy: at the root
+    declared = ctx.header.get("ancillaryDataType") or []
+    for name in [declared] if isinstance(declared, str) else list(declared):
+        if name not in stored:
+            yield ctx.problem("scan-missing", WARNING, f"ancillaryDataType names {name!r}, which is not stored: "
+                              "the run has no such scan variable", f"/{HEADER}", found=sorted(stored),
+                              expected=f"/{HEADER}/{name}")
+    g = header if ctx.layout != "legacy" else ctx.file
     ref = next(iter(ctx.sources().values()), {})
     n_steps = len(ref)
     if not isinstance(g, h5py.Group) or not n_steps:
@@ -431,7 +440,7 @@ def check_here(path: str, progress: Callable = no_progress) -> list[Problem]:
 def _run_phase(ctx: Context, phase: str) -> list[Problem]:
     problems = []
     for c in CHECKS:
-        if c.phase != phase:
+        if c.phase != phase or (c.needs_members and ctx.members is None):
             continue
         try:
             problems.extend(c.func(ctx))
@@ -467,8 +476,24 @@ def _check_here(path: str, progress: Callable) -> list[Problem]:
         problems += _run_phase(ctx, "data")
     if not any(p.severity == ERROR for p in problems):
         progress("/", "opening with the reader")
+        reader_log, restated = logging.getLogger(open_run_index.__module__), _Restated()
+        reader_log.addFilter(restated)
         try:
             open_run_index(path).close()
         except H5SourceError as exc:
             problems.append(Problem("reader", ERROR, f"the reader refuses the file: {exc.rule}", path, exc.h5path or "/"))
+        finally:
+            reader_log.removeFilter(restated)
     return problems
+
+
+class _Restated(logging.Filter):
+    """Holds back the warnings the reader logs while validate opens the file with it: each restates a problem
+    a check has reported (incomplete, script-type, scan-missing; timestamps out of order are an error, so
+    the reader is not reached), and a warning must be said once. They go to the debug log (``-vv``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        log.debug("the reader said: %s", record.getMessage())
+        return False
