@@ -2,10 +2,10 @@
 driven by a declared stand-in psana run; the result is read back with our reader."""
 
 import json
-import sys
 import types
 
 import numpy as np
+import psana_standin
 import pytest
 
 from calibsuite_h5source import DataSource, H5SourceError
@@ -49,10 +49,8 @@ class StandInRun:
 
 @pytest.fixture
 def stand_in_psana(mocker):
-    module = types.ModuleType("psana")
-    module.DataSource = mocker.Mock(side_effect=lambda **kw: types.SimpleNamespace(runs=lambda: iter([StandInRun()])))
-    mocker.patch.dict(sys.modules, {"psana": module})
-    return module
+    return psana_standin.install(
+        mocker, mocker.Mock(side_effect=lambda **kw: types.SimpleNamespace(runs=lambda: iter([StandInRun()]))))
 
 
 def test_timing_beam_monitor_and_daq_scan_are_converted(tmp_path, stand_in_psana):

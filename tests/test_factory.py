@@ -1,8 +1,8 @@
 """DataSource picks the h5 source or the real psana from its arguments."""
 
 import sys
-import types
 
+import psana_standin
 import pytest
 
 from calibsuite_h5source import (
@@ -18,10 +18,7 @@ from calibsuite_h5source.testing.layouts import declare_run, write_layout
 @pytest.fixture
 def fake_psana(mocker):
     """A stand-in psana module recording how DataSource was called."""
-    module = types.ModuleType("psana")
-    module.DataSource = mocker.Mock(name="psana.DataSource", return_value="psana-ds")
-    mocker.patch.dict(sys.modules, {"psana": module})
-    return module
+    return psana_standin.install(mocker, mocker.Mock(name="psana.DataSource", return_value="psana-ds"))
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".hdf5", ".hdf"])

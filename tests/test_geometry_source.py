@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import sys
 import types
 from pathlib import Path
 
 import h5py
 import numpy as np
+import psana_standin
 import pytest
 
 from calibsuite_h5source import DataSource, RunWriter
@@ -177,9 +177,7 @@ class StandInRun:
 @pytest.mark.parametrize(("geometry", "copied"), [(FOUR, True), (default_geometry_text("epix100a"), False)])
 def test_convert_copies_psanas_geometry_when_it_fits(tmp_path, mocker, caplog, geometry, copied):
     from calibsuite_h5source.write.convert import convert
-    module = types.ModuleType("psana")
-    module.DataSource = lambda **kw: types.SimpleNamespace(runs=lambda: iter([StandInRun(geometry, [0, 1, 2, 3])]))
-    mocker.patch.dict(sys.modules, {"psana": module})
+    psana_standin.install(mocker, lambda **kw: types.SimpleNamespace(runs=lambda: iter([StandInRun(geometry, [0, 1, 2, 3])])))
     out = tmp_path / "c.h5"
     with caplog.at_level(logging.WARNING):
         convert(out, exp="tst", run=7, progress=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import psana_standin
 import pytest
 from mpi_scripts.launch import launch, needs_mpi
 
@@ -203,9 +204,7 @@ def test_convert_without_psana_says_how_to_install(tmp_path, mocker):
 def test_convert_with_a_stand_in_psana_refuses_unknown_detectors(tmp_path, mocker):
     run = types.SimpleNamespace(detinfo={("epixquad", "raw"): ["raw", "calib"]}, xtcinfo=[], scaninfo={},
                                 timestamp=1 << 32, runnum=1, expt="x")
-    module = types.ModuleType("psana")
-    module.DataSource = mocker.Mock(return_value=types.SimpleNamespace(runs=lambda: iter([run])))
-    mocker.patch.dict(sys.modules, {"psana": module})
+    module = psana_standin.install(mocker, mocker.Mock(return_value=types.SimpleNamespace(runs=lambda: iter([run]))))
     xtc2 = tmp_path / "run.xtc2"
     xtc2.touch()  # convert checks that the file exists before psana opens it
     with pytest.raises(Exception, match=r"detectors \['jungfrau'\] are not in this psana run; it has \['epixquad'\]"):
