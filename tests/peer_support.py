@@ -22,13 +22,12 @@ import importlib.util
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from suite_support import mpiexec
+from suite_support import mpiexec, run_to_end
 
 from calibsuite_h5source.psana2 import partition
 
@@ -112,18 +111,11 @@ def run_script(path: Path, *args: str, n_ranks: int = 0, env: dict | None = None
     full_env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
     full_env.update(PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(REPO)]), OMP_NUM_THREADS="1",
                     **(env or {}))
-    proc = subprocess.Popen(cmd, cwd=path.parent, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{path} (ranks={n_ranks}) hung for {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    proc = run_to_end(cmd, cwd=path.parent, env=full_env, timeout=timeout, what=f"{path} (ranks={n_ranks})")
     if n_ranks:  # in rank order, each rank's lines whole
-        stdout += "".join((outputs / str(r)).read_text() for r in range(n_ranks) if (outputs / str(r)).exists())
-    assert proc.returncode == 0, f"{path} (ranks={n_ranks}) failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+        proc.stdout += "".join((outputs / str(r)).read_text() for r in range(n_ranks) if (outputs / str(r)).exists())
+    assert proc.returncode == 0, f"{path} (ranks={n_ranks}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
 
 
 def convert_run(out: Path, *args: str) -> Path:

@@ -68,6 +68,24 @@ def write_config(path: Path, experiment_hash: dict) -> Path:
     return Path(path)
 
 
+def run_to_end(cmd: list[str], *, cwd: Path, env: dict, timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (in its own session) to its end and return it, whatever its exit code; the caller asserts.
+
+    A hang is a test failure naming ``what`` with the last output, never a
+    stuck CI job: after ``timeout`` seconds the whole session (mpiexec and
+    every rank) is killed.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{what} hung for {timeout} s; last output:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_ranks: int = 0,
                timeout: float = 180) -> subprocess.CompletedProcess:
     """Run ``suite_scripts/<script>`` as its users do (``mpiexec -n N`` when ``n_ranks``: psana's roles,
@@ -85,15 +103,7 @@ def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_r
     env.update(foo="psana2", OUTPUT_ROOT=str(out_root), MPLBACKEND="Agg",
                PYTHONPATH=os.pathsep.join([str(suite), str(REPO)]), OMP_NUM_THREADS="1")
     env.pop("SUITE_CONFIG", None)
-    proc = subprocess.Popen(cmd, cwd=suite / "suite_scripts", env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # mpiexec and every rank
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{script} (ranks={n_ranks}) hung for {timeout} s; last output:\n{stdout[-3000:]}\n{stderr[-3000:]}")
-    proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    proc = run_to_end(cmd, cwd=suite / "suite_scripts", env=env, timeout=timeout, what=f"{script} (ranks={n_ranks})")
     assert proc.returncode == 0, f"{script} (ranks={n_ranks}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
