@@ -11,6 +11,7 @@ import resource
 import h5py
 import numpy as np
 import pytest
+from run_support import writer_run
 
 from calibsuite_h5source import (
     DamagedFileError,
@@ -22,10 +23,8 @@ from calibsuite_h5source import (
     HeaderError,
     LinkError,
     NotHDF5Error,
-    RunWriter,
     TimestampError,
 )
-from calibsuite_h5source.format import timestamps as T
 from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
@@ -33,18 +32,6 @@ from calibsuite_h5source.testing.layouts import declare_run, write_layout
 @pytest.fixture
 def valid(tmp_path):
     return write_layout(tmp_path / "run.h5", declare_run(steps=(3, 2), shape=(2, 4, 4)))
-
-
-def indexed_run(path, counts=(3, 2, 4)):
-    """A writer's run: canonical with /ancillaryData/nEvents (steps opened lazily)."""
-    t = T.from_unix(1_700_000_000)
-    with RunWriter(path, "dark") as w:
-        for n in counts:
-            with w.step() as s:
-                for _ in range(n):
-                    t += 1000
-                    s.event(epixM=np.full((1, 2, 2), 7, np.uint16), timestamp=t)
-    return str(path)
 
 
 def replace(f, name, data, **kw):
@@ -117,7 +104,7 @@ def test_valid_header_values_still_read(valid):
 
 @pytest.mark.parametrize("counts, found", [([np.nan, 2, 4], "nan"), ([3, -2, 4], "-2"), ([3, 2.5, 4], "2.5")])
 def test_writer_index_event_counts(tmp_path, counts, found):
-    path = indexed_run(tmp_path / "r.h5")
+    path = writer_run(tmp_path / "r.h5")
     with h5py.File(path, "a") as f:
         replace(f, "ancillaryData/nEvents", np.array(counts))
     with pytest.raises(EventCountError, match=r"r\.h5: /ancillaryData/nEvents: event counts must be non-negative "
@@ -177,7 +164,7 @@ def test_damaged_chunk_read_mid_iteration(tmp_path):
 
 
 def test_lazy_step_that_is_a_dangling_link(tmp_path):
-    path = indexed_run(tmp_path / "r.h5")
+    path = writer_run(tmp_path / "r.h5")
     with h5py.File(path, "a") as f:
         del f["epixM/2"]
         f["epixM/2"] = h5py.SoftLink("/nowhere")
@@ -186,7 +173,7 @@ def test_lazy_step_that_is_a_dangling_link(tmp_path):
 
 
 def test_lazy_step_that_is_a_named_datatype(tmp_path):
-    path = indexed_run(tmp_path / "r.h5")
+    path = writer_run(tmp_path / "r.h5")
     with h5py.File(path, "a") as f:
         del f["epixM/1"]
         f["epixM/1"] = np.dtype("u2")

@@ -5,6 +5,7 @@ import logging
 import h5py
 import numpy as np
 import pytest
+from run_support import writer_run
 
 from calibsuite_h5source import (
     DataSource,
@@ -147,20 +148,6 @@ def test_file_is_closed_after_an_error(valid):
         open_run_index(valid)
     with h5py.File(valid, "w"):  # would fail if the reader still held the file open
         pass
-
-
-def writer_run(path, counts=(3, 2, 4)):
-    from calibsuite_h5source import RunWriter
-    from calibsuite_h5source.format import timestamps as T
-
-    t = T.from_unix(1_700_000_000)
-    with RunWriter(path, "dark") as w:
-        for n in counts:
-            with w.step() as s:
-                for _ in range(n):
-                    t += 1000
-                    s.event(epixM=np.zeros((1, 2, 2), np.uint16), timestamp=t)
-    return str(path)
 
 
 def test_writer_index_opens_steps_lazily(tmp_path):
