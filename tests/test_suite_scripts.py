@@ -26,6 +26,19 @@ def epixm_config(path, **extra):
     return write_config(path, h)
 
 
+def synthetic(workdir, name, *args, **kwargs):
+    """``(path, truth)``: ``SyntheticRun(*args, **kwargs)`` written to ``workdir / name``."""
+    path = workdir / name
+    return path, SyntheticRun(*args, **kwargs).write(path)
+
+
+def run_suite(suite, workdir, tag, script, run, analysis, *extra, config=epixm_config, n_ranks=0, **settings):
+    """Run ``script`` on ``run`` with the config ``config(workdir / cfg_<tag>.py, **settings)``, writing under
+    ``workdir / out_<tag>``; return the script's output folder and the finished process."""
+    cfg = config(workdir / f"cfg_{tag}.py", **settings)
+    return run_on(suite, script, run, cfg, workdir / f"out_{tag}", analysis, *extra, n_ranks=n_ranks)
+
+
 def stored_frames(path, detector="epixM"):
     """Every frame of the run in file order, read with plain h5py (the independent oracle)."""
     with h5py.File(path, "r") as f:
@@ -38,15 +51,12 @@ def stored_frames(path, detector="epixM"):
 
 @pytest.fixture(scope="module")
 def epixm_dark(workdir):
-    path = workdir / "dark_epixm.h5"
-    truth = SyntheticRun("dark", "epixM", events=40, steps=1, seed=3).write(path)
-    return path, truth
+    return synthetic(workdir, "dark_epixm.h5", "dark", "epixM", events=40, steps=1, seed=3)
 
 
 def test_calc_noise_and_mean_epixm(suite, workdir, epixm_dark):
     run, truth = epixm_dark
-    cfg = epixm_config(workdir / "cfg_cnm.py")
-    out, _ = run_on(suite, "CalcNoiseAndMean.py", run, cfg, workdir / "out_cnm", "dark")
+    out, _ = run_suite(suite, workdir, "cnm", "CalcNoiseAndMean.py", run, "dark")
     means = np.load(out / "CalcNoiseAndMean_mean__r1_step0.npy")
     rms = np.load(out / "CalcNoiseAndMean__rms_r1_step0.npy")
     frames = stored_frames(run).astype(np.float64)
@@ -89,9 +99,8 @@ def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
     roi = np.zeros((4, 192, 384), bool)
     roi[2, 10:20, 30:50] = True
     np.save(workdir / "roi.npy", roi)
-    cfg = epixm_config(workdir / f"cfg_esp{ranks}.py", ROIs=[str(workdir / "roi.npy")],
-                       regionSlice="np.s_[2:4, 0:32, 0:64]")
-    out, _ = run_on(suite, "EventScanParallelSlice.py", run, cfg, workdir / f"out_esp{ranks}", "misc", n_ranks=ranks)
+    out, _ = run_suite(suite, workdir, f"esp{ranks}", "EventScanParallelSlice.py", run, "misc", n_ranks=ranks,
+                       ROIs=[str(workdir / "roi.npy")], regionSlice="np.s_[2:4, 0:32, 0:64]")
     assert not list(out.glob("*.part*")), "smalldata left part files"
     frames = stored_frames(run)
     with h5py.File(run) as f:
@@ -115,8 +124,7 @@ def test_event_scan_parallel_slice(suite, workdir, epixm_dark, ranks):
 
 def test_roi_from_threshold(suite, workdir, epixm_dark):
     run, _ = epixm_dark
-    cfg = epixm_config(workdir / "cfg_rft.py")
-    out, _ = run_on(suite, "roiFromThreshold.py", run, cfg, workdir / "out_rft", "scan", "-t", "1100")
+    out, _ = run_suite(suite, workdir, "rft", "roiFromThreshold.py", run, "scan", "-t", "1100")
     roi = np.load(out / "roiFromAboveThreshold_r1_c0_raw.npy")
     expect = ((stored_frames(run) & EPIXM_MASK) >= 1100).any(0)
     assert expect.any() and not expect.all()
@@ -126,15 +134,13 @@ def test_roi_from_threshold(suite, workdir, epixm_dark):
 @pytest.fixture(scope="module")
 def epixm_switching(workdir):
     """A linearity scan whose last step drives most pixels into low gain (the gain bit set)."""
-    path = workdir / "linearity_epixm.h5"
-    truth = SyntheticRun("linearity", "epixM", events=6, steps=3, seed=5, adu_per_flux=12000.0).write(path)
-    return path, truth
+    return synthetic(workdir, "linearity_epixm.h5", "linearity", "epixM", events=6, steps=3, seed=5,
+                     adu_per_flux=12000.0)
 
 
 def test_find_min_switch_value(suite, workdir, epixm_switching):
     run, _ = epixm_switching
-    cfg = epixm_config(workdir / "cfg_fmsv.py")
-    out, _ = run_on(suite, "findMinSwitchValue.py", run, cfg, workdir / "out_fmsv", "scan")
+    out, _ = run_suite(suite, workdir, "fmsv", "findMinSwitchValue.py", run, "scan")
     min_raw = np.load(out / "minRaw_e1_rh5test.npy")
     frames = stored_frames(run)
     switched = frames >= (1 << 15)
@@ -152,10 +158,8 @@ def epixm_fe55(workdir):
     Low noise (about 0.1 keV) keeps false seeds out (the suite's seed cut is 2 keV) and
     most neighbours below its 0.25 keV neighbour cut.
     """
-    path = workdir / "fe55_epixm.h5"
-    truth = SyntheticRun("fe55", "epixM", events=12, steps=1, seed=7, occupancy=2e-4, noise=1.0,
-                         timing=True, flux_sign=-1.0).write(path)
-    return path, truth
+    return synthetic(workdir, "fe55_epixm.h5", "fe55", "epixM", events=12, steps=1, seed=7, occupancy=2e-4,
+                     noise=1.0, timing=True, flux_sign=-1.0)
 
 
 def isolated_photons(truth, modules, shape):
@@ -174,8 +178,8 @@ def isolated_photons(truth, modules, shape):
 @pytest.mark.parametrize("ranks", [0, 4, 6])
 def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
     run, truth = epixm_fe55
-    cfg = mfx_config(workdir / f"cfg_sc{ranks}.py")
-    out, _ = run_on(suite, "SimpleClustersParallelSlice.py", run, cfg, workdir / f"out_sc{ranks}", "lowFlux", n_ranks=ranks)
+    out, _ = run_suite(suite, workdir, f"sc{ranks}", "SimpleClustersParallelSlice.py", run, "lowFlux",
+                       config=mfx_config, n_ranks=ranks)
     with h5py.File(out / "SimpleClusters__c0_r1_n666.h5") as f:
         ts, clusters = f["timestamp"][()], f["clusterData"][()]
         hist = f["energyHistogram"][()]
@@ -204,8 +208,7 @@ def test_simple_clusters_finds_every_photon(suite, workdir, epixm_fe55, ranks):
 
 def test_simple_photon_counter(suite, workdir, epixm_fe55):
     run, truth = epixm_fe55
-    cfg = mfx_config(workdir / "cfg_spc.py")
-    out, _ = run_on(suite, "simplePhotonCounter.py", run, cfg, workdir / "out_spc", "lowFlux", "-t", "3.0")
+    out, _ = run_suite(suite, workdir, "spc", "simplePhotonCounter.py", run, "lowFlux", "-t", "3.0", config=mfx_config)
     frac = np.load(out / "SimplePhotonCounter__r1_c0_h5test.npy")
     n_frames = int(truth.frame[0].sum())
     expect = np.zeros(truth.model.shape)
@@ -221,17 +224,15 @@ DRIVERS = __import__("pathlib").Path(__file__).parent / "suite_drivers"
 
 @pytest.fixture(scope="module")
 def epixm_linearity_mfx(workdir):
-    path = workdir / "linearity_mfx.h5"
-    truth = SyntheticRun("linearity", "epixM", events=9, steps=3, seed=11, timing=True, flux_sign=-1.0,
-                         adu_per_flux=300.0).write(path)
-    return path, truth
+    return synthetic(workdir, "linearity_mfx.h5", "linearity", "epixM", events=9, steps=3, seed=11, timing=True,
+                     flux_sign=-1.0, adu_per_flux=300.0)
 
 
 @pytest.mark.parametrize("ranks", [0, 4, 6])
 def test_flux_pairs_survive_mpi(suite, workdir, epixm_linearity_mfx, ranks):
     run, truth = epixm_linearity_mfx
-    cfg = mfx_config(workdir / f"cfg_pairs{ranks}.py")
-    out, _ = run_on(suite, str(DRIVERS / "linearity_pairs.py"), run, cfg, workdir / f"out_pairs{ranks}", "scan", n_ranks=ranks)
+    out, _ = run_suite(suite, workdir, f"pairs{ranks}", str(DRIVERS / "linearity_pairs.py"), run, "scan",
+                       config=mfx_config, n_ranks=ranks)
     with h5py.File(out / "pairs.h5") as f:
         ts, flux, step, roi = (f[k][()] for k in ("timestamp", "flux", "step", "roi"))
     frames = [truth.frame[k] for k in range(3)]
@@ -250,8 +251,8 @@ def test_search_for_non_switching(suite, workdir):
     run = workdir / "linearity_switch_mfx.h5"
     SyntheticRun("linearity", "epixM", events=6, steps=1, seed=5, scan_values=[1.0], flux_jitter=0.0,
                  adu_per_flux=(1 << 15) - 1000.0, timing=True, flux_sign=-1.0).write(run)
-    cfg = mfx_config(workdir / "cfg_sfns.py")
-    out, proc = run_on(suite, "searchForNonSwitching.py", run, cfg, workdir / "out_sfns", "scan", "--special", "testing")
+    out, proc = run_suite(suite, workdir, "sfns", "searchForNonSwitching.py", run, "scan", "--special", "testing",
+                          config=mfx_config)
     reported = dict(line.split(": ") for line in proc.stdout.splitlines() if line.endswith(" gain"))
     with h5py.File(run) as f:   # the frame events' frames: the 10 x 10 corner of module 0
         switched = np.concatenate([f[f"epixM/{k}"][()][f[f"epixM/present/{k}"][()].astype(bool), 0, :10, :10]
