@@ -56,9 +56,18 @@ def _from_h5py_module() -> str:  # pragma: no cover - only where /proc/self/maps
     return h5py.defs.__file__
 
 
-def _check(status: int, call: str) -> None:
+def _call(name: str, obj, *args) -> None:
+    """libhdf5's ``name(obj's hid_t, *args)`` (ctypes values); a negative status raises RuntimeError."""
+    status = getattr(libhdf5(), name)(ctypes.c_int64(obj.id), *args)
     if status < 0:
-        raise RuntimeError(f"{call} failed (HDF5 status {status})")
+        raise RuntimeError(f"{name} failed (HDF5 status {status})")
+
+
+def _get(name: str, obj, *kinds) -> tuple:
+    """The values libhdf5's getter ``name(obj's hid_t, kind *...)`` writes, one of each ctypes ``kind``."""
+    out = [kind() for kind in kinds]
+    _call(name, obj, *map(ctypes.byref, out))
+    return tuple(v.value for v in out)
 
 
 def set_link_phase_change(gcpl: h5py.h5p.PropGCID, max_compact: int, min_dense: int) -> None:
@@ -66,62 +75,49 @@ def set_link_phase_change(gcpl: h5py.h5p.PropGCID, max_compact: int, min_dense: 
     if not 0 <= min_dense <= max_compact + 1 or max_compact > MAX_COMPACT:
         raise ValueError(f"need 0 <= min_dense <= max_compact + 1 and max_compact <= {MAX_COMPACT}; "
                          f"found {max_compact}, {min_dense}")
-    _check(libhdf5().H5Pset_link_phase_change(ctypes.c_int64(gcpl.id), ctypes.c_uint(max_compact),
-                                              ctypes.c_uint(min_dense)), "H5Pset_link_phase_change")
+    _call("H5Pset_link_phase_change", gcpl, ctypes.c_uint(max_compact), ctypes.c_uint(min_dense))
 
 
 def get_link_phase_change(gcpl: h5py.h5p.PropGCID) -> tuple[int, int]:
     """``H5Pget_link_phase_change``: ``(max_compact, min_dense)``."""
-    a, b = ctypes.c_uint(), ctypes.c_uint()
-    _check(libhdf5().H5Pget_link_phase_change(ctypes.c_int64(gcpl.id), ctypes.byref(a), ctypes.byref(b)),
-           "H5Pget_link_phase_change")
-    return a.value, b.value
+    return _get("H5Pget_link_phase_change", gcpl, ctypes.c_uint, ctypes.c_uint)
 
 
 def set_est_link_info(gcpl: h5py.h5p.PropGCID, est_num_entries: int, est_name_len: int) -> None:
     """``H5Pset_est_link_info``: room made at creation for this many links of names this long."""
     if not (0 <= est_num_entries <= MAX_COMPACT and 0 <= est_name_len <= MAX_COMPACT):
         raise ValueError(f"estimates must be 0..{MAX_COMPACT}; found {est_num_entries}, {est_name_len}")
-    _check(libhdf5().H5Pset_est_link_info(ctypes.c_int64(gcpl.id), ctypes.c_uint(est_num_entries),
-                                          ctypes.c_uint(est_name_len)), "H5Pset_est_link_info")
+    _call("H5Pset_est_link_info", gcpl, ctypes.c_uint(est_num_entries), ctypes.c_uint(est_name_len))
 
 
 def get_est_link_info(gcpl: h5py.h5p.PropGCID) -> tuple[int, int]:
     """``H5Pget_est_link_info``: ``(est_num_entries, est_name_len)``."""
-    a, b = ctypes.c_uint(), ctypes.c_uint()
-    _check(libhdf5().H5Pget_est_link_info(ctypes.c_int64(gcpl.id), ctypes.byref(a), ctypes.byref(b)),
-           "H5Pget_est_link_info")
-    return a.value, b.value
+    return _get("H5Pget_est_link_info", gcpl, ctypes.c_uint, ctypes.c_uint)
 
 
 def set_sym_k(fcpl: h5py.h5p.PropFCID, ik: int, lk: int) -> None:
     """``H5Pset_sym_k``: a group B-tree node holds 2*ik children, a symbol-table node 2*lk links."""
     if not (0 < ik < 2**15 and 0 < lk <= MAX_COMPACT):
         raise ValueError(f"need 0 < ik < 32768 and 0 < lk <= {MAX_COMPACT}; found {ik}, {lk}")
-    _check(libhdf5().H5Pset_sym_k(ctypes.c_int64(fcpl.id), ctypes.c_uint(ik), ctypes.c_uint(lk)), "H5Pset_sym_k")
+    _call("H5Pset_sym_k", fcpl, ctypes.c_uint(ik), ctypes.c_uint(lk))
 
 
 def get_sym_k(fcpl: h5py.h5p.PropFCID) -> tuple[int, int]:
     """``H5Pget_sym_k``: ``(ik, lk)``."""
-    a, b = ctypes.c_uint(), ctypes.c_uint()
-    _check(libhdf5().H5Pget_sym_k(ctypes.c_int64(fcpl.id), ctypes.byref(a), ctypes.byref(b)), "H5Pget_sym_k")
-    return a.value, b.value
+    return _get("H5Pget_sym_k", fcpl, ctypes.c_uint, ctypes.c_uint)
 
 
 def set_local_heap_size_hint(gcpl: h5py.h5p.PropGCID, size: int) -> None:
     """``H5Pset_local_heap_size_hint``: bytes of a new symbol-table group's name heap."""
     if size < 0:
         raise ValueError(f"size must be >= 0; found {size}")
-    _check(libhdf5().H5Pset_local_heap_size_hint(ctypes.c_int64(gcpl.id), ctypes.c_size_t(size)),
-           "H5Pset_local_heap_size_hint")
+    _call("H5Pset_local_heap_size_hint", gcpl, ctypes.c_size_t(size))
 
 
 def get_local_heap_size_hint(gcpl: h5py.h5p.PropGCID) -> int:
     """``H5Pget_local_heap_size_hint``."""
-    size = ctypes.c_size_t()
-    _check(libhdf5().H5Pget_local_heap_size_hint(ctypes.c_int64(gcpl.id), ctypes.byref(size)),
-           "H5Pget_local_heap_size_hint")
-    return size.value
+    (size,) = _get("H5Pget_local_heap_size_hint", gcpl, ctypes.c_size_t)
+    return size
 
 
 #: Bytes a link's name takes in a local heap: names of up to 7 characters and their NUL, 8-byte aligned.
@@ -179,5 +175,5 @@ class _GInfo(ctypes.Structure):
 
 def _storage_type(group: h5py.Group) -> int:
     info = _GInfo()
-    _check(libhdf5().H5Gget_info(ctypes.c_int64(group.id.id), ctypes.byref(info)), "H5Gget_info")
+    _call("H5Gget_info", group.id, ctypes.byref(info))
     return info.storage_type
