@@ -245,7 +245,12 @@ class StepWriter:
         schema = self.writer._schema
         for name, frame in checked.items():
             present = self._columns.get(("present", name))
-            if present is None and frame is None:  # the first event without data: mask from here on
+            # A mask from a step's first event without data on; and in step 0 for every source, so that
+            # each ``present`` group gets its first link, and its symbol-table node, while no step is
+            # confirmed: made after a confirmed step, the node (sized for expected_steps links) was
+            # referenced before the file's end address covered it, and a kill in between lost the run
+            # (docs/format.rst, "Crash safety").
+            if present is None and (frame is None or self.index == 0):
                 present = self._column(("present", name), (), np.dtype(bool))
                 present.write_block(np.ones(self.n_events, bool))
             if present is not None:

@@ -282,6 +282,10 @@ class RunWriter:
         if self._scan_names is not None and names != self._scan_names:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path=f"/{HEADER}")
+        if self.n_steps == self.expected_steps:
+            log.warning("%s: step %d goes past expected_steps=%d: from here on a writer killed while adding a "
+                        "step can lose confirmed steps (docs/format.rst, \"Crash safety\"); give "
+                        "RunWriter(..., expected_steps=) the run's length", self.path, self.n_steps, self.expected_steps)
         self._open_step = StepWriter(self, self.n_steps, values)
         for name, value in values.items():  # written now, so that the step's first flush carries them
             self._append_per_step(name, value, h5py.string_dtype() if isinstance(value, str) else np.float64)
