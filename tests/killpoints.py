@@ -110,7 +110,9 @@ def states(tr: Trace, kill_before, out_path: str):
 
 
 def python_argv(code: str, *args: str) -> list[str]:
-    return [sys.executable, "-c", code, *args]
+    """``python -c code args``, able to import this module."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r})\n{code}", *args]
 
 
 # -- the writer traced, and what is checked in every state it leaves ----------------------------------
@@ -119,26 +121,34 @@ def python_argv(code: str, *args: str) -> list[str]:
 #: every ``argv[3]`` events, ended by ``argv[4]``: ``clean`` (complete), ``error`` (an exception after
 #: the last step: the writer closes writing ``error``), ``discard`` (clean, but every step k with
 #: k % 9 == 4 is first tried and discarded after 5 events, so a flush follows each discard).
+#: ``argv[5] == 'gaps'`` (optional) adds what happens after the first confirmed steps: events without
+#: data (:func:`epix_missing`, :func:`wave8_missing`) and a ``step_docstring`` per step
+#: (:func:`docstring`) that outgrows HDF5's first global heap collection.
 LOOPER = """
 import sys
 import numpy as np
 from calibsuite_h5source import RunWriter
+from killpoints import docstring, epix_missing, wave8_missing
 path, n_steps, flush_every, ending = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+gaps = sys.argv[5:] == ['gaps']
 try:
     with RunWriter(path, 'delayScan', flush_every=flush_every) as w:
         for k in range(n_steps):
+            extra = {'step_docstring': docstring(k)} if gaps else {}
             if ending == 'discard' and k % 9 == 4:
                 try:
-                    with w.step(delay=-1.0) as s:
+                    with w.step(delay=-1.0, **({'step_docstring': 'discarded ' * 30} if gaps else {})) as s:
                         for i in range(5):
                             s.event(epixM=np.full((2, 16, 16), 7, np.uint16), wave8={'amp': -1.0}, timestamp=1)
                         raise KeyError('discard')
                 except KeyError:
                     pass
-            with w.step(delay=float(k)) as s:
+            with w.step(delay=float(k), **extra) as s:
                 for i in range(3 + k % 7):
-                    s.event(epixM=np.full((2, 16, 16), (1000 * k + i) % 65536, np.uint16),
-                            wave8={'amp': float(k) + i / 100}, timestamp=(1 << 60) + 1000 * k + i)
+                    frame = np.full((2, 16, 16), (1000 * k + i) % 65536, np.uint16)
+                    s.event(epixM=None if gaps and epix_missing(k, i) else frame,
+                            wave8=None if gaps and wave8_missing(k, i) else {'amp': float(k) + i / 100},
+                            timestamp=(1 << 60) + 1000 * k + i)
             print('closed', k, flush=True)    # the step is confirmed: it must survive any kill from now on
         if ending == 'error':
             raise RuntimeError('DAQ died')
@@ -147,7 +157,22 @@ except RuntimeError:
 """
 
 
-def on_disk(path, confirmed):
+def epix_missing(k: int, i: int) -> bool:
+    """The looper's epixM has no data at event i of step k (never in steps 0 and 1)."""
+    return k >= 2 and (7 * k + i) % 11 == 5
+
+
+def wave8_missing(k: int, i: int) -> bool:
+    """The looper's wave8 has no data at event i of step k (never in steps 0 to 2)."""
+    return k >= 3 and (5 * k + i) % 13 == 6
+
+
+def docstring(k: int) -> str:
+    """Step k's ``step_docstring`` in a ``gaps`` run: 100 to 500 characters, telling its step."""
+    return f'{{"step": {k}, "pad": "{"x" * (100 + 37 * k % 400)}"}}'
+
+
+def on_disk(path, confirmed, gaps=False):
     """The confirmed steps as plain h5py reads them (the writer's part of the guarantee); None when whole."""
     import h5py
 
@@ -160,39 +185,52 @@ def on_disk(path, confirmed):
                 frames = f[f"epixM/{k}"][()]
                 assert f["ancillaryData/nEvents"][k] == m and f["ancillaryData/delay"][k] == k
                 assert frames.shape == (m, 2, 16, 16)
-                assert [int(fr.flat[0]) for fr in frames] == [(1000 * k + i) % 65536 for i in range(m)]
+                epix = [not (gaps and epix_missing(k, i)) for i in range(m)]
+                wave8 = [not (gaps and wave8_missing(k, i)) for i in range(m)]
+                assert [int(fr.flat[0]) for fr, p in zip(frames, epix, strict=True) if p] == [
+                    (1000 * k + i) % 65536 for i in range(m) if epix[i]]
                 assert f[f"timestamp/{k}"][()].tolist() == [(1 << 60) + 1000 * k + i for i in range(m)]
-                assert f[f"wave8/amp/{k}"][()].tolist() == [float(k) + i / 100 for i in range(m)]
+                amps = f[f"wave8/amp/{k}"][()].tolist()
+                assert [a for a, p in zip(amps, wave8, strict=True) if p] == [float(k) + i / 100 for i in range(m) if wave8[i]]
+                for name, mask in (("epixM", epix), ("wave8", wave8)):
+                    if not all(mask):
+                        assert f[f"{name}/present/{k}"][()].tolist() == mask
+                if gaps:
+                    assert f["ancillaryData/step_docstring"][k].decode() == docstring(k)
         return None
     except (OSError, KeyError, AssertionError, RuntimeError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
 
-def read_back(path):
-    """Every step the killed file yields, as ``[(delay, [(frame, amp, ts), ...]), ...]``; or the H5SourceError."""
+def read_back(path, gaps=False):
+    """Every step the killed file yields, as ``[(delay, docstring, [(frame, amp, ts), ...]), ...]``; or
+    the H5SourceError."""
     from calibsuite_h5source import DataSource, H5SourceError
 
     try:
         run = next(DataSource(files=str(path)).runs())
         det, wave8, delay = run.Detector("epixM"), run.Detector("wave8"), run.Detector("delay")
-        return [(delay(step), [(det.raw.raw(e), wave8.raw.amp(e), e.timestamp) for e in step.events()])
+        doc = run.Detector("step_docstring") if gaps else (lambda step: None)
+        return [(delay(step), doc(step), [(det.raw.raw(e), wave8.raw.amp(e), e.timestamp) for e in step.events()])
                 for step in run.steps()]
     except H5SourceError as exc:
         return exc
 
 
-def wrong_steps(steps) -> list:
+def wrong_steps(steps, gaps=False) -> list:
     """Where the steps the reader yields are not whole and right (empty when they all are)."""
     import numpy as np
 
     bad = []
-    for k, (value, events) in enumerate(steps):
-        if value != float(k) or len(events) != 3 + k % 7:
-            bad.append(f"step {k}: delay {value}, {len(events)} events")
+    for k, (value, doc, events) in enumerate(steps):
+        if value != float(k) or len(events) != 3 + k % 7 or doc != (docstring(k) if gaps else None):
+            bad.append(f"step {k}: delay {value}, {len(events)} events, docstring {str(doc)[:20]}")
             continue
         for i, (frame, amp, ts) in enumerate(events):
-            if not (frame.shape == (2, 16, 16) and np.all(frame == (1000 * k + i) % 65536)
-                    and amp == float(k) + i / 100 and ts == (1 << 60) + 1000 * k + i):
+            frame_ok = (frame is None if gaps and epix_missing(k, i) else
+                        frame is not None and frame.shape == (2, 16, 16) and np.all(frame == (1000 * k + i) % 65536))
+            amp_ok = amp is None if gaps and wave8_missing(k, i) else amp == float(k) + i / 100
+            if not (frame_ok and amp_ok and ts == (1 << 60) + 1000 * k + i):
                 bad.append(f"step {k} event {i}")
     return bad
 
@@ -216,33 +254,33 @@ class Outcome:
         return max(0, self.confirmed - self.read)
 
 
-def check_state(path, n: int, printed: str) -> Outcome:
+def check_state(path, n: int, printed: str, gaps: bool = False) -> Outcome:
     confirmed = printed.count("closed")
-    disk = on_disk(path, confirmed)
-    steps = read_back(path) if confirmed else []
+    disk = on_disk(path, confirmed, gaps)
+    steps = read_back(path, gaps) if confirmed else []
     if isinstance(steps, Exception):
         return Outcome(n, confirmed, disk, None, f"{type(steps).__name__}: {steps}", [])
-    return Outcome(n, confirmed, disk, len(steps), None, wrong_steps(steps))
+    return Outcome(n, confirmed, disk, len(steps), None, wrong_steps(steps, gaps))
 
 
 def run_kills(workdir, n_steps: int, flush_every: int, ending: str, kill_before=None, seed=None,
-              samples: int | None = None):
+              samples: int | None = None, gaps: bool = False):
     """Trace one looper run and check the state a kill before each chosen write leaves.
 
     ``kill_before``: the write numbers (default: every write; or ``samples`` of them drawn with
-    ``seed``). Returns ``(trace, [Outcome, ...])``.
+    ``seed``); ``gaps``: the looper's ``gaps`` run. Returns ``(trace, [Outcome, ...])``.
     """
     import random
 
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, f"run{n_steps}_{flush_every}_{ending}.h5")
+    path = os.path.join(workdir, f"run{n_steps}_{flush_every}_{ending}{'_gaps' * gaps}.h5")
     if os.path.exists(path):
         os.unlink(path)
-    tr = trace(python_argv(LOOPER, path, str(n_steps), str(flush_every), ending), path)
+    tr = trace(python_argv(LOOPER, path, str(n_steps), str(flush_every), ending, *["gaps"] * gaps), path)
     if tr.returncode != 0:
         raise RuntimeError(f"the traced writer failed ({tr.returncode}); stderr {tr.stderr[-800:]!r}")
     points = range(1, tr.n_writes + 1) if kill_before is None else kill_before
     if samples is not None:
         points = sorted(random.Random(seed).sample(range(1, tr.n_writes + 1), min(samples, tr.n_writes)))
     state = os.path.join(workdir, "state.h5")
-    return tr, [check_state(state, n, printed) for n, printed in states(tr, points, state)]
+    return tr, [check_state(state, n, printed, gaps) for n, printed in states(tr, points, state)]

@@ -145,49 +145,44 @@ def _assert_none_lost(outcomes, where):
 
 
 @needs_strace
+@pytest.mark.parametrize("gaps", [False, True], ids=["plain", "gaps"])
 @pytest.mark.parametrize("ending", ENDINGS)
-def test_kill_points_sampled_over_a_12_step_run_lose_no_confirmed_step(tmp_path, ending):
-    """CI's share of the next test: 40 kill points drawn with a fixed seed."""
-    tr, outcomes = killpoints.run_kills(tmp_path, 12, 4, ending, samples=40, seed=KILL_SEED)
+def test_kill_points_sampled_over_a_12_step_run_lose_no_confirmed_step(tmp_path, ending, gaps):
+    """CI's share of the next test: 40 kill points drawn with a fixed seed. ``gaps``: sources absent
+    from events after the first confirmed steps, and a growing step_docstring (killpoints.LOOPER)."""
+    tr, outcomes = killpoints.run_kills(tmp_path, 12, 4, ending, samples=40, seed=KILL_SEED, gaps=gaps)
     assert len(outcomes) == 40 and tr.n_writes > 250
-    _assert_none_lost(outcomes, f"12 steps, {ending}, 40 sampled")
+    _assert_none_lost(outcomes, f"12 steps, {ending}, {'gaps, ' * gaps}40 sampled")
 
 
 @needs_strace
 @by_hand
 @pytest.mark.slow
+@pytest.mark.parametrize("gaps", [False, True], ids=["plain", "gaps"])
 @pytest.mark.parametrize("ending", ENDINGS)
-def test_kill_before_every_write_of_a_12_step_run_loses_no_confirmed_step(tmp_path, ending):
-    tr, outcomes = killpoints.run_kills(tmp_path, 12, 4, ending)
-    assert len(outcomes) == tr.n_writes > 250
-    assert outcomes[-1].confirmed == 12
-    _assert_none_lost(outcomes, f"12 steps, {ending}")
+@pytest.mark.parametrize("n_steps", [12, 40])
+def test_kill_before_every_write_loses_no_confirmed_step(tmp_path, n_steps, ending, gaps):
+    tr, outcomes = killpoints.run_kills(tmp_path, n_steps, 4, ending, gaps=gaps)
+    assert len(outcomes) == tr.n_writes > 20 * n_steps
+    assert outcomes[-1].confirmed == n_steps
+    _assert_none_lost(outcomes, f"{n_steps} steps, {ending}{', gaps' * gaps}")
+
+
+LONG_RUNS = [(400, 1, "clean", False), (400, 10, "discard", False), (400, 100, "error", False),
+             (1000, 3, "clean", False), (1000, 7, "discard", False), (1000, 50, "error", False),
+             (400, 10, "discard", True), (1000, 7, "clean", True)]
 
 
 @needs_strace
 @by_hand
 @pytest.mark.slow
-@pytest.mark.parametrize("ending", ENDINGS)
-def test_kill_before_every_write_of_a_40_step_run_loses_no_confirmed_step(tmp_path, ending):
-    tr, outcomes = killpoints.run_kills(tmp_path, 40, 4, ending)
-    assert len(outcomes) == tr.n_writes > 800
-    _assert_none_lost(outcomes, f"40 steps, {ending}")
-
-
-LONG_RUNS = [(400, 1, "clean"), (400, 10, "discard"), (400, 100, "error"),
-             (1000, 3, "clean"), (1000, 7, "discard"), (1000, 50, "error")]
-
-
-@needs_strace
-@by_hand
-@pytest.mark.slow
-@pytest.mark.parametrize("n_steps,flush_every,ending", LONG_RUNS)
-def test_kill_points_sampled_over_long_runs_lose_no_confirmed_step(tmp_path, n_steps, flush_every, ending):
-    """Over each run's whole write sequence: 30 kill points per run, 90 per length (seeded)."""
+@pytest.mark.parametrize("n_steps,flush_every,ending,gaps", LONG_RUNS)
+def test_kill_points_sampled_over_long_runs_lose_no_confirmed_step(tmp_path, n_steps, flush_every, ending, gaps):
+    """Over each run's whole write sequence: 30 kill points per run (seeded)."""
     tr, outcomes = killpoints.run_kills(tmp_path, n_steps, flush_every, ending, samples=30,
-                                        seed=KILL_SEED + n_steps + flush_every)
+                                        seed=KILL_SEED + n_steps + flush_every, gaps=gaps)
     assert len(outcomes) == 30 and max(o.confirmed for o in outcomes) > n_steps // 2
-    _assert_none_lost(outcomes, f"{n_steps} steps, flush_every {flush_every}, {ending}")
+    _assert_none_lost(outcomes, f"{n_steps} steps, flush_every {flush_every}, {ending}{', gaps' * gaps}")
 
 
 def _real_kill(path, n, n_steps, flush_every, ending):
@@ -301,3 +296,33 @@ def test_per_step_datasets_hold_expected_steps_in_one_chunk(tmp_path):
     with h5py.File(path, "r") as f:
         assert f["ancillaryData/nEvents"].chunks == f["ancillaryData/delay"].chunks == (300,)
         assert f["ancillaryData/delay"][()].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_a_run_past_expected_steps_is_written_whole_and_warned_about_once(tmp_path, caplog):
+    path = tmp_path / "long.h5"
+    with caplog.at_level("WARNING", logger="calibsuite_h5source.write.writer"):
+        with RunWriter(path, "delayScan", expected_steps=3) as w:
+            for k in range(6):
+                w.add_step({"epixM": np.full((2, 1, 2, 2), k, np.uint16)}, delay=float(k))
+    warned = [r.getMessage() for r in caplog.records if "expected_steps" in r.getMessage()]
+    assert len(warned) == 1 and "step 3 goes past expected_steps=3" in warned[0]
+    run = next(DataSource(files=path).runs())
+    det = run.Detector("epixM")
+    assert [int(det.raw.raw(e).flat[0]) for e in run.events()] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+
+
+def test_every_source_links_its_present_group_in_step_0(tmp_path):
+    """Step 0 writes ``present/0`` of every source, all True when it misses no event, so that a
+    source's first absent event later adds one link to a group that already has room for it
+    (made after a confirmed step, the group's node lost the run at 37 of 423 kill points)."""
+    path = tmp_path / "p.h5"
+    with RunWriter(path, "delayScan") as w:
+        for k in range(2):
+            with w.step(delay=float(k)) as s:
+                for i in range(3):
+                    s.event(epixM=np.zeros((1, 2, 2), np.uint16), wave8={"amp": 1.0, "sum": 2.0}, timestamp=10 * k + i + 1)
+    with h5py.File(path, "r") as f:
+        for name in ("epixM", "wave8"):
+            assert list(f[f"{name}/present"]) == ["0"] and f[f"{name}/present/0"][()].tolist() == [True] * 3
+    run = next(DataSource(files=path).runs())
+    assert all(run.Detector("epixM").raw.raw(e) is not None for e in run.events())

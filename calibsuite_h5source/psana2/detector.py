@@ -319,21 +319,16 @@ class _SideRaw:
     do at events without their data (a beam monitor at a frame event).
     """
 
-    def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None):
+    def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None, present=None):
         self._name = name
-        self._fields = {f: v for f, v in fields.items() if f != "present"}
-        self._present_steps = fields.get("present")
-        self._masks: dict[int, np.ndarray] = {}
+        self._fields = fields
+        self._present = present  # RunIndex.side_present: looked up at each call, as a live run grows it
         self._run = run
 
     def present(self, step: int) -> np.ndarray | None:
-        """The step's ``present`` mask (bool per stored event), or None when the source is in every event."""
-        if self._present_steps is None:
-            return None
-        mask = self._masks.get(step)
-        if mask is None:
-            mask = self._masks[step] = np.asarray(self._present_steps[step].read_all(), dtype=bool)
-        return mask
+        """The step's ``present`` mask (bool per stored event), or None when the source is in every event of it."""
+        masks = None if self._present is None else self._present.get(self._name)
+        return None if masks is None else masks[step]
 
     def _value(self, field, evt):
         if evt is None:
@@ -395,9 +390,10 @@ class _TimingRaw(_SideRaw):
 class SideDetector:
     """Per-event side data (beam monitors, timing), as psana's BLD detectors."""
 
-    def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None):
+    def __init__(self, name: str, fields: dict[str, list[EventArray]], run=None, present=None):
+        """``present``: ``{source: per-step masks}`` (the run index's ``side_present``)."""
         self.name = name
-        self.raw = (_TimingRaw if name == "timing" else _SideRaw)(name, fields, run)
+        self.raw = (_TimingRaw if name == "timing" else _SideRaw)(name, fields, run, present)
 
     def __repr__(self):
         return f"<SideDetector {self.name} fields={sorted(self.raw._fields)}>"

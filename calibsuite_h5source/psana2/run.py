@@ -379,7 +379,7 @@ class Run(RunMethods):
             keep = self.keep_module_axis if keep_module_axis is None else bool(keep_module_axis)
             return AreaDetector(self._area[real], keep_module_axis=keep, run=self)
         if kind == "side":
-            return SideDetector(real, self._side[real], run=self)
+            return SideDetector(real, self._side[real], run=self, present=self._index.side_present)
         if kind == "scan":
             return self._scan[real].bound(self)
         if str(name).lower() == "timing":

@@ -425,7 +425,7 @@ def _field(side_raw, field: str):
 
 def side_rows(side_raw, per_step, step=None, events=None, missing="drop"):
     """Selected ``(step, event)`` rows of side data, leaving out events its ``present`` mask marks absent."""
-    masks = [side_raw.present(k) for k in range(len(per_step))] if side_raw._present_steps is not None else None
+    masks = [side_raw.present(k) for k in range(len(per_step))]
     return select_rows([ea.n for ea in per_step], step, events, masks, missing)
 
 

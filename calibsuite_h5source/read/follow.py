@@ -330,6 +330,8 @@ class LiveIndex:
                 src.calib_group = _MemoryGroup(src.calib_group, f.origin)
         fresh.side = {name: {field: [self._live(ea, k) for k, ea in enumerate(lst)] for field, lst in fields.items()}
                       for name, fields in fresh.side.items()}
+        fresh.side_present = {name: [None if k < keep else masks[k] for k in range(len(masks))]
+                              for name, masks in fresh.side_present.items()}
         if not fresh.timestamps_synthesised:
             fresh.timestamps = [ts if k < keep else self._live_timestamps(ts, k)
                                 for k, ts in enumerate(fresh.timestamps)]
@@ -377,6 +379,8 @@ class LiveIndex:
             for name, fields in idx.side.items():
                 for field, lst in fields.items():
                     lst[keep:] = fresh.side[name][field][keep:]
+            for name, masks in fresh.side_present.items():  # a source's present group may appear later
+                idx.side_present.setdefault(name, [None] * keep)[keep:] = masks[keep:]
             idx.timestamps[keep:] = fresh.timestamps[keep:]
             for name, var in idx.scan.items():
                 var.per_step, var.per_event = fresh.scan[name].per_step, fresh.scan[name].per_event

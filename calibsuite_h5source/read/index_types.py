@@ -229,6 +229,8 @@ class RunIndex:
     scan: dict[str, ScanVariable]
     step_value: np.ndarray | None = None
     step_docstring: list[str] | None = None
+    #: per side source with a ``present`` group: per step, a bool mask or None (the source is in every event)
+    side_present: dict[str, Sequence] = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:

@@ -189,7 +189,9 @@ class LayoutMembers:
     ``area``: ``{name: {steps: {k: EventArray}, attrs, present, calib, h5path, headers}}``
     (``headers``: ``{field: {k: EventArray}}``, the per-event header fields
     ``/<name>/<field>/<step>`` of the canonical layout);
-    ``side``: ``{name: {field: {k: EventArray}}}``; ``timestamps``: ``{k: EventArray}``.
+    ``side``: ``{name: {field: {k: EventArray}}}``; ``side_present``: ``{name: present}`` of the
+    side sources with a ``present`` group (``present`` as an area entry's: ``{"group": group}`` or
+    ``{k: mask}``); ``timestamps``: ``{k: EventArray}``.
     :mod:`calibsuite_h5source.read.run_index` checks and normalises them; the
     validator runs its own checks on them.
     """
@@ -200,6 +202,7 @@ class LayoutMembers:
         self.origin = origin or Origin(path)
         self.area: dict[str, dict] = {}  # name -> {steps: {k: EventArray}, present: {k: arr}, ...}
         self.side: dict[str, dict[str, dict[int, EventArray]]] = {}
+        self.side_present: dict[str, dict] = {}
         self.timestamps: dict[int, EventArray] = {}
         self.ts_path = "/timestamp"
         self.ts_group = None
@@ -245,6 +248,10 @@ class LayoutMembers:
                 out[k] = obj
         return out
 
+    def masks_of(self, group: h5py.Group) -> dict[int, np.ndarray]:
+        """``{k: bool mask}`` of a ``present`` group's steps, read now (the eager layouts)."""
+        return {k: self.event_array(ds).read_all().astype(bool) for k, ds in self.steps_of(group).items()}
+
     def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None, headers=None):
         self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path,
                                headers=headers or {})
@@ -270,8 +277,7 @@ class LayoutMembers:
                     name, obj.name,
                     {k: self.event_array(ds) for k, ds in steps.items()},
                     dict(obj.attrs),
-                    present={k: self.event_array(ds).read_all().astype(bool) for k, ds in self.steps_of(present).items()}
-                    if isinstance(present, h5py.Group) else None,
+                    present=self.masks_of(present) if isinstance(present, h5py.Group) else None,
                     calib=calib if isinstance(calib, h5py.Group) else None,
                     headers={field: {k: self.event_array(ds) for k, ds in self.steps_of(sub).items()}
                              for field, sub in self.header_groups(obj).items()},
@@ -279,7 +285,9 @@ class LayoutMembers:
                 continue
             fields = {}
             for field_name, sub in self.items(obj):
-                if isinstance(sub, h5py.Group):
+                if field_name == "present" and isinstance(sub, h5py.Group):  # steps with a mask only
+                    self.side_present[name] = self.masks_of(sub)
+                elif isinstance(sub, h5py.Group):
                     fsteps = self.steps_of(sub)
                     if fsteps:
                         fields[field_name] = {k: self.event_array(ds) for k, ds in fsteps.items()}
@@ -330,7 +338,10 @@ class LayoutMembers:
                               calib=calib if isinstance(calib, h5py.Group) else None,
                               headers={field: lazy(sub) for field, sub in self.header_groups(obj).items()})
                 continue
-            fields = {field_name: lazy(sub) for field_name, sub in self.items(obj) if isinstance(sub, h5py.Group)}
+            groups = {field_name: sub for field_name, sub in self.items(obj) if isinstance(sub, h5py.Group)}
+            if "present" in groups:  # steps with a mask only: loaded when asked for (run_index)
+                self.side_present[name] = {"group": groups.pop("present")}
+            fields = {field_name: lazy(sub) for field_name, sub in groups.items()}
             if fields:
                 self.side[name] = fields
 

@@ -174,7 +174,9 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
         if isinstance(obj, h5py.Dataset) and obj.shape == ():
             continue  # header value
         if name == "step_docstring":
-            vals = [to_python(v) for v in b.read_whole(obj)[:n_steps]] if obj.ndim == 1 else []
+            # the first n_steps only: an entry past them (a step being written) may point into a global heap
+            # collection a killed writer left beyond the file's end
+            vals = [to_python(v) for v in b.read_whole(obj, min(n_steps, obj.shape[0]))] if obj.ndim == 1 else []
             if len(vals) != n_steps:
                 raise b.error(InconsistentRunError, where, f"step_docstring must have nSteps={n_steps} entries; found {obj.shape}")
             step_doc = [str(v) for v in vals]
@@ -299,17 +301,18 @@ def _build_index(f: h5py.File, path: str, zero_copy: bool, visible) -> RunIndex:
     complete, n_keep = _completeness(b, f, path, header, visible)
     _collect(b, f, layout, complete, n_keep, visible)
     area, sources = _area_sources(b, n_keep)
-    side = _side_sources(b, n_keep, sources)
+    side, side_present = _side_sources(b, n_keep, sources)
     if not sources:
         raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
                       f"(top-level members: {sorted(f.keys())})")
-    n_events, ref_path = _event_counts(b, sources, area)
+    masks = {**{name: src.present for name, src in area.items()}, **side_present}
+    n_events, ref_path = _event_counts(b, sources, masks)
     timestamps, synthesised = _timestamps(b, header, n_events, n_keep, ref_path)
     scan, step_value, step_doc = _scan_variables(b, header, n_events)
     return RunIndex(
         path=path, file=f, layout=layout, header=header, script_type=str(script_type), run_id=header.get("run", 0),
         complete=complete, n_events=n_events, timestamps=timestamps, timestamps_synthesised=synthesised,
-        area=area, side=side, scan=scan, step_value=step_value, step_docstring=step_doc,
+        area=area, side=side, side_present=side_present, scan=scan, step_value=step_value, step_docstring=step_doc,
     )
 
 
@@ -386,19 +389,24 @@ def _area_sources(b: LayoutMembers, n_keep):
     return area, sources
 
 
-def _side_sources(b: LayoutMembers, n_keep, sources: list) -> dict:
-    side = {}
+def _side_sources(b: LayoutMembers, n_keep, sources: list) -> tuple[dict, dict]:
+    """Side data ``{name: {field: per-step EventArrays}}``, and ``{name: per-step present mask or None}``
+    of the sources with a ``present`` group (the same rule as an area detector's masks)."""
+    side, present = {}, {}
     for name, fields in b.side.items():
         side[name] = {}
         for field_name, steps in fields.items():
             lst = b.contiguous(steps, f"/{name}/{field_name}", n_keep)
             side[name][field_name] = lst
             sources.append((f"/{name}/{field_name}", lst))
-    return side
+        if name in b.side_present and side[name]:
+            present[name] = _present_masks(b, {"present": b.side_present[name]}, next(iter(side[name].values())))
+    return side, present
 
 
-def _event_counts(b: LayoutMembers, sources: list, area: dict):
-    """Events per step, after checking that every source has the same steps and events."""
+def _event_counts(b: LayoutMembers, sources: list, masks: dict):
+    """Events per step, after checking that every source has the same steps and events (and that the
+    ``present`` masks read now, ``masks = {name: per-step masks}``, have them)."""
     ref_path, ref = sources[0]
     for spath, steps in sources[1:]:
         if len(steps) != len(ref):
@@ -417,10 +425,10 @@ def _event_counts(b: LayoutMembers, sources: list, area: dict):
             raise b.error(InconsistentRunError, spath,
                           f"every detector must have the same events per step; step {k}: {ref_path} has "
                           f"{n_events[k]} events, {spath} has {counts[k]}")
-    for name, src in area.items():
-        if isinstance(src.present, LazySteps):
+    for name, present in masks.items():
+        if isinstance(present, LazySteps):
             continue  # each mask is checked when loaded
-        for k, mask in enumerate(src.present):
+        for k, mask in enumerate(present):
             if mask is not None and mask.shape != (n_events[k],):
                 raise b.error(InconsistentRunError, f"/{name}/present/{k}",
                               f"present mask must have nEvents={n_events[k]} entries; found {mask.shape}")

@@ -5,7 +5,7 @@ A run is declared as a dict, the way the seed describes a ``runDict``::
     run = {
         'header': {'scriptType': 'delayScan', 'run': 1700000000},
         'detectors': {'epixM': [frames_step0, frames_step1]},   # [nEvents, module, row, col]
-        'present': {'epixM': [mask0, mask1]},                   # optional bool [nEvents] (side data too)
+        'present': {'epixM': [mask0, None]},                   # optional bool [nEvents] or None (side data too)
         'side': {'wave8': {'peakAmplitude': [a0, a1]}},         # [nEvents, ...]
         'timestamps': [ts0, ts1],                               # optional uint64 [nEvents]
         'scan': {'delay': np.array([10., 20.])},                # [nSteps] or a list of [nEvents]
@@ -108,6 +108,13 @@ def _pad(arrays, n_events) -> np.ndarray:
     return out
 
 
+def _write_masks(group: h5py.Group, masks) -> None:
+    """``present/<k>`` for each step's mask; a None mask (the source is in every event of the step) is not written."""
+    for k, m in enumerate(masks):
+        if m is not None:
+            group.create_dataset(str(k), data=np.asarray(m, dtype=bool))
+
+
 def write_layout(path, run: dict, layout: str = "canonical") -> str:
     """Write the declared ``run`` to ``path`` in ``layout``; return the path.
 
@@ -131,18 +138,14 @@ def write_layout(path, run: dict, layout: str = "canonical") -> str:
                 for k, a in enumerate(per_step):
                     g.create_dataset(str(k), data=a, chunks=(1, *a.shape[1:]) if len(a) else None)
                 if name in present:
-                    p = g.create_group("present")
-                    for k, m in enumerate(present[name]):
-                        p.create_dataset(str(k), data=np.asarray(m, dtype=bool))
+                    _write_masks(g.create_group("present"), present[name])
             for name, fields in side.items():
                 for field_name, per_step in fields.items():
                     g = f.create_group(f"{name}/{field_name}")
                     for k, a in enumerate(per_step):
                         g.create_dataset(str(k), data=a)
             for name in set(present) - set(dets):  # side data absent from some events
-                p = f.create_group(f"{name}/present")
-                for k, m in enumerate(present[name]):
-                    p.create_dataset(str(k), data=np.asarray(m, dtype=bool))
+                _write_masks(f.create_group(f"{name}/present"), present[name])
             if ts is not None:
                 g = f.create_group("timestamp")
                 for k, a in enumerate(ts):

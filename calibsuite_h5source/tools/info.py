@@ -75,11 +75,11 @@ def summarise(path, progress=no_progress) -> dict:
             }
         side = {name: {f: {"shape": list(steps[0].dataset.shape[1 + len(steps[0].prefix):]) if steps else [],
                            "dtype": str(steps[0].dataset.dtype) if steps else ""}
-                       for f, steps in fields.items() if f != "present"}
+                       for f, steps in fields.items()}
                 for name, fields in idx.side.items()}
         progress("/", "reading the side data and scan values of")
-        side_missing = {name: sum(int((~ea.read_all().astype(bool)).sum()) for ea in fields["present"])
-                        for name, fields in idx.side.items() if "present" in fields}
+        side_missing = {name: sum(int((~m).sum()) for m in masks if m is not None)
+                        for name, masks in idx.side_present.items()}
         scan = {name: {"per": "event" if var.per_event is not None else "step", "values": var.per_step.tolist()}
                 for name, var in idx.scan.items()}
         if idx.step_value is not None:

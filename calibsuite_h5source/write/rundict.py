@@ -227,16 +227,13 @@ def read_run_dict(path) -> dict:
             anc["step_docstring"] = dict(enumerate(idx.step_docstring))
         for name, src in idx.area.items():
             out[name] = {k: ea.read_all() for k, ea in enumerate(src.steps)}
-        present = {}
-        for name, src in idx.area.items():
-            masks = [None if m is None else np.asarray(m, bool) for m in src.present]
-            if any(m is not None for m in masks):
-                present[name] = masks
         for name, fields in idx.side.items():
-            out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)}
-                         for f, steps in fields.items() if f != "present"}
-            if "present" in fields:
-                present[name] = [np.asarray(ea.read_all(), bool) for ea in fields["present"]]
+            out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in fields.items()}
+        present = {}
+        for name, masks in {**{n: src.present for n, src in idx.area.items()}, **idx.side_present}.items():
+            masks = [None if m is None else np.asarray(m, bool) for m in masks]
+            if any(m is not None and not m.all() for m in masks):  # RunWriter writes step 0's, all True
+                present[name] = masks
         if present:
             out["present"] = {name: {k: (np.ones(idx.n_events[k], bool) if m is None else m)
                                      for k, m in enumerate(masks)} for name, masks in present.items()}

@@ -15,13 +15,13 @@ from calibsuite_h5source.write.rules import (
     check_scan_value,
     check_timestamp,
 )
+from calibsuite_h5source.write.schema import check_field, check_frame, check_value, propose_schema
 from calibsuite_h5source.write.storage import (
     Column,
 )
 
 log = logging.getLogger(__name__)
 
-#: header attributes the writer keeps for live readers (``docs/format.rst``, "What a live file looks like")
 
 
 class StepWriter:
@@ -58,7 +58,7 @@ class StepWriter:
                        f"expected {sorted(expected)}, missing {missing}, unexpected {extra}")
         for name, value in data.items():
             if name in schema["area"]:
-                checked[name] = None if value is None else w._check_frame(schema, name, value, f"/{name}/{self.index}")
+                checked[name] = None if value is None else check_frame(w.path, schema, name, value, f"/{name}/{self.index}")
             elif value is None:  # the source has no data at this event (a beam monitor on a frame event)
                 checked[name] = None
             else:
@@ -66,7 +66,7 @@ class StepWriter:
                     found = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
                     self._fail(f"/{name}", f"side data must be a dict with fields {sorted(schema['side'][name])} "
                                f"(or None for an event without data); found {found}")
-                checked[name] = {f: w._check_field(schema, name, f, v) for f, v in value.items()}
+                checked[name] = {f: check_field(w.path, schema, name, f, v) for f, v in value.items()}
         checked_headers = self._check_headers(schema, headers or {}, checked)
         if (timestamp is not None) != schema["timestamps"]:
             self._fail("/timestamp", "give a timestamp with every event or with none; "
@@ -109,7 +109,7 @@ class StepWriter:
                 found = sorted(map(str, given)) if isinstance(given, dict) else repr(given)
                 self._fail(f"/{name}", f"every event with data for {name} must give the header fields "
                            f"{sorted(fields)}; found {found}")
-            out[name] = {f: w._check_value(f"/{name}/{f}", fields[f], v, "header field") for f, v in given.items()}
+            out[name] = {f: check_value(w.path, f"/{name}/{f}", fields[f], v, "header field") for f, v in given.items()}
         return out
 
     # -- writing --------------------------------------------------------------
@@ -165,7 +165,7 @@ class StepWriter:
         """
         self._check_open()
         w = self.writer
-        schema = w._schema or w._propose_schema(data, timestamp is not None, scan, headers, self.scan_values)
+        schema = w._schema or propose_schema(w.path, w._detectors, data, timestamp is not None, scan, headers, self.scan_values)
         checked = self._check_event(schema, timestamp, scan, data, headers, {})
         w._adopt_schema(schema)
         self._append(*checked)
@@ -207,7 +207,7 @@ class StepWriter:
             ts = None if timestamps is None else timestamps[i]
             values = None if scan is None else {k: v[i] for k, v in scan.items()}
             head = None if headers is None else {d: {f: a[i] for f, a in fields.items()} for d, fields in headers.items()}
-            schema = schema or w._propose_schema(event, ts is not None, values, head, self.scan_values)
+            schema = schema or propose_schema(w.path, w._detectors, event, ts is not None, values, head, self.scan_values)
             records.append(self._check_event(schema, ts, values, event, head, block_scan, i))
         if records:
             w._adopt_schema(schema)
@@ -245,7 +245,12 @@ class StepWriter:
         schema = self.writer._schema
         for name, frame in checked.items():
             present = self._columns.get(("present", name))
-            if present is None and frame is None:  # the first event without data: mask from here on
+            # A mask from a step's first event without data on; and in step 0 for every source, so that
+            # each ``present`` group gets its first link, and its symbol-table node, while no step is
+            # confirmed: made after a confirmed step, the node (sized for expected_steps links) was
+            # referenced before the file's end address covered it, and a kill in between lost the run
+            # (docs/format.rst, "Crash safety").
+            if present is None and (frame is None or self.index == 0):
                 present = self._column(("present", name), (), np.dtype(bool))
                 present.write_block(np.ones(self.n_events, bool))
             if present is not None:

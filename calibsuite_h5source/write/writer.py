@@ -43,14 +43,12 @@ from calibsuite_h5source.format.constants import (
 from calibsuite_h5source.format.script_types import canonical_script_type, known_script_types
 from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender, append_rows
 from calibsuite_h5source.write.rules import (
-    check_field_name,
     check_header,
-    check_header_field_name,
-    check_numeric_array,
     check_scan_name,
     check_scan_value,
     check_source_name,
 )
+from calibsuite_h5source.write.schema import parse_declaration
 from calibsuite_h5source.write.step import StepWriter
 from calibsuite_h5source.write.storage import (
     EXPECTED_STEPS,
@@ -61,7 +59,6 @@ from calibsuite_h5source.write.storage import (
 
 log = logging.getLogger(__name__)
 
-#: header attributes the writer keeps for live readers (``docs/format.rst``, "What a live file looks like")
 
 
 def writer_identity(path: str) -> dict:
@@ -224,110 +221,18 @@ class RunWriter:
             raise WriterError("declare detectors before the first event", file=self.path, h5path=f"/{name}")
         if name in self._detectors:
             raise WriterError("this detector is already declared", file=self.path, h5path=f"/{name}")
-        group_attrs = {k: v for k, v in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items()
-                       if v is not None}
-        check_header(group_attrs, file=self.path)
-        fields = {}
-        for field, spec in (header_fields or {}).items():
-            check_header_field_name(name, field, file=self.path)
-            try:
-                fshape, fdtype = spec
-                fields[field] = (tuple(int(n) for n in fshape), np.dtype(fdtype))
-            except (TypeError, ValueError) as exc:
-                raise WriterError(f"header_fields[{field!r}] must be (shape, dtype); found {spec!r}",
-                                  file=self.path, h5path=f"/{name}/{field}") from exc
-            if fields[field][1].kind not in "biuf":
-                raise WriterError(f"header field {field!r} must be numeric; found {fields[field][1]}",
-                                  file=self.path, h5path=f"/{name}/{field}")
-        constants = {}
-        for ctype, value in (calib or {}).items():
-            check_field_name(f"{name}/calib", ctype, file=self.path)
-            array, meta = value if isinstance(value, tuple) else (value, {})
-            constants[ctype] = (check_numeric_array(array, f"calibration constant {ctype}", file=self.path,
-                                                    h5path=f"/{name}/calib/{ctype}"), check_header(meta, file=self.path))
-        try:
-            shape = None if shape is None else tuple(int(n) for n in shape)
-            dtype = None if dtype is None else np.dtype(dtype)
-        except (TypeError, ValueError) as exc:
-            raise WriterError(f"shape must be a sequence of ints and dtype a numpy dtype: {exc}",
-                              file=self.path, h5path=f"/{name}") from exc
-        if shape is not None and len(shape) == 2:
-            shape = (1, *shape)
-        if (shape is not None and (len(shape) != 3 or min(shape) < 1)) or (dtype is not None and dtype.kind not in "biuf"):
-            raise WriterError(f"a declared frame must be [module, row, col] (or 2-D for one module) of a numeric "
-                              f"dtype; found shape {shape} dtype {dtype}", file=self.path, h5path=f"/{name}")
-        if geometry is not None:
-            from calibsuite_h5source.geometry.source import prepare_geometry
-            geometry = prepare_geometry(geometry, shape, file=self.path, h5path=f"/{name}/calib/geometry")
+        d = parse_declaration(self.path, name, detType=detType, gainBitsMask=gainBitsMask, calib=calib, attrs=attrs,
+                              shape=shape, dtype=dtype, header_fields=header_fields, geometry=geometry)
+        constants, geometry = d["constants"], d["geometry"]
         g = self._groups.require(name)
-        g.attrs.update(group_attrs)
+        g.attrs.update(d["group_attrs"])
         if constants or geometry is not None:
             self._groups.make(f"{name}/calib")
         if geometry is not None:
             g.create_dataset("calib/geometry", data=geometry[0], dtype=h5py.string_dtype()).attrs.update(geometry[1])
         for ctype, (array, meta) in constants.items():
             g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
-        self._detectors[name] = {"shape": shape, "dtype": dtype, "headers": fields}
-
-    def _learn_headers(self, area: dict, headers) -> dict:
-        """Header-field schema: declared with ``w.detector(header_fields=...)``, else the first event's."""
-        if headers is not None and not isinstance(headers, dict):
-            raise WriterError(f"headers must be {{detector: {{field: value}}}}; found {type(headers).__name__}",
-                              file=self.path)
-        out = {name: dict(d["headers"]) for name, d in self._detectors.items() if d.get("headers") and name in area}
-        for name, fields in (headers or {}).items():
-            if name not in area:
-                raise WriterError(f"headers are for area detectors of the event; {name!r} is not one "
-                                  f"(area detectors: {sorted(area)})", file=self.path, h5path=f"/{name}")
-            if name in out:
-                continue
-            if not isinstance(fields, dict) or not fields:
-                raise WriterError(f"headers[{name!r}] must be a non-empty {{field: value}} dict; found {fields!r}",
-                                  file=self.path, h5path=f"/{name}")
-            for field, value in fields.items():
-                check_header_field_name(name, field, file=self.path)
-                arr = check_numeric_array(value, f"header field {field!r}", file=self.path, h5path=f"/{name}/{field}")
-                out.setdefault(name, {})[field] = (arr.shape, arr.dtype)
-        return out
-
-    def _propose_schema(self, data: dict, has_timestamps: bool, scan, headers, step_scan: dict) -> dict:
-        """The run's schema as the first event defines it; checked, nothing written (see :meth:`_adopt_schema`)."""
-        area, side = {}, {}
-        for name, value in data.items():
-            check_source_name(name, file=self.path)
-            if isinstance(value, dict):
-                if not value:
-                    raise WriterError("side data must hold at least one field", file=self.path, h5path=f"/{name}")
-                side[name] = {}
-                for f, v in value.items():
-                    check_field_name(name, f, file=self.path)
-                    arr = check_numeric_array(v, f"side data {name}.{f}", file=self.path, h5path=f"/{name}/{f}")
-                    side[name][f] = (arr.shape, arr.dtype)
-            else:
-                declared = self._detectors.get(name, {})
-                if value is None:
-                    if declared.get("shape") is None:
-                        raise WriterError(f"the first event holds no data for {name}, so its frame shape is unknown; "
-                                          f"declare it with w.detector({name!r}, shape=..., dtype=...)",
-                                          file=self.path, h5path=f"/{name}")
-                    area[name] = (declared["shape"], declared["dtype"] or np.dtype(np.uint16))
-                else:
-                    frame = self._as_frame(name, value)
-                    area[name] = (frame.shape, frame.dtype)
-        if not area and not side:
-            raise WriterError("an event must hold at least one detector or side-data source", file=self.path)
-        if scan is not None and not isinstance(scan, dict):
-            raise WriterError(f"scan= must be a dict {{name: value}}; found {type(scan).__name__}",
-                              file=self.path, h5path=f"/{HEADER}")
-        for name in scan or {}:
-            check_scan_name(name, file=self.path)
-            if name == "step_docstring" or name in step_scan:
-                raise WriterError(f"{name!r} cannot be a per-event scan variable: it is "
-                                  f"{'a per-step value of this run' if name in step_scan else 'one str per step'}",
-                                  file=self.path, h5path=f"/{HEADER}/{name}")
-        return {"area": area, "side": side, "sources": set(area) | set(side), "timestamps": has_timestamps,
-                "scan": set(scan or {}),
-                "headers": self._learn_headers(area, headers)}
+        self._detectors[name] = {"shape": d["shape"], "dtype": d["dtype"], "headers": d["headers"]}
 
     def _adopt_schema(self, schema: dict) -> None:
         """Fix the run's schema at its first accepted event (no-op afterwards)."""
@@ -338,38 +243,6 @@ class RunWriter:
             g = self._groups.require(name)
             g.attrs.update({"NX_class": "NXdata", "signal": "0"})
         self._file.attrs["default"] = next(iter(schema["area"]), next(iter(schema["side"]), ""))
-
-    def _as_frame(self, name, value) -> np.ndarray:
-        frame = check_numeric_array(value, f"a frame of {name}", file=self.path, h5path=f"/{name}")
-        if frame.ndim == 2:
-            frame = frame[None]
-        if frame.ndim != 3:
-            raise WriterError(f"a frame must be [module, row, col] (or 2-D for one module); found shape {frame.shape}",
-                              file=self.path, h5path=f"/{name}")
-        return frame
-
-    def _check_frame(self, schema, name, value, h5path) -> np.ndarray:
-        frame = self._as_frame(name, value)
-        shape, dtype = schema["area"][name]
-        if frame.shape != shape or frame.dtype != dtype:
-            raise WriterError(f"every frame of {name} must match its first: expected {shape} {dtype}, "
-                              f"found {frame.shape} {frame.dtype}", file=self.path, h5path=h5path)
-        return frame
-
-    def _check_field(self, schema, name, field, value):
-        return self._check_value(f"/{name}/{field}", schema["side"][name][field], value)
-
-    def _check_value(self, h5path, expected, value, kind="side data"):
-        what = h5path.lstrip("/").replace("/", ".")
-        arr = check_numeric_array(value, f"{kind} {what}", file=self.path, h5path=h5path)
-        shape, dtype = expected
-        if (arr.dtype != dtype and arr.dtype.kind in "biu" and dtype.kind in "iu" and arr.size
-                and np.iinfo(dtype).min <= arr.min() and arr.max() <= np.iinfo(dtype).max):
-            arr = arr.astype(dtype)  # integers that fit, e.g. frameNo=7 for a uint32 field
-        if arr.shape != shape or (arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, "same_kind")):
-            raise WriterError(f"every value of {what} must match its first: expected {shape} {dtype}, "
-                              f"found {arr.shape} {arr.dtype}", file=self.path, h5path=h5path)
-        return arr
 
     def _create(self, h5path, shape, dtype, compress, block) -> h5py.Dataset:
         """A per-step dataset ``[n, *shape]``, resizable along n, holding ``block`` (its first n events).
@@ -409,6 +282,10 @@ class RunWriter:
         if self._scan_names is not None and names != self._scan_names:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path=f"/{HEADER}")
+        if self.n_steps == self.expected_steps:
+            log.warning("%s: step %d goes past expected_steps=%d: from here on a writer killed while adding a "
+                        "step can lose confirmed steps (docs/format.rst, \"Crash safety\"); give "
+                        "RunWriter(..., expected_steps=) the run's length", self.path, self.n_steps, self.expected_steps)
         self._open_step = StepWriter(self, self.n_steps, values)
         for name, value in values.items():  # written now, so that the step's first flush carries them
             self._append_per_step(name, value, h5py.string_dtype() if isinstance(value, str) else np.float64)
