@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from suite_support import mpiexec, run_to_end
+from mpi_scripts.launch import mpiexec, run_to_end
 
 from calibsuite_h5source.psana2 import partition
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mpi_scripts.launch import mpiexec, run_to_end
 
 from calibsuite_h5source.psana2 import partition
 
@@ -37,12 +37,6 @@ needs_suite = pytest.mark.skipif(
     reason=f"needs ../shared/suite and {', '.join(missing) or 'its dependencies'} "
            "(pip install -e '.[test,psana,suite]')",
 )
-
-
-def mpiexec() -> str | None:
-    """The launcher matching mpi4py's MPI library: next to python first (pip's mpich), else PATH."""
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else shutil.which("mpiexec")
 
 
 def switched_suite(dest: Path) -> Path:
@@ -66,24 +60,6 @@ def write_config(path: Path, experiment_hash: dict) -> Path:
         body += f"    {key!r}: {value},\n" if key == "regionSlice" else f"    {key!r}: {value!r},\n"
     Path(path).write_text(body + "}\n")
     return Path(path)
-
-
-def run_to_end(cmd: list[str], *, cwd: Path, env: dict, timeout: float, what: str) -> subprocess.CompletedProcess:
-    """Run ``cmd`` (in its own session) to its end and return it, whatever its exit code; the caller asserts.
-
-    A hang is a test failure naming ``what`` with the last output, never a
-    stuck CI job: after ``timeout`` seconds the whole session (mpiexec and
-    every rank) is killed.
-    """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{what} hung for {timeout} s; last output:\n{stdout[-3000:]}\n{stderr[-3000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def run_script(suite: Path, script: str, args: list[str], *, out_root: Path, n_ranks: int = 0,

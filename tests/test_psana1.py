@@ -5,13 +5,13 @@ import gc
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from mpi_scripts.launch import mpiexec, run_to_end
 
 import calibsuite_h5source.psana1 as psana
 from calibsuite_h5source import NotHDF5Error, UnknownDetectorError
@@ -24,11 +24,6 @@ REPO = HERE.parent
 SUITE = REPO.parent / "shared" / "suite"
 STEPS = (5, 2, 4)
 SHAPE = (4, 8, 8)
-
-
-def mpiexec():
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else __import__("shutil").which("mpiexec")
 
 
 needs_mpi = pytest.mark.skipif(importlib.util.find_spec("mpi4py") is None or mpiexec() is None,
@@ -86,7 +81,7 @@ def run(script, args, out, n_ranks, run_dir, pythonpath=()):
     env = {k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV}
     env.update(CALIBSUITE_H5_DIR=str(run_dir), PYTHONPATH=os.pathsep.join([*map(str, pythonpath), str(REPO)]),
                MPLBACKEND="Agg", OUTPUT_ROOT=str(out), foo="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=out)
+    proc = run_to_end(cmd, cwd=out, env=env, timeout=180, what=f"{script} (ranks={n_ranks})")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
 

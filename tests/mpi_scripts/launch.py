@@ -1,4 +1,7 @@
-"""Run a script of this directory under ``mpiexec -n N`` (for tests/test_mpi.py and test_smalldata.py)."""
+"""Run a script of this directory under ``mpiexec -n N`` (for tests/test_mpi.py and test_smalldata.py).
+
+Also the one :func:`mpiexec` and :func:`run_to_end` of the tests that launch scripts (suite, peer, psana1).
+"""
 
 import importlib.util
 import os
@@ -29,6 +32,26 @@ _skip_without_mpi = pytest.mark.skipif(
 )
 
 
+def run_to_end(cmd: list, *, cwd=None, env: dict | None = None, timeout: float = TIMEOUT,
+               what: str = "") -> subprocess.CompletedProcess:
+    """Run ``cmd`` (in its own session) to its end and return it, whatever its exit code; the caller asserts.
+
+    A hang is a test failure naming ``what`` (default: the command) with the
+    last output, never a stuck CI job: after ``timeout`` seconds the whole
+    session (mpiexec and every rank) is killed.
+    """
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{what or cmd} did not finish in {timeout} s (hung, or a deadlock); last output:\n"
+                    f"{stdout[-3000:]}\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def needs_mpi(test):
     """Mark ``test`` as an MPI test (``-m mpi``) that skips without mpi4py or an mpiexec."""
     return pytest.mark.mpi(_skip_without_mpi(test))
@@ -50,14 +73,6 @@ def launch(script: str, n_ranks: int, *args, timeout: float = TIMEOUT, env: dict
         cmd = [mpiexec(), "-n", str(n_ranks), *cmd]
     env = {**{k: v for k, v in os.environ.items() if k not in partition.LAUNCHER_ENV and k not in ROLE_ENV},
            **(env or {})}
-    # own process group, so that a hung run's ranks (not just mpiexec) can be killed
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                          start_new_session=True) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            pytest.fail(f"{script} on {n_ranks} ranks did not finish in {timeout} s (deadlock?)")
-    assert proc.returncode == 0 or not check, err
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    proc = run_to_end(cmd, env=env, timeout=timeout, what=f"{script} on {n_ranks} ranks")
+    assert proc.returncode == 0 or not check, proc.stderr
+    return proc
