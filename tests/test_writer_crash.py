@@ -326,3 +326,28 @@ def test_every_source_links_its_present_group_in_step_0(tmp_path):
             assert list(f[f"{name}/present"]) == ["0"] and f[f"{name}/present/0"][()].tolist() == [True] * 3
     run = next(DataSource(files=path).runs())
     assert all(run.Detector("epixM").raw.raw(e) is not None for e in run.events())
+
+
+def test_uncompressed_chunks_fit_the_steps_not_64_kib(tmp_path):
+    """A chunk is allocated whole: per-step datasets of short steps get chunks of their size (a power of two
+    holding the events add_events was given, the step's first block, or the longest earlier step),
+    capped at CHUNK_BYTES."""
+    from calibsuite_h5source.write.writer import CHUNK_BYTES
+
+    path = tmp_path / "c.h5"
+    with RunWriter(path, "delayScan", flush_every=4) as w:
+        for k, n in enumerate([3, 10, 2]):
+            w.add_step({"epixM": np.zeros((n, 1, 2, 2), np.uint16), "wave8": {"amp": np.ones(n)}},
+                       timestamps=np.arange(n) + 100 * k + 1, delay=float(k))
+        with w.step(delay=3.0) as s:  # a long step of big rows, flushed every 4 events
+            for i in range(40):
+                s.event(epixM=np.zeros((1, 2, 2), np.uint16), wave8={"amp": np.float64(i)}, timestamp=1000 + i)
+    with h5py.File(path, "r") as f:
+        # steps 0 and 1: the events add_step was given; steps 2 and 3 (event by event): step 1's 10 events
+        assert [f[f"wave8/amp/{k}"].chunks for k in range(4)] == [(4,), (16,), (16,), (16,)]
+        assert [f[f"timestamp/{k}"].chunks for k in range(4)] == [(4,), (16,), (16,), (16,)]
+        assert f["wave8/amp/3"][()].tolist() == list(range(40))
+    with RunWriter(tmp_path / "big.h5", "delayScan") as w:
+        w.add_step({"wave8": {"amp": np.zeros((5000, 4))}}, delay=0.0)
+    with h5py.File(tmp_path / "big.h5", "r") as f:
+        assert f["wave8/amp/0"].chunks == (CHUNK_BYTES // 32, 4)

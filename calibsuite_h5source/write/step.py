@@ -32,6 +32,7 @@ class StepWriter:
         self.index = index
         self.scan_values = scan_values
         self.n_events = 0
+        self._expected_events = 0  # events the step will hold at least, when known (add_events): chunk sizes
         self._columns: dict[tuple, Column] = {}
         self._scan: dict[str, list] = {}  # first per-event scan value of this step (the constancy rule)
         self._closed = False
@@ -126,7 +127,9 @@ class StepWriter:
             parts = {"present": [*names, "present"], "timestamp": ["timestamp"], "scan": [HEADER, *names]}
             h5path = "/" + "/".join([*parts.get(kind, names), step_name(self.index)])
             w = self.writer
-            create = lambda path, shape, dtype, block: w._create(path, shape, dtype, compress, block)  # noqa: E731
+            def create(path, shape, dtype, block):
+                return w._create(path, shape, dtype, compress, block, self._expected_events)
+
             col = self._columns[key] = Column(create, h5path, shape, dtype, w.flush_every)
         return col
 
@@ -195,6 +198,7 @@ class StepWriter:
         """
         self._check_open()
         n = self._block_length(data, timestamps, present, scan, headers)
+        self._expected_events = self.n_events + n
         w = self.writer
         present = present or {}
         schema, block_scan, records = w._schema, {}, []

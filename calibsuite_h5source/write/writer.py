@@ -74,6 +74,9 @@ def writer_identity(path: str) -> dict:
 #: Largest ``expected_steps``: a symbol-table node holds at most 2 * 65535 links.
 MAX_EXPECTED_STEPS = 2 * 65535
 
+#: Largest chunk of an uncompressed per-step dataset, in bytes (a chunk holds one frame at least).
+CHUNK_BYTES = 2**16
+
 #: Longest ``error`` text stored, in UTF-8 bytes (longer ones are cut, ending in '...'); the writer
 #: keeps room for it in the file from the start.
 ERROR_BYTES = 1000
@@ -180,6 +183,7 @@ class RunWriter:
         self._scan_names: list[str] | None = None
         self._open_step: StepWriter | None = None
         self.n_steps = 0
+        self._longest_step = 0  # events of the longest finished step: the next steps' chunk size hint
         self._discarded = 0
         self._leftover: dict[str, h5py.Dataset] = {}  # a discarded step's datasets, for the next step
         self._since_flush = 0
@@ -244,7 +248,7 @@ class RunWriter:
             g.attrs.update({"NX_class": "NXdata", "signal": "0"})
         self._file.attrs["default"] = next(iter(schema["area"]), next(iter(schema["side"]), ""))
 
-    def _create(self, h5path, shape, dtype, compress, block) -> h5py.Dataset:
+    def _create(self, h5path, shape, dtype, compress, block, expected: int = 0) -> h5py.Dataset:
         """A per-step dataset ``[n, *shape]``, resizable along n, holding ``block`` (its first n events).
 
         A dataset a discarded step left at ``h5path`` is rewritten instead (see :meth:`StepWriter.discard`).
@@ -258,12 +262,21 @@ class RunWriter:
             del self._file[h5path]  # cannot happen with one schema per run; kept correct anyway
         self._groups.make(h5path.rsplit("/", 1)[0])
         kwargs = self._compression if compress else {}
-        chunks = (1, *shape) if compress else (max(1, 2**16 // max(1, dtype.itemsize * int(np.prod(shape)))), *shape)
+        chunks = (1, *shape) if compress else (self._chunk_rows(max(len(block), expected), dtype.itemsize * int(np.prod(shape))), *shape)
 
         def make():
             return self._file.create_dataset(h5path, data=block, maxshape=(None, *shape), chunks=chunks, **kwargs)
 
-        return self._maker.create((tuple(shape), dtype.str, compress), h5path, block, True, make)
+        return self._maker.create((tuple(shape), dtype.str, compress, chunks), h5path, block, True, make)
+
+    def _chunk_rows(self, first: int, row_bytes: int) -> int:
+        """Events per chunk of an uncompressed per-step dataset: a power of two holding ``first`` (the
+        step's first block, or the events ``add_events`` was given), or the longest earlier step when
+        longer (steps of a run are usually alike), and at most
+        ``CHUNK_BYTES``. HDF5 allocates a whole chunk on disk: a fixed 64 KiB chunk made a short step of
+        small events take 64 KiB per dataset."""
+        want = max(1, first, self._longest_step)
+        return max(1, min(CHUNK_BYTES // max(1, row_bytes), 1 << (want - 1).bit_length()))
 
     # -- steps ----------------------------------------------------------------
     def step(self, **scan_values) -> StepWriter:
@@ -380,6 +393,7 @@ class RunWriter:
                 g.attrs["ancillaryDataType"] = declared[0] if len(declared) == 1 else declared
         # the index that lets the reader open a run without touching every step
         self._append_per_step("nEvents", step.n_events, np.int64)
+        self._longest_step = max(self._longest_step, step.n_events)
         self.n_steps += 1
         self._open_step = None
         self._counters["stepsComplete"] = self.n_steps
