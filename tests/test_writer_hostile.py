@@ -397,3 +397,30 @@ def test_write_run_dict_refuses_bad_values_and_leaves_no_file(tmp_path, change, 
     with pytest.raises(WriterError, match=message):
         write_run_dict(tmp_path / "r.h5", d)
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_a_scan_variable_named_as_a_source_is_refused_before_anything_is_written(tmp_path):
+    frame = np.ones((1, 1, 2, 2), np.uint16)
+    with RunWriter(tmp_path / "a.h5", "delayScan") as w:
+        with pytest.raises(WriterError, match="has the name of the source 'delay'"):
+            w.add_step({"delay": frame}, delay=1.0)
+        w.add_step({"epixM": frame}, delay=1.0)
+        with pytest.raises(WriterError, match="has the name of the source 'epixM'"):
+            w.step(epixm=2.0)
+    run = next(DataSource(files=tmp_path / "a.h5").runs())
+    assert run.Detector("delay")(next(run.steps())) == 1.0
+    with RunWriter(tmp_path / "b.h5", "delayScan") as w, w.step() as s:
+        with pytest.raises(WriterError, match="has the name of the source 'wave8'"):
+            s.event(wave8={"a": 1.0}, scan={"Wave8": 2.0})
+        s.event(wave8={"a": 1.0}, scan={"x": 2.0})
+
+
+def test_a_run_id_the_reader_cannot_make_timestamps_from_is_refused_at_the_first_event(tmp_path):
+    """run in milliseconds by mistake: without timestamps the file would be unreadable."""
+    path = tmp_path / "ms.h5"
+    frame = np.ones((1, 1, 2, 2), np.uint16)
+    with RunWriter(path, "dark", run=1_700_000_000_000) as w:
+        with pytest.raises(WriterError, match=r"run = 1700000000000 .*give every event a timestamp="):
+            w.add_step({"epixM": frame})
+        w.add_step({"epixM": frame}, timestamps=[(1 << 60) + 1])  # with timestamps, run is not needed
+    assert len(list(next(DataSource(files=path).runs()).events())) == 1

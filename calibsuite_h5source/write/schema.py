@@ -127,9 +127,21 @@ def propose_schema(path: str, detectors: dict, data: dict, has_timestamps: bool,
             raise WriterError(f"{name!r} cannot be a per-event scan variable: it is "
                               f"{'a per-step value of this run' if name in step_scan else 'one str per step'}",
                               file=path, h5path=f"/{HEADER}/{name}")
+    check_distinct_names(path, set(area) | set(side), [*step_scan, *(scan or {})])
     return {"area": area, "side": side, "sources": set(area) | set(side), "timestamps": has_timestamps,
             "scan": set(scan or {}),
             "headers": learn_headers(path, detectors, area, headers)}
+
+
+def check_distinct_names(path: str, sources, scan_names) -> None:
+    """Refuse a scan variable named as a detector or side-data source (case aside): ``run.Detector(name)``
+    answers one of them, and the other's values could never be read."""
+    lower = {str(s).lower(): s for s in sources}
+    for name in scan_names:
+        if str(name).lower() in lower:
+            raise WriterError(f"scan variable {name!r} has the name of the source {lower[str(name).lower()]!r}; "
+                              "run.Detector(name) could read only one of them: rename one",
+                              file=path, h5path=f"/{HEADER}/{name}")
 
 
 def as_frame(path: str, name, value) -> np.ndarray:

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source._version import __version__
-from calibsuite_h5source.errors import UnknownScriptTypeError, WriterError
+from calibsuite_h5source.errors import HeaderError, UnknownScriptTypeError, WriterError
 from calibsuite_h5source.format.constants import (
     FORMAT_VERSION,
     HEADER,
@@ -41,6 +41,7 @@ from calibsuite_h5source.format.constants import (
     WRITER_COUNTERS,
 )
 from calibsuite_h5source.format.script_types import canonical_script_type, known_script_types
+from calibsuite_h5source.format.timestamps import check_run_start
 from calibsuite_h5source.write.fastwrite import AttrSetter, DatasetMaker, ValueAppender, append_rows
 from calibsuite_h5source.write.rules import (
     check_header,
@@ -48,7 +49,7 @@ from calibsuite_h5source.write.rules import (
     check_scan_value,
     check_source_name,
 )
-from calibsuite_h5source.write.schema import parse_declaration
+from calibsuite_h5source.write.schema import check_distinct_names, parse_declaration
 from calibsuite_h5source.write.step import StepWriter
 from calibsuite_h5source.write.storage import (
     EXPECTED_STEPS,
@@ -242,6 +243,13 @@ class RunWriter:
         """Fix the run's schema at its first accepted event (no-op afterwards)."""
         if self._schema is not None:
             return
+        if not schema["timestamps"] and isinstance(self.header["run"], (int, np.integer)):  # the reader
+            # makes timestamps from ``run``: it must be able to
+            try:
+                check_run_start(self.header["run"], file=self.path)
+            except HeaderError as exc:
+                raise WriterError(f"{exc.rule}; or give every event a timestamp=",
+                                  file=self.path, h5path=f"/{HEADER}") from exc
         self._schema = schema
         for name in schema["area"]:
             g = self._groups.require(name)
@@ -292,6 +300,7 @@ class RunWriter:
                                   file=self.path, h5path=f"/{HEADER}/{name}")
             values[name] = check_scan_value(name, value, file=self.path, h5path=f"/{HEADER}/{name}/{self.n_steps}")
         names = sorted(scan_values)
+        check_distinct_names(self.path, [*self._detectors, *(self._schema["sources"] if self._schema else ())], names)
         if self._scan_names is not None and names != self._scan_names:
             raise WriterError(f"every step must give the same per-step scan values; step 0 gave {self._scan_names}, "
                               f"step {self.n_steps} gives {names}", file=self.path, h5path=f"/{HEADER}")
