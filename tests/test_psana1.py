@@ -238,3 +238,16 @@ def test_area_methods_equal_the_package_and_break_after(run_dir):
     assert det.gain() is None and det.shape() == SHAPE and det.size() == int(np.prod(SHAPE))
     assert det.raw(None) is None and psana.Detector("MfxDg1BmMon").get(None) is None
     assert psana.Detector("delay")() == 10.0  # a scan variable by name (EPICS-like), current step
+
+
+def test_bld_get_is_none_where_the_monitor_has_no_data(tmp_path):
+    """psana1's ``Detector('wave8').get(evt)`` is None at an event without the monitor's data (its
+    ``present`` mask False), not an object whose getters answer None."""
+    decl = declare_run(steps=(3, 2), shape=(1, 2, 2))
+    decl["present"] = {"wave8": [np.array([True, False, True]), None]}
+    write_layout(tmp_path / "r.h5", decl)
+    ds = psana.DataSource(files=str(tmp_path / "r.h5"))
+    w8 = psana.Detector("wave8", ds.env())
+    got = [w8.get(evt) for evt in ds.events()]
+    assert [g is None for g in got] == [False, True, False, False, False]
+    np.testing.assert_array_equal(got[2].peakAmplitude(), decl["side"]["wave8"]["peakAmplitude"][0][2])

@@ -206,7 +206,12 @@ class BldDetector(_PerRun):
     """A beam monitor or other side data: ``det.get(evt).peakA()``."""
 
     def get(self, evt):
-        return None if evt is None else BldData(self._det(evt).raw, evt._evt)
+        """The event's data, or None when the source has none at this event (its ``present`` mask), as psana1."""
+        if evt is None:
+            return None
+        raw, e = self._det(evt).raw, evt._evt
+        mask = raw.present(e._step)
+        return None if mask is not None and not mask[e._i] else BldData(raw, e)
 
     def __repr__(self):
         return f"<psana1 BldDetector {self.name} -> {self.group}>"
