@@ -14,10 +14,17 @@ def _run(path, run, stored):
         w.add_step({"epixM": np.zeros((2, 2, 3, 4), np.uint16)}, timestamps=[5, 6] if stored else None)
 
 
+def _edited_run(path, run):
+    """A run without timestamps whose header run another program set too large (the writer refuses it)."""
+    _run(path, 1_700_000_000, stored=False)
+    with h5py.File(path, "r+") as f:
+        f["ancillaryData"].attrs["run"] = np.int64(run)
+
+
 @pytest.mark.parametrize("run", [2**62, 2**63 - 1, ts.LAST_RUN_START + 1])
 def test_a_run_start_past_what_timestamps_hold_is_a_header_error_naming_run(tmp_path, run):
     path = tmp_path / "r.h5"
-    _run(path, run, stored=False)
+    _edited_run(path, run)
     with pytest.raises(HeaderError, match=r"/ancillaryData: attribute run = \d+ .*store them, or fix run") as err:
         next(DataSource(files=str(path)).runs())
     assert err.value.file == str(path) and isinstance(err.value, H5SourceError)
