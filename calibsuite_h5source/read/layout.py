@@ -9,8 +9,6 @@ Nothing here reads frame data.
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -19,7 +17,6 @@ from calibsuite_h5source.errors import (
     EventCountError,
     FormatError,
     InconsistentRunError,
-    NotHDF5Error,
 )
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format.constants import (
@@ -30,13 +27,11 @@ from calibsuite_h5source.format.constants import (
 )
 from calibsuite_h5source.format.detector_types import DETECTOR_TYPES
 from calibsuite_h5source.h5.dataset import StoredDataset
-from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin, items, open_member
-from calibsuite_h5source.h5.retry import retry
 from calibsuite_h5source.read.index_types import EventArray
 from calibsuite_h5source.read.step_counts import StepCounter, StepCounts, events_in
 
-__all__ = ["open_h5", "open_unlocked", "is_unlocked", "to_python", "read_header", "detect_layout", "event_counts",
+__all__ = ["to_python", "read_header", "detect_layout", "event_counts",
            "events_in", "LayoutMembers", "StepCounter", "StepCounts", "step_number", "EAGER_STEPS"]
 
 log = logging.getLogger(__name__)
@@ -44,56 +39,6 @@ log = logging.getLogger(__name__)
 #: A canonical run without the writer's index and with more steps than this is opened lazily
 #: (names listed; each step's datasets opened, counted and checked when the step is first reached).
 EAGER_STEPS = 64
-
-
-def open_h5(path) -> h5py.File:
-    """Open ``path`` read-only, turning every failure into a clear :class:`NotHDF5Error`."""
-    with guard(str(path), None, "opening the file"):
-        return _open_h5(Path(path))
-
-
-def _open_h5(p: Path) -> h5py.File:
-    if not p.exists():
-        raise NotHDF5Error("file does not exist", file=str(p))
-    if p.is_dir():
-        raise NotHDF5Error("is a directory, not an HDF5 file", file=str(p))
-    if not os.access(p, os.R_OK):
-        raise NotHDF5Error("permission denied: the file is not readable", file=str(p))
-    if not h5py.is_hdf5(p):
-        with open(p, "rb") as fh:
-            head = fh.read(8)
-        raise NotHDF5Error(
-            f"not an HDF5 file: no HDF5 signature; found first bytes {head!r} (size {p.stat().st_size} bytes)",
-            file=str(p),
-        )
-    try:
-        return h5py.File(p, "r")
-    except OSError as exc:
-        if "unable to lock file" not in str(exc).lower():
-            raise NotHDF5Error(f"HDF5 file is truncated or corrupted: {exc}", file=str(p)) from exc
-        try:  # a writer holds it: read what it has made durable (docs/format.rst, "What a live file looks like")
-            return open_unlocked(p)
-        except OSError as exc2:
-            raise NotHDF5Error(f"the file is being written and could not be read without its lock: {exc2}",
-                               file=str(p)) from exc2
-
-
-def open_unlocked(path, attempts: int = 5) -> h5py.File:
-    """Open a file that a writer holds, read-only and without HDF5's file lock.
-
-    A flush of the writer can be caught half-done, so a failed open is
-    retried a few times (``attempts``, 20 ms apart) before its error is raised.
-    """
-    return retry(lambda: h5py.File(path, "r", locking=False), attempts=attempts, on=(OSError,), delay=0.02,
-                 what=f"opening {path} without its lock")
-
-
-def is_unlocked(f: h5py.File) -> bool:
-    """True when ``f`` was opened without HDF5's file lock (:func:`open_unlocked`: a writer holds it)."""
-    try:
-        return not f.id.get_access_plist().get_file_locking()[0]
-    except (AttributeError, OSError):
-        return False
 
 
 def to_python(value):

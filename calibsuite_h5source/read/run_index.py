@@ -27,6 +27,7 @@ from calibsuite_h5source.format import rules
 from calibsuite_h5source.format import timestamps as _ts
 from calibsuite_h5source.format.constants import HEADER, step_number
 from calibsuite_h5source.format.script_types import is_known_script_type
+from calibsuite_h5source.h5.files import is_unlocked, open_h5
 from calibsuite_h5source.h5.guard import guard
 from calibsuite_h5source.h5.links import Origin
 from calibsuite_h5source.h5.retry import retry
@@ -42,8 +43,6 @@ from calibsuite_h5source.read.layout import (
     StepCounts,
     detect_layout,
     event_counts,
-    is_unlocked,
-    open_h5,
     read_header,
     to_python,
 )

@@ -34,13 +34,13 @@ from calibsuite_h5source.format import timestamps as _ts
 from calibsuite_h5source.format.constants import BITSHUFFLE, HEADER
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.h5.files import open_h5
 from calibsuite_h5source.h5.filters import require_filters
 from calibsuite_h5source.h5.guard import translate
 from calibsuite_h5source.h5.links import Origin, check_virtual, open_member
 from calibsuite_h5source.read.layout import (
     LayoutMembers,
     detect_layout,
-    open_h5,
     read_header,
 )
 from calibsuite_h5source.read.run_index import open_run_index
