@@ -305,10 +305,10 @@ def read_block(path: str, h5path: str, prefix: tuple, lo: int, hi: int, picks) -
     direct reads, decompression, damage checks, errors as ``H5SourceError``.
     """
     from calibsuite_h5source.h5.dataset import open_stored
+    from calibsuite_h5source.h5.files import open_h5
     from calibsuite_h5source.h5.guard import guard
 
-    with guard(path, h5path, f"reading events {lo}:{hi}"):
-        f = h5py.File(path, "r", rdcc_nbytes=0)  # no chunk cache: chunks go straight to the block
+    f = open_h5(path, rdcc_nbytes=0)  # no chunk cache: chunks go straight to the block; a written file unlocked
     with f:
         with guard(path, h5path, "opening the dataset"):
             reader = open_stored(f, h5path, tuple(prefix))

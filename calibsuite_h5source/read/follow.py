@@ -28,6 +28,7 @@ from calibsuite_h5source.errors import FormatError, NotHDF5Error, WriterGoneErro
 from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.format.timestamps import StoredTimestamps
 from calibsuite_h5source.h5.dataset import StoredDataset, read_whole
+from calibsuite_h5source.h5.files import open_read_only
 from calibsuite_h5source.h5.guard import guard, translate
 from calibsuite_h5source.h5.links import Origin, open_member
 from calibsuite_h5source.h5.retry import retry
@@ -114,13 +115,9 @@ def _pid_alive(pid: int) -> bool:
 def _open(path: str) -> h5py.File:
     """Open without HDF5's lock; in a process that already holds the file, share its open file."""
     try:
-        return h5py.File(path, "r", locking=False)
+        return open_read_only(path, False)
     except FileNotFoundError as exc:
         raise NotHDF5Error("file does not exist", file=path) from exc
-    except OSError as exc:
-        if "locking flag" in str(exc):  # this process has it open with the lock (its writer, or a reader)
-            return h5py.File(path, "r")
-        raise
 
 
 class Follower:
