@@ -184,3 +184,58 @@ def test_writer_index_with_missing_steps(tmp_path):
         del f["epixM/2"]
     with pytest.raises(InconsistentRunError, match=r"/epixM: /ancillaryData/nEvents lists 3 steps; found steps \[0, 1\]"):
         open_run_index(path)
+
+
+def _both_ways(tmp_path, eager):
+    """A run read eagerly (no writer's index) or lazily (the writer's, with wave8 side data)."""
+    if eager:
+        return write_layout(tmp_path / "run.h5", declare_run(steps=(3, 2)))
+    from calibsuite_h5source import RunWriter
+    path = tmp_path / "run.h5"
+    with RunWriter(path, "dark") as w:
+        for n in (3, 2):
+            w.add_step({"epixM": np.zeros((n, 1, 2, 2), np.uint16), "wave8": {"peakAmplitude": np.zeros(n)}})
+    return str(path)
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "indexed"])
+@pytest.mark.parametrize("h5path, rule", [("/epixM/present", r"present must be a group of per-step bool masks \(present/<k>\)"),
+                                          ("/epixM/calib", "calib must be a group of calibration constants"),
+                                          ("/wave8/present", r"present must be a group of per-step bool masks \(present/<k>\)")])
+def test_present_or_calib_stored_as_a_dataset_is_an_error_not_ignored(tmp_path, eager, h5path, rule):
+    path = _both_ways(tmp_path, eager)
+    with h5py.File(path, "a") as f:
+        if h5path in f:
+            del f[h5path]
+        f[h5path] = np.zeros(5, bool)  # all absent: ignoring it would serve every frame
+    with pytest.raises(FormatError, match=rf"run\.h5: {h5path}: {rule}; found Dataset"):
+        next(DataSource(files=path).runs())
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "indexed"])
+def test_a_float_present_mask_is_refused_in_every_layout(tmp_path, eager):
+    """The eager layout once read masks with astype(bool), past the dtype rule the lazy one applies."""
+    path = _both_ways(tmp_path, eager)
+    with h5py.File(path, "a") as f:
+        f.require_group("epixM/present")
+        if "0" in f["epixM/present"]:
+            del f["epixM/present/0"]
+        f["epixM/present/0"] = np.full(3, 0.5)
+    with pytest.raises(FormatError, match=r"/epixM/present/0: present mask must be bool; found float64"):
+        run = next(DataSource(files=path).runs())
+        det = run.Detector("epixM")
+        [det.raw.raw(evt) for evt in run.events()]
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "indexed"])
+@pytest.mark.parametrize("value", [np.zeros(2, "S3"), np.zeros((2, 3))], ids=["dtype", "shape"])
+def test_a_side_field_step_unlike_step_0_is_refused(tmp_path, eager, value):
+    """The eager layout once served such a step as it was (bytes, or another shape)."""
+    path = _both_ways(tmp_path, eager)
+    with h5py.File(path, "a") as f:
+        del f["wave8/peakAmplitude/1"]
+        f["wave8/peakAmplitude/1"] = value
+    with pytest.raises(FormatError, match=r"/wave8/peakAmplitude/1: per-event shape/dtype must be the same in every "
+                                          r"step; step 0 has \(.*\) float.., (step 1|this step) has"):
+        run = next(DataSource(files=path).runs())
+        [run.Detector("wave8").raw.peakAmplitude(evt) for evt in run.events()]

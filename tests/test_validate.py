@@ -210,3 +210,30 @@ def test_the_command_says_a_warning_once(tmp_path, case, make, words, code):
     assert rc == 0, said
     assert said.count(words) == 1, said
     assert f"{path}: /ancillaryData: warning {code}: " in said
+
+
+def _indexed(path):
+    """A run by RunWriter: the writer's index, so the reader opens each step when first reached."""
+    from calibsuite_h5source import RunWriter
+
+    with RunWriter(path, "dark") as w:
+        for n in (3, 2):
+            w.add_step({"epixM": np.zeros((n, 1, 2, 2), np.uint16), "wave8": {"peakAmplitude": np.zeros(n)}})
+    return str(path)
+
+
+@pytest.mark.parametrize("edit, rule, h5path", [
+    (lambda f: replace(f, "epixM/present/0", np.full(3, 0.5)), "present mask must be bool", "/epixM/present/0"),
+    (lambda f: f.__setitem__("wave8/present/1", np.ones(1, bool)), "present mask must have nEvents=2 entries",
+     "/wave8/present/1"),
+    (lambda f: replace(f, "wave8/peakAmplitude/1", np.zeros(2, "S3")), "per-event shape/dtype must be the same",
+     "/wave8/peakAmplitude/1"),
+], ids=["float-mask", "short-side-mask", "side-dtype"])
+def test_rules_the_reader_applies_when_a_step_is_reached_are_validated(tmp_path, edit, rule, h5path):
+    """validate once passed files whose later steps the reader refuses (it opened only the first step)."""
+    path = _indexed(tmp_path / "r.h5")
+    with h5py.File(path, "a") as f:
+        f.require_group("wave8/present")
+        edit(f)
+    problem = next(p for p in validate(path) if p.severity == ERROR)
+    assert rule in problem.message and problem.h5path == h5path, problem

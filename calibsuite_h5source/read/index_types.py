@@ -21,6 +21,23 @@ def _ea_where(self, *args, **kwargs):
     return self.where() + (f"reading {self!r}" + (f" event {args[0]}" if args else ""),)
 
 
+def check_same_event(expect: tuple, ds: h5py.Dataset, prefix: tuple, where: tuple, step: int | None = None) -> tuple:
+    """The one rule of per-step data: every step's events have step 0's shape and dtype.
+
+    Returns ``(per-event shape, dtype)`` of ``ds`` (events ``ds[prefix + (i,)]``);
+    raises a :class:`~calibsuite_h5source.errors.FormatError` at ``where = (file, h5path)``
+    when ``expect`` (step 0's, or None) differs.
+    """
+    got = (None if ds.shape is None else ds.shape[len(prefix) + 1:], ds.dtype)
+    if expect is not None and got != expect:
+        from calibsuite_h5source.errors import FormatError
+
+        raise FormatError(f"per-event shape/dtype must be the same in every step; step 0 has {expect[0]} "
+                          f"{expect[1]}, {'this step' if step is None else f'step {step}'} has {got[0]} {got[1]}",
+                          file=where[0], h5path=where[1])
+    return got
+
+
 def _steps_where(self, k):
     return self._file, self._h5path, f"loading step {k}"
 
@@ -93,10 +110,8 @@ class EventArray:
         if not isinstance(ds, h5py.Dataset):
             file, where = self.where()
             raise FormatError(f"expected a dataset here; found {type(ds).__name__}", file=file, h5path=where)
-        if self._expect is not None and ds.shape is not None and (ds.shape[1:], ds.dtype) != self._expect:
-            file, where = self.where()
-            raise FormatError(f"per-event shape/dtype must be the same in every step; step 0 has {self._expect[0]} "
-                              f"{self._expect[1]}, this step {ds.shape[1:]} {ds.dtype}", file=file, h5path=where)
+        if ds.shape is not None:
+            check_same_event(self._expect, ds, (), self.where())
         return ds
 
     @guarded(_ea_where)

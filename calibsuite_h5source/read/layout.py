@@ -193,9 +193,14 @@ class LayoutMembers:
                 out[k] = obj
         return out
 
-    def masks_of(self, group: h5py.Group) -> dict[int, np.ndarray]:
-        """``{k: bool mask}`` of a ``present`` group's steps, read now (the eager layouts)."""
-        return {k: self.event_array(ds).read_all().astype(bool) for k, ds in self.steps_of(group).items()}
+    def reserved_group(self, group: h5py.Group, name: str) -> h5py.Group | None:
+        """``group/present`` or ``group/calib``: None when absent, else a group (anything else is an error)."""
+        sub = self.member(group, name)
+        if sub is not None and not isinstance(sub, h5py.Group):
+            what = "per-step bool masks (present/<k>)" if name == "present" else "calibration constants"
+            raise self.error(FormatError, f"{group.name}/{name}",
+                             f"{name} must be a group of {what}; found {type(sub).__name__}")
+        return sub
 
     def add_area(self, name, h5path, steps: dict[int, EventArray], attrs, present=None, calib=None, headers=None):
         self.area[name] = dict(steps=steps, attrs=attrs, present=present or {}, calib=calib, h5path=h5path,
@@ -216,23 +221,23 @@ class LayoutMembers:
                 continue
             steps = self.steps_of(obj)
             if steps:
-                present = self.member(obj, "present")
-                calib = self.member(obj, "calib")
+                present = self.reserved_group(obj, "present")
                 self.add_area(
                     name, obj.name,
                     {k: self.event_array(ds) for k, ds in steps.items()},
                     dict(obj.attrs),
-                    present=self.masks_of(present) if isinstance(present, h5py.Group) else None,
-                    calib=calib if isinstance(calib, h5py.Group) else None,
+                    present=None if present is None else {"group": present},
+                    calib=self.reserved_group(obj, "calib"),
                     headers={field: {k: self.event_array(ds) for k, ds in self.steps_of(sub).items()}
                              for field, sub in self.header_groups(obj).items()},
                 )
                 continue
             fields = {}
+            present = self.reserved_group(obj, "present")
+            if present is not None:  # steps with a mask only
+                self.side_present[name] = {"group": present}
             for field_name, sub in self.items(obj):
-                if field_name == "present" and isinstance(sub, h5py.Group):  # steps with a mask only
-                    self.side_present[name] = self.masks_of(sub)
-                elif isinstance(sub, h5py.Group):
+                if field_name != "present" and isinstance(sub, h5py.Group):
                     fsteps = self.steps_of(sub)
                     if fsteps:
                         fields[field_name] = {k: self.event_array(ds) for k, ds in fsteps.items()}
@@ -276,16 +281,17 @@ class LayoutMembers:
                 self.ts_group = obj
                 continue
             if any(step_number(m) is not None for m in obj):
-                present = self.member(obj, "present")
-                calib = self.member(obj, "calib")
+                present = self.reserved_group(obj, "present")
                 self.add_area(name, obj.name, lazy(obj), dict(obj.attrs),
-                              present={"group": present} if isinstance(present, h5py.Group) else None,
-                              calib=calib if isinstance(calib, h5py.Group) else None,
+                              present=None if present is None else {"group": present},
+                              calib=self.reserved_group(obj, "calib"),
                               headers={field: lazy(sub) for field, sub in self.header_groups(obj).items()})
                 continue
-            groups = {field_name: sub for field_name, sub in self.items(obj) if isinstance(sub, h5py.Group)}
-            if "present" in groups:  # steps with a mask only: loaded when asked for (run_index)
-                self.side_present[name] = {"group": groups.pop("present")}
+            present = self.reserved_group(obj, "present")
+            if present is not None:  # steps with a mask only: loaded when asked for (run_index)
+                self.side_present[name] = {"group": present}
+            groups = {field_name: sub for field_name, sub in self.items(obj)
+                      if field_name != "present" and isinstance(sub, h5py.Group)}
             fields = {field_name: lazy(sub) for field_name, sub in groups.items()}
             if fields:
                 self.side[name] = fields

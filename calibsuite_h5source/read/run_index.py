@@ -37,6 +37,7 @@ from calibsuite_h5source.read.index_types import (
     LazySteps,
     RunIndex,
     ScanVariable,
+    check_same_event,
 )
 from calibsuite_h5source.read.layout import (
     LayoutMembers,
@@ -74,6 +75,8 @@ def _present_masks(b: LayoutMembers, entry: dict, steps: list) -> Sequence:
             raise b.error(DataTypeError, where, f"present mask must be bool; found {ds.dtype}")
         return np.asarray(b.read_whole(ds, n), dtype=bool)
 
+    if not b.indexed:  # a small run: every mask read, and checked, now
+        return [load(k) for k in range(len(steps))]
     return LazySteps(len(steps), load, b.path, group.name)
 
 
@@ -102,6 +105,15 @@ def _check_timestamp_dataset(b: LayoutMembers, ea: EventArray, k: int, n: int, w
     _ts.check_dtype(ds.dtype, b.path, where)
 
 
+def _check_alike(steps: list[EventArray]) -> None:
+    """Every opened step of a side-data or header field has step 0's per-event shape and dtype (a lazy
+    step is checked when opened, against the first step's: ``EventArray(expect=)``)."""
+    first = None
+    for k, ea in enumerate(steps):
+        if ea._dataset is not None and ea.dataset.shape is not None:
+            first = check_same_event(first, ea.dataset, ea.prefix, ea.where(), k)
+
+
 def _check_area(b: LayoutMembers, name: str, steps: list[EventArray], h5path: str):
     """Return ``(frame shape, dtype)`` after checking every opened step: numeric ``[module, row, col]`` alike."""
     first = None
@@ -118,11 +130,7 @@ def _check_area(b: LayoutMembers, name: str, steps: list[EventArray], h5path: st
             raise b.error(DataTypeError, where, f"frames must be numeric (integer, float or bool); found "
                           f"{'compound' if ds.dtype.names else 'string' if ds.dtype.kind in 'SUO' else ds.dtype.kind} "
                           f"dtype {ds.dtype}")
-        if first is None:
-            first = (shape[1:], ds.dtype)
-        elif (shape[1:], ds.dtype) != first:
-            raise b.error(FormatError, where, f"per-event shape/dtype must be the same in every step; step 0 has "
-                          f"{first[0]} {first[1]}, step {k} has {shape[1:]} {ds.dtype}")
+        first = check_same_event(first, ds, ea.prefix, (b.path, where), k)
     return first
 
 
@@ -223,6 +231,27 @@ def _scan_variables(b: LayoutMembers, header: dict, n_events: np.ndarray) -> tup
         else:
             scan[name] = var
     return scan, step_value, step_doc
+
+
+def check_every_step(index: RunIndex) -> None:
+    """Apply now every rule the index would apply when a step is first reached (for validation).
+
+    Each step is counted, every dataset of it opened and checked against the
+    index (events, per-event shape and dtype), and every ``present`` mask
+    loaded and checked; the first broken rule is raised as an
+    :class:`~calibsuite_h5source.errors.H5SourceError`. Frame data is not read.
+    """
+    for k in range(index.n_steps):
+        index.step_events(k)
+    arrays = [src.steps for src in index.area.values()]
+    arrays += [steps for src in index.area.values() for steps in src.headers.values()]
+    arrays += [steps for fields in index.side.values() for steps in fields.values()]
+    for steps in arrays:
+        for ea in steps:
+            ea.dataset  # noqa: B018 - opening checks it
+    for masks in [src.present for src in index.area.values()] + list(index.side_present.values()):
+        for k in range(len(masks)):
+            masks[k]  # noqa: B018 - loading checks it
 
 
 def open_run_index(path, zero_copy: bool = False) -> RunIndex:
@@ -383,6 +412,7 @@ def _area_sources(b: LayoutMembers, n_keep):
         for field_name, fsteps in entry.get("headers", {}).items():  # per-event header fields
             hpath = f"{entry['h5path']}/{field_name}"
             headers[field_name] = b.contiguous(fsteps, hpath, n_keep)
+            _check_alike(headers[field_name])
             sources.append((hpath, headers[field_name]))
         area[name] = AreaSource(name, steps, frame_shape, dtype, present, attrs, entry["calib"], entry["h5path"], headers)
     return area, sources
@@ -396,6 +426,7 @@ def _side_sources(b: LayoutMembers, n_keep, sources: list) -> tuple[dict, dict]:
         side[name] = {}
         for field_name, steps in fields.items():
             lst = b.contiguous(steps, f"/{name}/{field_name}", n_keep)
+            _check_alike(lst)
             side[name][field_name] = lst
             sources.append((f"/{name}/{field_name}", lst))
         if name in b.side_present and side[name]:

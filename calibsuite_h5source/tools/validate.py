@@ -43,7 +43,7 @@ from calibsuite_h5source.read.layout import (
     detect_layout,
     read_header,
 )
-from calibsuite_h5source.read.run_index import open_run_index
+from calibsuite_h5source.read.run_index import check_every_step, open_run_index
 from calibsuite_h5source.tools.checks import (  # noqa: F401 - the public names, also importable from here
     BITSHUFFLE_CRASH,
     CHECKS,
@@ -479,7 +479,11 @@ def _check_here(path: str, progress: Callable) -> list[Problem]:
         reader_log, restated = logging.getLogger(open_run_index.__module__), _Restated()
         reader_log.addFilter(restated)
         try:
-            open_run_index(path).close()
+            index = open_run_index(path)
+            try:
+                check_every_step(index)  # the rules the reader applies when a step is first reached
+            finally:
+                index.close()
         except H5SourceError as exc:
             problems.append(Problem("reader", ERROR, f"the reader refuses the file: {exc.rule}", path, exc.h5path or "/"))
         finally:
