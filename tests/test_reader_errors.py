@@ -239,3 +239,23 @@ def test_a_side_field_step_unlike_step_0_is_refused(tmp_path, eager, value):
                                           r"step; step 0 has \(.*\) float.., (step 1|this step) has"):
         run = next(DataSource(files=path).runs())
         [run.Detector("wave8").raw.peakAmplitude(evt) for evt in run.events()]
+
+
+@pytest.mark.parametrize("value", [np.int64(5), np.array([[3, 2]]), np.array([3.5, 2])], ids=["scalar", "2-D", "float"])
+def test_a_malformed_writer_index_is_an_error_not_ignored(tmp_path, value):
+    """/ancillaryData/nEvents that is not 1-D was skipped (the run read as if it had no index), and the live
+    reader saw such a run as empty."""
+    from calibsuite_h5source import EventCountError
+    from calibsuite_h5source.read.follow import Follower
+
+    path = _both_ways(tmp_path, eager=False)
+    with h5py.File(path, "a") as f:
+        del f["ancillaryData/nEvents"]
+        f["ancillaryData/nEvents"] = value
+    with pytest.raises(EventCountError, match=r"run\.h5: /ancillaryData/nEvents: (nEvents must be a 1-D integer "
+                                              r"dataset|event counts must be non-negative integers)"):
+        next(DataSource(files=path).runs())
+    follower = Follower(path)
+    with pytest.raises(EventCountError, match=r"/ancillaryData/nEvents"):
+        follower.reopen()
+    follower.close()

@@ -51,3 +51,19 @@ def test_synthetic_steps_refuse_too(tmp_path):
     with pytest.raises(HeaderError, match="attribute run"):
         ts.synthetic_steps(2**40, [3])
     assert [int(t) for t in ts.synthetic_steps(ts.LCLS_EPOCH_OFFSET, [2])[0]] == [0, 1_000_000]
+
+
+@pytest.mark.parametrize("n_steps", [3, 70], ids=["eager", "counted-per-step"])
+def test_synthesised_timestamps_are_the_same_however_the_run_is_opened(tmp_path, n_steps):
+    """A run without timestamps: the eager index and the long run counted per step (more than
+    EAGER_STEPS steps, no writer's index) make them by the one formula, synthesise()'s."""
+    from calibsuite_h5source.read.layout import EAGER_STEPS
+    from calibsuite_h5source.testing.layouts import declare_run, write_layout
+
+    counts = [1 + k % 3 for k in range(n_steps)]
+    path = write_layout(tmp_path / "r.h5", declare_run(steps=counts, shape=(1, 2, 2), side=False, scan=None,
+                                                       timestamps=False, script_type="dark"))
+    run = next(DataSource(files=path).runs())
+    got = [evt.timestamp for step in run.steps() for evt in step.events()]
+    assert (n_steps > EAGER_STEPS) == (n_steps == 70)
+    assert got == [int(t) for step in ts.synthesise(1_700_000_000, counts) for t in step]

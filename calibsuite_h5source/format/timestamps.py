@@ -99,12 +99,10 @@ def synthesise(run_unix_seconds: int, n_events_per_step, start_event: int = 0) -
     list of numpy.ndarray
         One ``uint64`` array per step.
     """
-    base_ns = max(int(run_unix_seconds) - LCLS_EPOCH_OFFSET, 0) * _NS
     out = []
     k = start_event
     for n in n_events_per_step:
-        ns = base_ns + (np.arange(k, k + int(n), dtype=np.int64) * SYNTHETIC_SPACING_NS)
-        out.append(((ns // _NS).astype(np.uint64) << np.uint64(32)) | (ns % _NS).astype(np.uint64))
+        out.append(synthetic_step(run_unix_seconds, k, int(n)).block(0, int(n)))
         k += int(n)
     return out
 
@@ -200,13 +198,18 @@ class SyntheticTimestamps(_Timestamps):
         return ((ns // _NS).astype(np.uint64) << np.uint64(32)) | (ns % _NS).astype(np.uint64)
 
 
+def synthetic_step(run_unix_seconds: int, start: int, n: int) -> SyntheticTimestamps:
+    """The synthesised timestamps of the ``n`` events from run-wide event ``start`` on: the one formula
+    (the run's start, clamped to the LCLS epoch, plus ``SYNTHETIC_SPACING_NS`` per event)."""
+    return SyntheticTimestamps(max(int(run_unix_seconds) - LCLS_EPOCH_OFFSET, 0) * _NS, start, n)
+
+
 def synthetic_steps(run_unix_seconds: int, n_events_per_step) -> list[SyntheticTimestamps]:
     """Return :func:`synthesise`'s timestamps as lazy per-step sequences (no per-event memory)."""
     check_run_start(run_unix_seconds)
-    base_ns = max(int(run_unix_seconds) - LCLS_EPOCH_OFFSET, 0) * _NS
     out, k = [], 0
     for n in n_events_per_step:
-        out.append(SyntheticTimestamps(base_ns, k, int(n)))
+        out.append(synthetic_step(run_unix_seconds, k, int(n)))
         k += int(n)
     return out
 

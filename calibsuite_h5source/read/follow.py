@@ -33,7 +33,7 @@ from calibsuite_h5source.h5.guard import guard, translate
 from calibsuite_h5source.h5.links import Origin, open_member
 from calibsuite_h5source.h5.retry import retry
 from calibsuite_h5source.read.index_types import EventArray, RunIndex
-from calibsuite_h5source.read.layout import to_python
+from calibsuite_h5source.read.layout import stored_counts, to_python
 from calibsuite_h5source.read.run_index import build_index
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,7 @@ class WriterState:
         a = {k: to_python(v) for k, v in g.attrs.items()}
         self.complete = bool(a.get("complete", True))
         index = g.get("nEvents")
-        counts = (np.asarray(StoredDataset(index).read_range(0, index.shape[0]), dtype=np.int64)
-                  if isinstance(index, h5py.Dataset) and index.ndim == 1 else np.zeros(0, np.int64))
+        counts = np.zeros(0, np.int64) if index is None else stored_counts(index, f.filename)
         self.steps_complete = len(counts) if self.complete else min(int(a.get("stepsComplete", 0)), len(counts))
         self.n_events = counts[: self.steps_complete]
         self.open_events = -1 if self.complete else int(a.get("openStepEvents", -1))

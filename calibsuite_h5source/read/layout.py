@@ -31,7 +31,7 @@ from calibsuite_h5source.h5.links import Origin, items, open_member
 from calibsuite_h5source.read.index_types import EventArray
 from calibsuite_h5source.read.step_counts import StepCounter, StepCounts, events_in
 
-__all__ = ["to_python", "read_header", "detect_layout", "event_counts",
+__all__ = ["to_python", "read_header", "detect_layout", "event_counts", "stored_counts",
            "events_in", "LayoutMembers", "StepCounter", "StepCounts", "step_number", "EAGER_STEPS"]
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,16 @@ def event_counts(values, file: str, h5path: str, limit: int | None = None) -> np
     if values.dtype.kind == "u" and values.size and values.max() > np.iinfo(np.int64).max:
         raise EventCountError(f"event counts must fit in int64; found {values.max()}", file=file, h5path=h5path)
     return values.astype(np.int64)
+
+
+def stored_counts(ds, file: str, origin: Origin | None = None) -> np.ndarray:
+    """The events per step an ``nEvents`` dataset stores (the writer's index, or a padded layout's),
+    checked by :func:`event_counts`; anything but a 1-D dataset is an :class:`EventCountError`."""
+    if not isinstance(ds, h5py.Dataset) or ds.shape is None or len(ds.shape) != 1:
+        found = f"shape {ds.shape}" if isinstance(ds, h5py.Dataset) else type(ds).__name__
+        raise EventCountError(f"nEvents must be a 1-D integer dataset (events per step); found {found}",
+                              file=file, h5path=getattr(ds, "name", None))
+    return event_counts(StoredDataset(ds, (), origin).read_range(0, ds.shape[0]), file, ds.name)
 
 
 class LayoutMembers:
@@ -337,10 +347,7 @@ class LayoutMembers:
 
     def collect_padded(self):
         def read_counts(ds):
-            if not isinstance(ds, h5py.Dataset) or ds.shape is None:
-                raise self.error(EventCountError, getattr(ds, "name", "/nEvents"),
-                                 f"nEvents must be a 1-D integer dataset; found {type(ds).__name__}")
-            return event_counts(self.read_whole(ds), self.path, ds.name)
+            return stored_counts(ds, self.path, self.origin)
 
         n_events = self.member(self.f, "nEvents")
         if n_events is None:  # a detector group's own nEvents then holds for the whole run

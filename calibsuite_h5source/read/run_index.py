@@ -43,8 +43,8 @@ from calibsuite_h5source.read.layout import (
     LayoutMembers,
     StepCounts,
     detect_layout,
-    event_counts,
     read_header,
+    stored_counts,
     to_python,
 )
 
@@ -387,8 +387,8 @@ def _collect(b: LayoutMembers, f: h5py.File, layout: str, complete, n_keep, visi
         if layout != "canonical":
             raise b.error(FormatError, "/", f"a run being written must have the canonical layout; found {layout}")
         b.collect_indexed(np.asarray(visible, dtype=np.int64), False)
-    elif isinstance(index, h5py.Dataset) and index.ndim == 1:
-        counts = event_counts(b.reader_of(index).read_range(0, index.shape[0]), b.path, index.name)
+    elif index is not None:
+        counts = stored_counts(index, b.path, b.origin)
         b.collect_indexed(counts if n_keep is None else counts[:n_keep], complete)
     elif layout == "canonical" and b.many_steps():
         b.collect_indexed(None, complete)
@@ -491,9 +491,8 @@ def _timestamps(b: LayoutMembers, header: dict, n_events, n_keep, ref_path: str)
             _check_first_blocks(path, timestamps)
         return timestamps, False
     if b.counter is not None:
-        base_ns = max(int(run_id) - _ts.LCLS_EPOCH_OFFSET, 0) * 1_000_000_000
-        return LazySteps(len(n_events), lambda k: _ts.SyntheticTimestamps(
-            base_ns, n_events.start(k), int(n_events[k])), path, None), True
+        return LazySteps(len(n_events), lambda k: _ts.synthetic_step(run_id, n_events.start(k), int(n_events[k])),
+                         path, None), True
     return _ts.synthetic_steps(run_id, n_events), True
 
 
