@@ -265,3 +265,24 @@ def test_one_module_frames_keep_the_module_axis(tmp_path):
     frames = raw.frames()
     assert frames.shape == (3, 1, 4, 6)  # [event, module, row, col], whatever det.raw.raw returns
     np.testing.assert_array_equal(frames[:, 0], [np.reshape(raw.raw(e), (4, 6)) for e in run.events()])
+
+
+def test_a_damaged_event_index_is_a_clear_error_not_a_huge_allocation(tmp_path):
+    """nEvents promising 10**11 events in step 1 once sized np.arange (MemoryError, 745 GiB) before the
+    index was checked against the data."""
+    from calibsuite_h5source import EventCountError
+
+    path = tmp_path / "r.h5"
+    with RunWriter(path, "delayScan") as w:
+        for k, n in enumerate((3, 2)):
+            w.add_step({"epixM": np.zeros((n, 1, 2, 2), np.uint16), "wave8": {"amp": np.zeros(n)}}, delay=float(k))
+    with h5py.File(path, "a") as f:
+        f["ancillaryData/nEvents"][1] = 10**11
+    run = next(DataSource(files=str(path)).runs())
+    det, wave8, delay = run.Detector("epixM"), run.Detector("wave8"), run.Detector("delay")
+    for read in (lambda: det.raw.frames(events=slice(0, 2)), det.raw.dask_array, lambda: wave8.raw.array("amp"),
+                 delay.array):
+        with pytest.raises(EventCountError, match=r"/epixM/1: /ancillaryData/nEvents promises 100000000000 events"
+                                                  r"|/wave8/amp/1: /ancillaryData/nEvents promises"):
+            read()
+    assert det.raw.frames(step=0).shape == (3, 1, 2, 2)  # the intact step still reads

@@ -150,6 +150,23 @@ def _steps(n_steps: int, step) -> list[int]:
     return [k % n_steps]
 
 
+def checked_counts(per_step, step=None) -> list[int]:
+    """Events per step of one quantity, each selected step's dataset opened first: opening checks the
+    index's count against the data, so a damaged ``nEvents`` cannot size a selection (np.arange of
+    10**11 rows)."""
+    for k in _steps(len(per_step), step):
+        per_step[k].dataset  # noqa: B018 - opening checks it
+    return [ea.n for ea in per_step]
+
+
+def _run_counts(index, step) -> list[int]:
+    """:func:`checked_counts` of a run: its first detector's, or first side-data field's, steps."""
+    ref = next((src.steps for src in index.area.values()), None)
+    if ref is None:
+        ref = next(steps for fields in index.side.values() for steps in fields.values())
+    return checked_counts(ref, step)
+
+
 def select_rows(counts, step=None, events=None, present=None, missing="drop") -> tuple[np.ndarray, np.ndarray]:
     """Return ``(steps, events)``: the step and in-step event number of every output row.
 
@@ -246,7 +263,7 @@ def _area(raw):
 def area_rows(raw, step=None, events=None, missing="drop"):
     """Rows ``(steps, events)`` of an area detector's selection."""
     src, _ = _area(raw)
-    return select_rows([ea.n for ea in src.steps], step, events, src.present, missing)
+    return select_rows(checked_counts(src.steps, step), step, events, src.present, missing)
 
 
 def frames(raw, step=None, events=None, *, missing="drop", max_bytes=None) -> np.ndarray:
@@ -426,7 +443,7 @@ def _field(side_raw, field: str):
 def side_rows(side_raw, per_step, step=None, events=None, missing="drop"):
     """Selected ``(step, event)`` rows of side data, leaving out events its ``present`` mask marks absent."""
     masks = [side_raw.present(k) for k in range(len(per_step))]
-    return select_rows([ea.n for ea in per_step], step, events, masks, missing)
+    return select_rows(checked_counts(per_step, step), step, events, masks, missing)
 
 
 def field_array(side_raw, field: str, step=None, events=None, *, missing="drop", max_bytes=None) -> np.ndarray:
@@ -476,13 +493,13 @@ def scan_values(var, row_step: np.ndarray, row_event: np.ndarray) -> np.ndarray:
 def scan_array(scan_det, step=None, events=None) -> np.ndarray:
     """A scan variable's value at every selected event (``[event]``, float64; str for ``step_docstring``)."""
     run = scan_det._run
-    rows = select_rows(run._index.n_events, step, events)
+    rows = select_rows(_run_counts(run._index, step), step, events)
     return scan_values(scan_det._var, *rows)
 
 
 def scan_xarray(scan_det, step=None, events=None):
     """:func:`scan_array` as a DataArray over ``event`` with the run's coordinates."""
     run = scan_det._run
-    rows = select_rows(run._index.n_events, step, events)
+    rows = select_rows(_run_counts(run._index, step), step, events)
     return _xarray(scan_values(scan_det._var, *rows), run, rows, ("event",), scan_det.name,
                    {"scan_variable": scan_det.name})
