@@ -259,3 +259,20 @@ def test_a_malformed_writer_index_is_an_error_not_ignored(tmp_path, value):
     with pytest.raises(EventCountError, match=r"/ancillaryData/nEvents"):
         follower.reopen()
     follower.close()
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "indexed"])
+@pytest.mark.parametrize("edit, h5path, rule", [
+    (lambda f: f.__setitem__("wave8/intensity", np.zeros(3)), "/wave8/intensity",
+     r"a side-data field must be a group of per-step datasets \(/wave8/intensity/<step>\); found a dataset"),
+    (lambda f: (f.__delitem__("epixM/1"), f.create_group("epixM/1")), "/epixM/1",
+     r"step 1 must be a dataset of \[nEvents, ...\]; found Group|expected a dataset here; found Group"),
+], ids=["side-dataset", "step-group"])
+def test_malformed_members_are_errors_not_dropped(tmp_path, eager, edit, h5path, rule):
+    """A side field stored as one dataset, or a step stored as a group, was skipped without a word."""
+    path = _both_ways(tmp_path, eager)
+    with h5py.File(path, "a") as f:
+        edit(f)
+    with pytest.raises(FormatError, match=rf"run\.h5: {h5path}: ({rule})"):
+        run = next(DataSource(files=path).runs())
+        [run.Detector("epixM").raw.raw(evt) for evt in run.events()]

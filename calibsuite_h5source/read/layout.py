@@ -197,7 +197,10 @@ class LayoutMembers:
         out = {}
         for name, obj in self.items(group):
             k = step_number(name)
-            if k is not None and isinstance(obj, h5py.Dataset):
+            if k is not None:
+                if not isinstance(obj, h5py.Dataset):
+                    raise self.error(FormatError, obj.name, f"step {k} must be a dataset of [nEvents, ...]; "
+                                     f"found {type(obj).__name__}")
                 if k in out:
                     raise self.error(FormatError, obj.name, f"step {k} is stored twice (as {name} and another name)")
                 out[k] = obj
@@ -246,15 +249,25 @@ class LayoutMembers:
             present = self.reserved_group(obj, "present")
             if present is not None:  # steps with a mask only
                 self.side_present[name] = {"group": present}
+            loose = []
             for field_name, sub in self.items(obj):
                 if field_name != "present" and isinstance(sub, h5py.Group):
                     fsteps = self.steps_of(sub)
                     if fsteps:
                         fields[field_name] = {k: self.event_array(ds) for k, ds in fsteps.items()}
+                elif isinstance(sub, h5py.Dataset):
+                    loose.append(sub.name)
             if fields:
+                self._no_loose_fields(loose)
                 self.side[name] = fields
             else:
                 log.debug("%s: ignoring group %s (no step datasets)", self.path, obj.name)
+
+    def _no_loose_fields(self, datasets: list[str]) -> None:
+        """A side source's fields are groups of per-step datasets: a dataset beside them would be dropped."""
+        if datasets:
+            raise self.error(FormatError, datasets[0], "a side-data field must be a group of per-step datasets "
+                             f"({datasets[0]}/<step>); found a dataset")
 
     def many_steps(self) -> bool:
         """True when the first group holding step datasets has more than :data:`EAGER_STEPS` of them."""
@@ -300,8 +313,11 @@ class LayoutMembers:
             present = self.reserved_group(obj, "present")
             if present is not None:  # steps with a mask only: loaded when asked for (run_index)
                 self.side_present[name] = {"group": present}
-            groups = {field_name: sub for field_name, sub in self.items(obj)
+            members = dict(self.items(obj))
+            groups = {field_name: sub for field_name, sub in members.items()
                       if field_name != "present" and isinstance(sub, h5py.Group)}
+            if groups:
+                self._no_loose_fields([sub.name for sub in members.values() if isinstance(sub, h5py.Dataset)])
             fields = {field_name: lazy(sub) for field_name, sub in groups.items()}
             if fields:
                 self.side[name] = fields
