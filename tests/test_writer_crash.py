@@ -123,10 +123,10 @@ def test_repeated_random_kills_serve_no_wrong_data_and_keep_confirmed_steps(tmp_
 
 needs_strace = pytest.mark.skipif(killpoints.STRACE is None or not sys.platform.startswith("linux"),
                                   reason="needs strace (Linux)")
-#: Every kill point of the 12- and 40-step runs and the long runs take about 35 minutes on 2 shared cores:
+#: Every kill point of the 12- and 40-step runs and the long runs take about 17 minutes on 2 cores:
 #: by hand, ``CALIBSUITE_KILL_FULL=1 python -m pytest -m slow tests/test_writer_crash.py``.
 by_hand = pytest.mark.skipif(os.environ.get("CALIBSUITE_KILL_FULL", "") in ("", "0"),
-                             reason="every kill point: by hand, CALIBSUITE_KILL_FULL=1 (about 35 min)")
+                             reason="every kill point: by hand, CALIBSUITE_KILL_FULL=1 (about 17 min)")
 ENDINGS = ["clean", "error", "discard"]
 
 
