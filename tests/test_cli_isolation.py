@@ -25,10 +25,16 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not sys.platfo
                                 reason="needs POSIX signals and /proc")
 
 
+def _interruptible():
+    """Ctrl-C as at a terminal: a test run started in the background (``cmd &``, nohup) ignores SIGINT,
+    and a Python started with SIGINT ignored never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, **kwargs):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     return subprocess.Popen([sys.executable, "-m", "calibsuite_h5source.cli", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_interruptible, **kwargs)
 
 
 def children(pid: int) -> list[int]:
