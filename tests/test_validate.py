@@ -150,7 +150,7 @@ def test_missing_virtual_dataset_source_is_an_error(tmp_path, valid):
 
 
 def test_a_failing_check_is_reported_not_raised(valid, mocker):
-    mocker.patch("calibsuite_h5source.tools.validate._filters", side_effect=RuntimeError("boom"))
+    mocker.patch("calibsuite_h5source.tools.validate.filter_names", side_effect=RuntimeError("boom"))
     problems = validate(valid, isolate=False)
     assert [(p.code, p.message) for p in problems] == [("data", "could not be checked: RuntimeError: boom")]
 

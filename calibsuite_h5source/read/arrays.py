@@ -59,6 +59,12 @@ import h5py
 import numpy as np
 
 from calibsuite_h5source.errors import ArrayTooLargeError, MissingDependencyError
+from calibsuite_h5source.read.selection import (
+    checked_counts,
+    run_counts,
+    select_rows,
+    selected_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,6 @@ def _physical_memory() -> int | None:
 #: Default ``max_bytes`` of :func:`frames`: 4 GiB, or half the physical memory when smaller.
 DEFAULT_MAX_BYTES = min(4 * 2**30, (_physical_memory() or 8 * 2**30) // 2)
 
-MISSING_CHOICES = ("drop", "keep")
 
 
 def human_bytes(n: int) -> str:
@@ -134,91 +139,6 @@ class TimeIndex:
             return None
         ok, step, event = self.locate([t])
         return (int(step[0]), int(event[0])) if ok[0] else None
-
-
-# -- row selection ---------------------------------------------------------------------------
-
-def _steps(n_steps: int, step) -> list[int]:
-    if step is None:
-        return list(range(n_steps))
-    try:
-        k = operator.index(step)
-    except TypeError:
-        raise TypeError(f"step must be an int or None; got {type(step).__name__}") from None
-    if not -n_steps <= k < n_steps:
-        raise IndexError(f"step {k} does not exist: the run has {n_steps} steps")
-    return [k % n_steps]
-
-
-def checked_counts(per_step, step=None) -> list[int]:
-    """Events per step of one quantity, each selected step's dataset opened first: opening checks the
-    index's count against the data, so a damaged ``nEvents`` cannot size a selection (np.arange of
-    10**11 rows)."""
-    for k in _steps(len(per_step), step):
-        per_step[k].dataset  # noqa: B018 - opening checks it
-    return [ea.n for ea in per_step]
-
-
-def _run_counts(index, step) -> list[int]:
-    """:func:`checked_counts` of a run: its first detector's, or first side-data field's, steps."""
-    ref = next((src.steps for src in index.area.values()), None)
-    if ref is None:
-        ref = next(steps for fields in index.side.values() for steps in fields.values())
-    return checked_counts(ref, step)
-
-
-def select_rows(counts, step=None, events=None, present=None, missing="drop") -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(steps, events)``: the step and in-step event number of every output row.
-
-    Parameters
-    ----------
-    counts : sequence of int
-        Stored events per step.
-    step : int or None
-        One step, or every step in run order.
-    events : slice, int, array of int or None
-        Selection along the event axis (see the module docstring).
-    present : sequence of (bool ndarray or None), optional
-        Per-step ``present`` masks.
-    missing : {'drop', 'keep'}
-        Leave out events whose ``present`` is False, or keep them.
-    """
-    if missing not in MISSING_CHOICES:
-        raise ValueError(f"missing must be one of {MISSING_CHOICES}; got {missing!r}")
-    counts = np.asarray(counts, dtype=np.int64)
-    steps = _steps(len(counts), step)
-    n = int(counts[steps].sum())
-    if events is None:
-        rows = np.arange(n, dtype=np.int64)
-    elif isinstance(events, slice):
-        rows = np.arange(n, dtype=np.int64)[events]
-    else:
-        rows = np.asarray(events)
-        if rows.dtype == bool:
-            raise TypeError("events must be a slice, an int or an array of event numbers, not a boolean mask "
-                            "(use np.flatnonzero(mask))")
-        if rows.size == 0:
-            rows = rows.astype(np.int64)
-        if rows.dtype.kind not in "iu":
-            raise TypeError(f"events must be a slice, an int or an array of int; got dtype {rows.dtype}")
-        rows = rows.astype(np.int64).ravel()
-        bad = (rows < -n) | (rows >= n)
-        if bad.any():
-            raise IndexError(f"event {int(rows[bad][0])} does not exist: the selection has {n} events")
-        rows = rows % max(n, 1)
-    starts = np.concatenate([[0], np.cumsum(counts[steps])[:-1]]).astype(np.int64)
-    which = np.searchsorted(starts, rows, side="right") - 1
-    row_step = np.asarray(steps, dtype=np.int64)[which] if len(rows) else np.zeros(0, np.int64)
-    row_event = rows - starts[which] if len(rows) else np.zeros(0, np.int64)
-    if missing == "drop" and present is not None:
-        keep = np.ones(len(rows), dtype=bool)
-        for k in np.unique(row_step):
-            mask = present[int(k)]
-            if mask is not None:
-                at = row_step == k
-                keep[at] = mask[row_event[at]]
-        row_step, row_event = row_step[keep], row_event[keep]
-    return row_step, row_event
 
 
 # -- reads: every one through the dataset's StoredDataset ----------------------------------------
@@ -300,7 +220,7 @@ def present(raw, step=None) -> np.ndarray:
     """Return the ``present`` mask over the stored events (all True where the file has none)."""
     src, _ = _area(raw)
     parts = [np.ones(src.steps[k].n, bool) if src.present[k] is None else np.asarray(src.present[k], bool)
-             for k in _steps(len(src.steps), step)]
+             for k in selected_steps(len(src.steps), step)]
     return np.concatenate(parts) if parts else np.zeros(0, bool)
 
 
@@ -493,13 +413,13 @@ def scan_values(var, row_step: np.ndarray, row_event: np.ndarray) -> np.ndarray:
 def scan_array(scan_det, step=None, events=None) -> np.ndarray:
     """A scan variable's value at every selected event (``[event]``, float64; str for ``step_docstring``)."""
     run = scan_det._run
-    rows = select_rows(_run_counts(run._index, step), step, events)
+    rows = select_rows(run_counts(run._index, step), step, events)
     return scan_values(scan_det._var, *rows)
 
 
 def scan_xarray(scan_det, step=None, events=None):
     """:func:`scan_array` as a DataArray over ``event`` with the run's coordinates."""
     run = scan_det._run
-    rows = select_rows(_run_counts(run._index, step), step, events)
+    rows = select_rows(run_counts(run._index, step), step, events)
     return _xarray(scan_values(scan_det._var, *rows), run, rows, ("event",), scan_det.name,
                    {"scan_variable": scan_det.name})

@@ -21,7 +21,6 @@ upstream fault when it is a known one (``docs/upstream-faults.rst``).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 
@@ -31,19 +30,21 @@ import numpy as np
 from calibsuite_h5source.errors import H5SourceError, HeaderError, LinkError, NotHDF5Error
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format import timestamps as _ts
-from calibsuite_h5source.format.constants import BITSHUFFLE, HEADER
+from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.format.script_types import is_known_script_type
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
 from calibsuite_h5source.h5.files import open_h5
 from calibsuite_h5source.h5.filters import require_filters
 from calibsuite_h5source.h5.guard import translate
 from calibsuite_h5source.h5.links import Origin, check_virtual, open_member
+from calibsuite_h5source.h5.storage_map import filter_names, objects, stored_regions
 from calibsuite_h5source.read.layout import (
     LayoutMembers,
     detect_layout,
     read_header,
 )
 from calibsuite_h5source.read.run_index import check_every_step, open_run_index
+from calibsuite_h5source.read.scan import scan_variables
 from calibsuite_h5source.tools.checks import (  # noqa: F401 - the public names, also importable from here
     BITSHUFFLE_CRASH,
     CHECKS,
@@ -73,7 +74,7 @@ log = logging.getLogger(__name__)
 
 @check("attributes", "every attribute of every object can be read", phase="file")
 def _attributes(ctx: Context):
-    for _, obj in [("/", ctx.file), *_objects(ctx.file)]:
+    for _, obj in [("/", ctx.file), *objects(ctx.file)]:
         ctx.progress(obj.name, "reading the attributes of")
         try:
             for key in obj.attrs:
@@ -96,7 +97,7 @@ def _links(ctx: Context):
             open_member(ctx.file[parent or "/"], member, ctx.origin)
         except LinkError as exc:
             yield ctx.problem("link", ERROR, exc.rule, exc.h5path or f"/{name}")
-    for _, obj in _objects(ctx.file):
+    for _, obj in objects(ctx.file):
         if isinstance(obj, h5py.Dataset) and obj.is_virtual:
             try:
                 check_virtual(obj, ctx.origin)
@@ -321,16 +322,16 @@ def _complete(ctx: Context):
        reports={"damaged-data": "stored data cannot be decoded",
                 "unwritten": "declared chunks were never written: they read as the fill value (warning)"})
 def _data(ctx: Context):
-    for _, ds in _objects(ctx.file):
+    for _, ds in objects(ctx.file):
         if not isinstance(ds, h5py.Dataset) or ds.shape is None or ds.is_virtual:
             continue
-        filters = _filters(ds)
+        filters = filter_names(ds)
         strings = ds.dtype.kind == "O" or h5py.check_vlen_dtype(ds.dtype) is not None
         activity = "reading the variable-length strings of" if strings else "decoding"
         ctx.progress(ds.name, activity, filters)
         try:
             require_filters(ds)
-            regions, written, declared = _stored_regions(ds)
+            regions, written, declared = stored_regions(ds, DECODE_BLOCK)
             for region in regions:
                 ds[region]
                 ctx.progress(ds.name, activity, filters)
@@ -341,44 +342,6 @@ def _data(ctx: Context):
         if written < declared:
             yield ctx.problem("unwritten", WARNING, f"{declared - written} of {declared} chunks were never written: "
                               "their elements read as the fill value", ds.name, found=written, expected=declared)
-
-
-def _objects(f: h5py.File) -> list[tuple[str, object]]:
-    """Every object reachable by hard links (each once)."""
-    out = []
-    f.visititems(lambda n, o: out.append((n, o)))
-    return out
-
-
-def _filters(ds: h5py.Dataset) -> str:
-    plist = ds.id.get_create_plist()
-    names = []
-    for i in range(plist.get_nfilters()):
-        code, _, _, name = plist.get_filter(i)
-        names.append("bitshuffle" if code == BITSHUFFLE else name.decode("ascii", "replace") or str(code))
-    return ",".join(names)
-
-
-def _stored_regions(ds: h5py.Dataset):
-    """``(regions, written, declared)``: selections covering the stored data, and chunks written / declared.
-
-    Chunked data: one region per stored chunk (nothing read for a declared but
-    unwritten extent). Contiguous data: blocks of :data:`DECODE_BLOCK` bytes
-    along the first axis (none when no storage was allocated).
-    """
-    if ds.shape == ():
-        return [()], 1, 1
-    if ds.chunks is None:
-        if ds.size == 0 or ds.id.get_storage_size() == 0:
-            return [], 0, 0
-        rows = max(1, DECODE_BLOCK // max(1, ds.dtype.itemsize * math.prod(ds.shape[1:])))
-        return [slice(a, min(a + rows, ds.shape[0])) for a in range(0, ds.shape[0], rows)], 0, 0
-    offsets = []
-    ds.id.chunk_iter(lambda info: offsets.append(info.chunk_offset))
-    regions = [tuple(slice(o, min(o + c, n)) for o, c, n in zip(off, ds.chunks, ds.shape, strict=True))
-               for off in offsets if all(o < n for o, n in zip(off, ds.shape, strict=True))]
-    declared = math.prod(-(-n // c) for n, c in zip(ds.shape, ds.chunks, strict=True))
-    return regions, len(offsets), declared
 
 
 # -- running them ---------------------------------------------------------------------
@@ -476,8 +439,11 @@ def _check_here(path: str, progress: Callable) -> list[Problem]:
         problems += _run_phase(ctx, "data")
     if not any(p.severity == ERROR for p in problems):
         progress("/", "opening with the reader")
-        reader_log, restated = logging.getLogger(open_run_index.__module__), _Restated()
-        reader_log.addFilter(restated)
+        restated = _Restated()
+        reader_logs = [logging.getLogger(m) for m in (open_run_index.__module__, scan_variables.__module__,
+                                                      LayoutMembers.__module__)]
+        for reader_log in reader_logs:
+            reader_log.addFilter(restated)
         try:
             index = open_run_index(path)
             try:
@@ -487,7 +453,8 @@ def _check_here(path: str, progress: Callable) -> list[Problem]:
         except H5SourceError as exc:
             problems.append(Problem("reader", ERROR, f"the reader refuses the file: {exc.rule}", path, exc.h5path or "/"))
         finally:
-            reader_log.removeFilter(restated)
+            for reader_log in reader_logs:
+                reader_log.removeFilter(restated)
     return problems
 
 
