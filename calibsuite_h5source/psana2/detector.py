@@ -25,7 +25,6 @@ import numpy as np
 
 from calibsuite_h5source.format import shapes
 from calibsuite_h5source.format.constants import N_EVENTCODES
-from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.h5.dataset import read_whole
 from calibsuite_h5source.h5.guard import guarded
 from calibsuite_h5source.read.index_types import AreaSource, EventArray, ScanVariable
@@ -68,7 +67,7 @@ class _AreaRaw:
         self._run = run
         mask = src.attrs.get("gainBitsMask")
         if mask is None:
-            dtype = detector_type(_str(src.attrs.get("detType"))) or detector_type(src.name)
+            dtype = shapes.type_of(src.name, src.attrs)
             mask = dtype.gain_bits_mask if dtype else None
         self.gain_bits_mask = None if mask is None or src.dtype is None or src.dtype.kind not in "iu" else int(mask)
         self._constants = None

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from calibsuite_h5source.errors import UnknownDetectorError
+from calibsuite_h5source.format import shapes
 from calibsuite_h5source.format.detector_types import detector_type
 from calibsuite_h5source.format.timestamps import to_datetime
 from calibsuite_h5source.psana2 import partition as _partition
@@ -355,8 +356,7 @@ class Run(RunMethods):
         wanted = detector_type(name)
         if wanted is None or "area" not in tables:
             return None, None
-        same_type = [real for real, src in tables["area"].items()
-                     if wanted in (detector_type(real), detector_type(_plain(src.attrs.get("detType", ""))))]
+        same_type = [real for real, src in tables["area"].items() if wanted == shapes.type_of(real, src.attrs)]
         return ("area", same_type[0]) if len(same_type) == 1 else (None, None)
 
     def _available(self) -> list[str]:
