@@ -63,3 +63,16 @@ def test_random_access_and_step_events_answer_too(sparse_run):
     assert [step.event(i).EndOfBatch() for i in range(5)] == [[], ["epixM"], ["epixM"], [], ["epixM"]]
     ts = run.times()[5 + 2]
     assert run.event(int(ts)).EndOfBatch() == ["epixM"]
+
+
+def test_side_data_with_a_present_mask_ends_only_the_batches_it_is_in(tmp_path):
+    """A beam monitor reading on its own events (/wave8/present): EndOfBatch follows its mask, as the
+    area detector's (it once said ['wave8'] at every event, where wave8 itself reads None)."""
+    decl = declare_run(steps=(5, 3), shape=(1, 4, 4))
+    decl["present"] = {"wave8": PRESENT}
+    path = write_layout(tmp_path / "run.h5", decl)
+    got = [(s, i) for s, i, eob in end_of_batch(path, intg_det="wave8") if eob == ["wave8"]]
+    assert got == [(s, i) for s, mask in enumerate(PRESENT) for i in np.flatnonzero(mask)]
+    run = next(DataSource(files=path, intg_det="wave8").runs())
+    wave8 = run.Detector("wave8")
+    assert all((wave8.raw.peakAmplitude(e) is not None) == bool(e.EndOfBatch()) for e in run.events())

@@ -233,13 +233,9 @@ class Run(RunMethods):
                         sorted([*self._index.area, *self._index.side]))
             self._intg_masks = []
             return None
-        n = self._index.n_events
-        if kind == "side":  # side data is in every event
-            self._intg_masks = [np.ones(k, dtype=bool) for k in n]
-        else:
-            present = self._index.area[real].present
-            self._intg_masks = [np.ones(k, dtype=bool) if present[s] is None else np.asarray(present[s], dtype=bool)
-                                for s, k in enumerate(n)]
+        present = self._index.present_of(real)
+        self._intg_masks = [np.ones(k, dtype=bool) if present is None or present[s] is None
+                            else np.asarray(present[s], dtype=bool) for s, k in enumerate(self._index.n_events)]
         return self._intg_masks
 
     def _end_of_batch(self, step: int, i: int) -> list:

@@ -252,6 +252,12 @@ class RunIndex:
         """Number of (readable) steps."""
         return len(self.n_events)
 
+    def present_of(self, name: str) -> Sequence | None:
+        """Per-step ``present`` masks of the area or side source ``name`` (an entry None: the source is
+        in every event of that step), or None when it has no masks."""
+        src = self.area.get(name)
+        return src.present if src is not None else self.side_present.get(name)
+
     def step_events(self, k: int) -> int:
         """Events in step ``k`` (counting only that step when it was not yet counted)."""
         return int(self.n_events[k])
