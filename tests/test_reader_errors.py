@@ -276,3 +276,15 @@ def test_malformed_members_are_errors_not_dropped(tmp_path, eager, edit, h5path,
     with pytest.raises(FormatError, match=rf"run\.h5: {h5path}: ({rule})"):
         run = next(DataSource(files=path).runs())
         [run.Detector("epixM").raw.raw(evt) for evt in run.events()]
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "indexed"])
+def test_a_side_sources_metadata_group_is_read_past_in_every_layout(tmp_path, eager):
+    """A sub-group without steps (/wave8/settings, attributes only): the eager reader left it out, the
+    indexed one (writer's nEvents, or over 64 steps) refused the run for it. One rule: side_fields."""
+    path = _both_ways(tmp_path, eager)
+    with h5py.File(path, "a") as f:
+        f.create_group("wave8/settings").attrs["gain"] = 3
+    run = next(DataSource(files=path).runs())
+    assert sorted(run._side["wave8"]) == ["peakAmplitude"]
+    assert [run.Detector("wave8").raw.peakAmplitude(evt) for evt in run.events()] == [0.0] * 5

@@ -245,29 +245,37 @@ class LayoutMembers:
                              for field, sub in self.header_groups(obj).items()},
                 )
                 continue
-            fields = {}
-            present = self.reserved_group(obj, "present")
-            if present is not None:  # steps with a mask only
-                self.side_present[name] = {"group": present}
-            loose = []
-            for field_name, sub in self.items(obj):
-                if field_name != "present" and isinstance(sub, h5py.Group):
-                    fsteps = self.steps_of(sub)
-                    if fsteps:
-                        fields[field_name] = {k: self.event_array(ds) for k, ds in fsteps.items()}
-                elif isinstance(sub, h5py.Dataset):
-                    loose.append(sub.name)
+            fields = {field_name: {k: self.event_array(ds) for k, ds in self.steps_of(sub).items()}
+                      for field_name, sub in self.side_fields(name, obj).items()}
             if fields:
-                self._no_loose_fields(loose)
                 self.side[name] = fields
             else:
                 log.debug("%s: ignoring group %s (no step datasets)", self.path, obj.name)
 
-    def _no_loose_fields(self, datasets: list[str]) -> None:
-        """A side source's fields are groups of per-step datasets: a dataset beside them would be dropped."""
-        if datasets:
-            raise self.error(FormatError, datasets[0], "a side-data field must be a group of per-step datasets "
-                             f"({datasets[0]}/<step>); found a dataset")
+    def side_fields(self, name: str, group: h5py.Group) -> dict[str, h5py.Group]:
+        """A side source's fields: its sub-groups holding step members (one rule for every collector).
+
+        Sub-groups without steps (metadata) are left out; a dataset beside the
+        fields is an error (it would be dropped); the source's ``present``
+        group, when it has fields, is noted in :attr:`side_present`.
+        """
+        fields, loose = {}, []
+        for field_name, sub in self.items(group):
+            if field_name == "present":
+                continue
+            if isinstance(sub, h5py.Group):
+                if any(step_number(m) is not None for m in sub):
+                    fields[field_name] = sub
+            elif isinstance(sub, h5py.Dataset):
+                loose.append(sub.name)
+        if fields:
+            if loose:
+                raise self.error(FormatError, loose[0], "a side-data field must be a group of per-step datasets "
+                                 f"({loose[0]}/<step>); found a dataset")
+            present = self.reserved_group(group, "present")
+            if present is not None:  # steps with a mask only: loaded when asked for (run_index)
+                self.side_present[name] = {"group": present}
+        return fields
 
     def many_steps(self) -> bool:
         """True when the first group holding step datasets has more than :data:`EAGER_STEPS` of them."""
@@ -310,15 +318,7 @@ class LayoutMembers:
                               calib=self.reserved_group(obj, "calib"),
                               headers={field: lazy(sub) for field, sub in self.header_groups(obj).items()})
                 continue
-            present = self.reserved_group(obj, "present")
-            if present is not None:  # steps with a mask only: loaded when asked for (run_index)
-                self.side_present[name] = {"group": present}
-            members = dict(self.items(obj))
-            groups = {field_name: sub for field_name, sub in members.items()
-                      if field_name != "present" and isinstance(sub, h5py.Group)}
-            if groups:
-                self._no_loose_fields([sub.name for sub in members.values() if isinstance(sub, h5py.Dataset)])
-            fields = {field_name: lazy(sub) for field_name, sub in groups.items()}
+            fields = {field_name: lazy(sub) for field_name, sub in self.side_fields(name, obj).items()}
             if fields:
                 self.side[name] = fields
 
