@@ -321,3 +321,25 @@ def test_open_step_reads_are_strict_and_never_fill_values(tmp_path):
                     read(StoredDataset(ds, strict=True))
                 assert isinstance(err.value.__cause__, NotYetVisible)
             assert not StoredDataset(ds).read(8).any()  # a finished run's reader: HDF5's fill values
+
+
+@pytest.mark.parametrize("intg_det", ["epixM", "wave8"])
+def test_end_of_batch_follows_the_integrating_detector_while_the_run_grows(tmp_path, intg_det):
+    """live=True once dropped intg_det (EndOfBatch() always []), and a finished run's masks were made once."""
+    path = tmp_path / "live.h5"
+    proc = start_writer(path, steps=3, events=12, sleep=0.01, flush_every=3)
+    try:
+        run = next(DataSource(files=str(path), live=True, max_retries=60, intg_det=intg_det).runs())
+        assert isinstance(run, LiveRun) and run.intg_det == intg_det
+        det = run.Detector(intg_det)
+        got, saw_incomplete = [], False
+        for evt in run.events():
+            saw_incomplete |= not run.complete
+            holds = (det.raw.raw(evt) if intg_det == "epixM" else det.raw.amp(evt)) is not None
+            got.append((evt.EndOfBatch(), holds))
+        assert proc.wait(timeout=60) == 0
+    finally:
+        stop(proc)
+    assert saw_incomplete and len(got) == 36
+    assert all(eob == ([intg_det] if holds else []) for eob, holds in got)
+    assert sum(holds for _, holds in got) == (36 - 3 * 2 if intg_det == "epixM" else 36)

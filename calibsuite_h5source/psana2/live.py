@@ -87,14 +87,14 @@ class LiveRun(Run):
     """
 
     def __init__(self, live: LiveIndex, *, max_retries: float, max_events=None, detectors=None,
-                 keep_module_axis: bool = False, poll: float = POLL_SECONDS):
+                 keep_module_axis: bool = False, poll: float = POLL_SECONDS, intg_det=None):
         self._live = live
         self._max_retries = max_retries
         self._poll = poll
         self._max_events = int(max_events or 0)
         self._served = 0
         self._last_progress = time.monotonic()
-        super().__init__(live.index, detectors=detectors, keep_module_axis=keep_module_axis)
+        super().__init__(live.index, detectors=detectors, keep_module_axis=keep_module_axis, intg_det=intg_det)
 
     # ``Run`` sets ``complete`` once; here it follows the writer
     @property
@@ -215,7 +215,7 @@ def _first_index(follower: Follower) -> LiveIndex:
 
 
 def open_live_run(path, *, max_retries=None, max_events=None, detectors=None, timestamps=None,
-                  keep_module_axis: bool = False, poll: float = POLL_SECONDS) -> Run:
+                  keep_module_axis: bool = False, poll: float = POLL_SECONDS, intg_det=None) -> Run:
     """Open a run to follow as its writer writes it (what ``DataSource(files=..., live=True)`` yields).
 
     Waits (up to ``max_retries`` seconds) for the file to appear and for its
@@ -250,7 +250,8 @@ def open_live_run(path, *, max_retries=None, max_events=None, detectors=None, ti
                 from calibsuite_h5source.read.run_index import open_run_index
 
                 index = open_run_index(path)
-                return Run(index, max_events=max_events, detectors=detectors, keep_module_axis=keep_module_axis)
+                return Run(index, max_events=max_events, detectors=detectors, keep_module_axis=keep_module_axis,
+                           intg_det=intg_det)
             if sum(state.counts) > 0:
                 try:
                     live = _first_index(follower)
@@ -258,7 +259,7 @@ def open_live_run(path, *, max_retries=None, max_events=None, detectors=None, ti
                     follower.close()
                     raise
                 return LiveRun(live, max_retries=seconds, max_events=max_events, detectors=detectors,
-                               keep_module_axis=keep_module_axis, poll=poll)
+                               keep_module_axis=keep_module_axis, poll=poll, intg_det=intg_det)
             gone = writer_gone(path, state)
             if gone:
                 follower.close()

@@ -176,7 +176,7 @@ class Run(RunMethods):
         self._times = None
         self._scan = self._scan_detectors()
         self._intg_det = intg_det or None
-        self._intg_masks = None  # per step, the events holding intg_det; made when first needed
+        self._intg_source = None  # the source intg_det names, found when first needed ("": none)
         self._first_ts = None
         self._selected = self._select(max_events, timestamps, partition or _partition.SerialPartition())
         self._cursor_step = 0
@@ -221,29 +221,37 @@ class Run(RunMethods):
         scan["step_docstring"] = ScanDetector(ScanVariable("step_docstring", np.array(docs, dtype=object)), str)
         return scan
 
-    def _integrating(self):
-        """Per step, the bool mask of events holding ``intg_det`` (None: no integrating detector); cached."""
-        if self._intg_masks is not None or not self._intg_det:
-            return self._intg_masks or None
-        intg_det = self._intg_det
-        kind, real = self._resolve(intg_det, {"area": self._index.area, "side": self._index.side})
-        if kind is None:
-            log.warning("intg_det=%r: this run holds no such detector (available: %s); events are dealt "
-                        "in plain batches and evt.EndOfBatch() is [], as psana does", intg_det,
-                        sorted([*self._index.area, *self._index.side]))
-            self._intg_masks = []
+    def _integrating_source(self) -> str | None:
+        """The run's source that ``intg_det`` names (found once, warned once when there is none)."""
+        if self._intg_source is None and self._intg_det:
+            kind, real = self._resolve(self._intg_det, {"area": self._index.area, "side": self._index.side})
+            if kind is None:
+                log.warning("intg_det=%r: this run holds no such detector (available: %s); events are dealt "
+                            "in plain batches and evt.EndOfBatch() is [], as psana does", self._intg_det,
+                            sorted([*self._index.area, *self._index.side]))
+            self._intg_source = real if kind is not None else ""
+        return self._intg_source or None
+
+    def _integrating_mask(self, step: int) -> np.ndarray | None:
+        """The step's mask of events holding the integrating source (None: every event holds it)."""
+        present = self._index.present_of(self._integrating_source())
+        return None if present is None else present[step]
+
+    def _integrating(self) -> list | None:
+        """Per step, the bool mask of events holding ``intg_det`` (None: no integrating detector)."""
+        if self._integrating_source() is None:
             return None
-        present = self._index.present_of(real)
-        self._intg_masks = [np.ones(k, dtype=bool) if present is None or present[s] is None
-                            else np.asarray(present[s], dtype=bool) for s, k in enumerate(self._index.n_events)]
-        return self._intg_masks
+        masks = (self._integrating_mask(s) for s in range(self._index.n_steps))
+        return [np.ones(int(n), dtype=bool) if m is None else np.asarray(m, dtype=bool)
+                for n, m in zip(self._index.n_events, masks, strict=True)]
 
     def _end_of_batch(self, step: int, i: int) -> list:
-        """psana's ``EndOfBatch`` of event ``i`` of ``step`` (see :meth:`Event.EndOfBatch`)."""
-        masks = self._integrating()
-        if masks is None or step >= len(masks) or not masks[step][i]:
+        """psana's ``EndOfBatch`` of event ``i`` of ``step`` (see :meth:`Event.EndOfBatch`); a live run's
+        masks are looked up as it grows."""
+        if self._integrating_source() is None:
             return []
-        return [self._intg_det]
+        mask = self._integrating_mask(step)
+        return [self._intg_det] if mask is None or mask[i] else []
 
     def _select(self, max_events, timestamps, partition) -> list:
         """Event indices per step (ranges: nothing allocated per declared event), cut by ``max_events``,

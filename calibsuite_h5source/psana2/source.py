@@ -121,7 +121,7 @@ class H5DataSource(DataSourceMethods):
 
                 run = open_live_run(path, max_retries=self.max_retries, max_events=self.max_events,
                                     detectors=self.detectors, timestamps=self.timestamps,
-                                    keep_module_axis=self.keep_module_axis)
+                                    keep_module_axis=self.keep_module_axis, intg_det=self._kwargs.get("intg_det"))
                 self.exp = self.exp or run.expt
                 self.runnum = self.runnum or run.runnum
                 yield run
