@@ -232,6 +232,18 @@ def test_detector_attrs_calib_and_header_fields_round_trip(tmp_path):
     assert set(d["headers"]["epixM"]) == {"frameNo", "autoFillMask"}
 
 
+def test_undeclared_scan_variable_round_trips(tmp_path):
+    decl = declare_run(steps=(2, 2), side=False, scan="delay")
+    del decl["header"]["ancillaryDataType"]  # the scan variable is found by its shape only
+    path = write_layout(tmp_path / "u.h5", decl)
+    d = round_trip(path, tmp_path)
+    assert d["ancillaryData"]["ancillaryDataType"] == "delay"
+    source = next(DataSource(files=str(path)).runs())
+    copy = next(DataSource(files=str(tmp_path / "again.h5")).runs())
+    assert sorted(copy._index.scan) == ["delay"] and "delay" not in copy._index.header
+    np.testing.assert_array_equal(copy._index.scan["delay"].per_step, source._index.scan["delay"].per_step)
+
+
 def test_what_cannot_travel_is_refused(tmp_path):
     path = tmp_path / "s.h5"
     with RunWriter(path, "dark") as w:

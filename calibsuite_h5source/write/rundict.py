@@ -39,8 +39,9 @@ use), as :meth:`RunWriter.detector` and ``add_step`` take it:
 
 :func:`read_run_dict` returns the normalised form: ``{step: value}`` for
 per-step scan values, ``{step: array}`` for everything per event; the header
-without the attributes the writer owns (``format.constants.WRITER_OWNED``);
-``attrs``, ``calib``, ``headers``
+without the attributes the writer owns (``format.constants.WRITER_OWNED``),
+with ``ancillaryDataType`` naming every scan variable the reader found (the
+file's value when it names exactly those); ``attrs``, ``calib``, ``headers``
 and ``present`` only when some detector has any. So ``write_run_dict(p,
 read_run_dict(f))`` writes the same run again; what a runDict cannot hold (a
 non-numeric constant, an attribute HDF5 gives as something else than a str,
@@ -367,6 +368,7 @@ def read_run_dict(path) -> dict:
                               "cannot hold them", file=str(path))
         out = {HEADER: {k: v for k, v in idx.header.items() if k not in WRITER_OWNED}}
         anc = out[HEADER]
+        _declare_scan(anc, idx.scan)
         for name, var in idx.scan.items():
             anc[name] = ({k: a for k, a in enumerate(var.per_event)} if var.per_event is not None
                          else {k: float(v) for k, v in enumerate(var.per_step)})
@@ -396,3 +398,17 @@ def read_run_dict(path) -> dict:
     finally:
         idx.close()
 
+
+def _declare_scan(anc: dict, scan: dict) -> None:
+    """List the reader's scan variables in ``anc['ancillaryDataType']``, which ``write_run_dict`` takes as
+    the scan variables: the file's value when it names exactly those, else them in the order
+    :class:`RunWriter` writes them (per-step ones, then per-event ones, each sorted)."""
+    declared = anc.get("ancillaryDataType") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    if sorted(map(str, declared)) == sorted(scan):
+        return
+    names = (sorted(n for n, v in scan.items() if v.per_event is None)
+             + sorted(n for n, v in scan.items() if v.per_event is not None))
+    anc.pop("ancillaryDataType", None)
+    if names:
+        anc["ancillaryDataType"] = names[0] if len(names) == 1 else names
