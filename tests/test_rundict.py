@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from calibsuite_h5source import DataSource, RunWriter, WriterError, read_run_dict, write_run_dict
 from calibsuite_h5source.format.constants import WRITER_OWNED
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
+from calibsuite_h5source.write.writer import DETECTOR_GROUP_ATTRS
 
 
 @st.composite
@@ -95,6 +97,10 @@ def assert_same(a, b, where="runDict"):
         assert isinstance(b, dict) and set(a) == set(b), f"{where}: keys {sorted(map(str, a))} != {sorted(map(str, b))}"
         for k in a:
             assert_same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (tuple, list)):  # (constant, metadata), list-valued attributes
+        assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
     elif isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: {a.dtype} != {getattr(b, 'dtype', b)}"
         np.testing.assert_array_equal(a, b, err_msg=where)
@@ -155,5 +161,104 @@ def test_present_that_does_not_fit_is_refused(tmp_path):
         write_run_dict(tmp_path / "r.h5", d)
     d["present"] = {"nosuch": {0: np.array([True, False])}}
     with pytest.raises(WriterError, match="present names 'nosuch'"):
+        write_run_dict(tmp_path / "r.h5", d)
+    assert not (tmp_path / "r.h5").exists()
+
+
+# --- a detector's attributes, calibration constants and header fields travel too ----------------
+
+#: Two 2x3 segments; the test's one-module detector stores the second (metadata ``segments``).
+GEOMETRY = """IP 0 CAM 0  0 0 1000  0 0 0  0 0 0
+CAM 0 MTRX:V2:2:3:10:10 0  0 -20 0  0 0 0  0 0 0
+CAM 0 MTRX:V2:2:3:10:10 1  0  20 0  0 0 0  0 0 0
+"""
+
+
+def plain(value):
+    """``value`` with arrays as ``(dtype, shape, values)`` and numpy scalars as python ones, for ``==``."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.shape, value.tolist())
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def served(path) -> dict:
+    """Everything the reader serves of the run at ``path``: per event and per detector."""
+    run = next(DataSource(files=str(path)).runs())
+    epix, wave8, delay = run.Detector("epixM"), run.Detector("wave8"), run.Detector("delay")
+    fields = sorted(epix._src.headers)
+    events = []
+    for step in run.steps():
+        for evt in step.events():
+            events.append({"step": step.index, "timestamp": evt.timestamp, "delay": delay(evt),
+                           "raw": epix.raw.raw(evt), "calib": epix.raw.calib(evt),
+                           "image": epix.raw.image(evt, fillholes=False),
+                           "headers": {f: getattr(epix.raw, f)(evt) for f in fields},
+                           "peakAmplitude": wave8.raw.peakAmplitude(evt)})
+    return plain({"events": events, "fields": fields, "calibconst": epix.calibconst,
+                  "pedestals": epix.raw._pedestals(), "gain": epix.raw._gain(),
+                  "attrs": {k: v for k, v in epix._src.attrs.items() if k not in DETECTOR_GROUP_ATTRS},
+                  "frame_shape": epix._src.frame_shape, "dtype": str(epix._src.dtype)})
+
+
+def test_detector_attrs_calib_and_header_fields_round_trip(tmp_path):
+    rng = np.random.default_rng(5)
+    path = tmp_path / "w.h5"
+    with RunWriter(path, "delayScan", location="ASC", run=1700000000) as w:
+        w.detector("epixM", detType="epix10ka", gainBitsMask=0x3FFF, attrs={"psanaModuleAxis": False},
+                   calib={"pedestals": (np.full((1, 2, 3), 100, np.float32), {"run": 42, "note": "dark"}),
+                          "pixel_gain": np.full((1, 2, 3), 2.0)},
+                   geometry=(GEOMETRY, {"segments": [1]}))
+        for k, n in enumerate((3, 2)):
+            w.add_step({"epixM": (0x4000 + 150 + rng.integers(0, 50, (n, 1, 2, 3))).astype(np.uint16),
+                        "wave8": {"peakAmplitude": rng.random((n, 4))}},
+                       timestamps=np.arange(n, dtype=np.uint64) + (1 << 40) + 10 * k,
+                       present={"wave8": np.arange(n) != 1, "epixM": np.arange(n) != n - 1},
+                       headers={"epixM": {"frameNo": np.arange(n, dtype=np.uint32) + 7 + 10 * k,
+                                          "autoFillMask": rng.integers(0, 9, (n, 4)).astype(np.uint16)}},
+                       delay=10.0 * k)
+    d = round_trip(path, tmp_path)
+    source, copy = served(path), served(tmp_path / "again.h5")
+    assert source["fields"] == ["autoFillMask", "frameNo"] and source["frame_shape"] == [1, 2, 3]
+    assert source["events"][0]["raw"][1] == (2, 3)  # one module read as [row, col] (psanaModuleAxis False)
+    assert source["events"][0]["calib"][2] != source["events"][0]["raw"][2]  # pedestals, gain bits applied
+    assert copy == source
+    assert set(d["attrs"]["epixM"]) == {"detType", "gainBitsMask", "psanaModuleAxis"}  # not NX_class, signal
+    assert set(d["calib"]["epixM"]) == {"pedestals", "pixel_gain", "geometry"}
+    assert d["calib"]["epixM"]["geometry"] == (GEOMETRY, {"segments": [1]})
+    assert set(d["headers"]["epixM"]) == {"frameNo", "autoFillMask"}
+
+
+def test_undeclared_scan_variable_round_trips(tmp_path):
+    decl = declare_run(steps=(2, 2), side=False, scan="delay")
+    del decl["header"]["ancillaryDataType"]  # the scan variable is found by its shape only
+    path = write_layout(tmp_path / "u.h5", decl)
+    d = round_trip(path, tmp_path)
+    assert d["ancillaryData"]["ancillaryDataType"] == "delay"
+    source = next(DataSource(files=str(path)).runs())
+    copy = next(DataSource(files=str(tmp_path / "again.h5")).runs())
+    assert sorted(copy._index.scan) == ["delay"] and "delay" not in copy._index.header
+    np.testing.assert_array_equal(copy._index.scan["delay"].per_step, source._index.scan["delay"].per_step)
+
+
+def test_what_cannot_travel_is_refused(tmp_path):
+    path = tmp_path / "s.h5"
+    with RunWriter(path, "dark") as w:
+        w.detector("epixM", calib={"pedestals": np.zeros((1, 2, 2))})
+        w.add_step({"epixM": np.zeros((2, 1, 2, 2), np.uint16)})
+    with h5py.File(path, "a") as f:
+        f["epixM/calib/notes"] = "taken after the bake-out"
+    with pytest.raises(WriterError, match=r"calibration constant notes of epixM is not numeric \(object\): a runDict holds numeric"):
+        read_run_dict(path)
+    d = {"ancillaryData": {"scriptType": "dark"}, "epixM": {0: np.zeros((2, 1, 2, 2), np.uint16)},
+         "wave8": {"peakAmplitude": {0: np.zeros(2)}}, "headers": {"wave8": {"frameNo": {0: np.zeros(2)}}}}
+    with pytest.raises(WriterError, match="headers names 'wave8', which is not an area detector"):
+        write_run_dict(tmp_path / "r.h5", d)
+    d["headers"] = {}
+    d["attrs"] = {"epixM": {"detType": {"not": "storable"}}}
+    with pytest.raises(WriterError, match="detector epixM's attrs or calib metadata: header attribute detType"):
         write_run_dict(tmp_path / "r.h5", d)
     assert not (tmp_path / "r.h5").exists()

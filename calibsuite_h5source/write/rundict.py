@@ -10,6 +10,9 @@
         'wave8': {'peakAmplitude': {0: amp0, 1: amp1}},           # side data per step
         'timestamp': {0: ts0, 1: ts1},                            # optional
         'present': {'wave8': {0: mask0, 1: mask1}},               # optional: False = no data
+        'attrs': {'epixM': {'detType': 'epix10ka', 'gainBitsMask': 0x3FFF}},      # optional
+        'calib': {'epixM': {'pedestals': ped, 'geometry': text}},                # optional
+        'headers': {'epixM': {'frameNo': {0: frame_no0, 1: frame_no1}}},          # optional
     }
 
 Accepted variants: steps as ``0``/``'0'``/``'step0'`` keys or a list; a
@@ -17,11 +20,33 @@ detector as one padded array ``[step, event, ...]`` with ``runDict['nEvents']``;
 per-event scan values as ``{step: {event: v}}``, ``{step: array}`` or nested
 lists. ``present`` names the detectors and sources that miss some events
 (a bool mask per step; the stored values of a missing event are zeros, as
-:class:`RunWriter` stores them). :func:`read_run_dict` returns the normalised
-form: ``{step: value}`` for per-step scan values, ``{step: array}`` for
-everything per event; the header without the attributes the writer owns
-(``format.constants.WRITER_OWNED``), so that ``write_run_dict(p,
-read_run_dict(f))`` writes the same run again.
+:class:`RunWriter` stores them). The scan variables are the header entries
+named in ``ancillaryDataType`` (and ``step_value``, ``step_docstring``).
+
+``attrs``, ``calib`` and ``headers`` hold, per area detector, what its group
+holds besides its frames (:data:`DETECTOR_PARTS`, the one list both directions
+use), as :meth:`RunWriter.detector` and ``add_step`` take it:
+
+* ``attrs``: the group's attributes (``detType``, ``gainBitsMask``,
+  ``psanaModuleAxis``...), without the ones the writer sets itself
+  (:data:`~calibsuite_h5source.write.writer.DETECTOR_GROUP_ATTRS`);
+* ``calib``: ``/<detector>/calib/*``, ``{ctype: array}`` for the constants and
+  ``{'geometry': text}`` for the geometry; an entry with metadata (the
+  dataset's attributes, e.g. the geometry's ``segments``) is
+  ``(value, {name: value})``;
+* ``headers``: the per-event header fields ``{field: {step: values[nEvents, ...]}}``
+  (``det.raw.<field>(evt)``).
+
+:func:`read_run_dict` returns the normalised form: ``{step: value}`` for
+per-step scan values, ``{step: array}`` for everything per event; the header
+without the attributes the writer owns (``format.constants.WRITER_OWNED``),
+with ``ancillaryDataType`` naming every scan variable the reader found (the
+file's value when it names exactly those); ``attrs``, ``calib``, ``headers``
+and ``present`` only when some detector has any. So ``write_run_dict(p,
+read_run_dict(f))`` writes the same run again; what a runDict cannot hold (a
+non-numeric constant, an attribute HDF5 gives as something else than a str,
+a number or a 1-D list, a source named as a runDict key) is refused with a
+:class:`~calibsuite_h5source.errors.WriterError`, never dropped.
 It reads the whole run into memory: use it for small runs and tests.
 """
 
@@ -29,17 +54,19 @@ from __future__ import annotations
 
 import operator
 import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from calibsuite_h5source.errors import H5SourceError, WriterError
+from calibsuite_h5source.format import rules
 from calibsuite_h5source.format.constants import HEADER, WRITER_OWNED, step_number
+from calibsuite_h5source.geometry.source import GEOMETRY, read_geometry_text
+from calibsuite_h5source.read.index_types import AreaSource
 from calibsuite_h5source.read.run_index import open_run_index
-from calibsuite_h5source.write.rules import check_numeric_array
-from calibsuite_h5source.write.writer import RunWriter
-
-#: Top-level runDict keys that are not detectors.
-RESERVED = {HEADER, "nEvents", "timestamp", "present"}
+from calibsuite_h5source.write.rules import NUMERIC_KINDS, check_numeric_array
+from calibsuite_h5source.write.writer import DETECTOR_GROUP_ATTRS, RunWriter
 
 
 def _per_step(value, n_events=None, what=""):
@@ -65,6 +92,89 @@ def _events(value, what=""):
             raise WriterError(f"{what}: events must be keyed 0, 1, ...; found {list(value)[:10]}")
         return np.asarray([value[keys[i]] for i in range(len(keys))])
     return np.asarray(value)
+
+
+# -- what an area detector holds besides its frames: one table, both directions -----------------
+
+def _read_attrs(src: AreaSource, path: str) -> dict:
+    """The group's attributes but the writer's own (:data:`DETECTOR_GROUP_ATTRS`)."""
+    return {k: v for k, v in src.attrs.items() if k not in DETECTOR_GROUP_ATTRS}
+
+
+def _write_attrs(name: str, value, n_events, path: str) -> tuple[dict, dict]:
+    """``attrs={...}`` of ``RunWriter.detector`` (``detType``, ``gainBitsMask`` are attributes too)."""
+    return {"attrs": _as_dict(value, f"attrs/{name}", "{attribute: value}", path)}, {}
+
+
+def _read_calib(src: AreaSource, path: str) -> dict:
+    """``calib/``: numeric constants as arrays, ``geometry`` as its text; ``(value, metadata)`` with attributes."""
+    out = {}
+    for ctype, ds in ({} if src.calib_group is None else src.calib_group.items()):
+        meta = {k: rules.decode(v) for k, v in ds.attrs.items()}
+        if ctype == GEOMETRY:
+            value = read_geometry_text(src.calib_group)[0]
+        elif ds.dtype.kind in NUMERIC_KINDS:
+            value = np.asarray(ds[()])
+        else:
+            raise WriterError(f"calibration constant {ctype} of {src.name} is not numeric ({ds.dtype}): a runDict holds "
+                              "numeric constants and the geometry text only", file=path, h5path=ds.name)
+        out[ctype] = (value, meta) if meta else value
+    return out
+
+
+def _write_calib(name: str, value, n_events, path: str) -> tuple[dict, dict]:
+    """``calib=`` and ``geometry=`` of ``RunWriter.detector``."""
+    calib = _as_dict(value, f"calib/{name}", "{ctype: array or (array, metadata)}", path)
+    geometry = calib.pop(GEOMETRY, None)
+    return {"calib": calib} if geometry is None else {"calib": calib, "geometry": geometry}, {}
+
+
+def _read_headers(src: AreaSource, path: str) -> dict:
+    """``{field: {step: values[nEvents, ...]}}``."""
+    return {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in src.headers.items()}
+
+
+def _write_headers(name: str, value, n_events, path: str) -> tuple[dict, dict]:
+    """``header_fields=`` of ``RunWriter.detector`` (as stored: shape and dtype), and the values per step."""
+    fields = _as_dict(value, f"headers/{name}", "{field: {step: values[nEvents, ...]}}", path)
+    steps = {f: [check_numeric_array(a, f"headers/{name}/{f}", file=path)
+                 for a in _per_step(v, n_events, f"headers/{name}/{f}")] for f, v in fields.items()}
+    for f, arrays in steps.items():
+        if not arrays or arrays[0].ndim == 0:
+            raise WriterError(f"headers/{name}/{f} must hold values[nEvents, ...] for each step",
+                              file=path, h5path=f"/{name}/{f}")
+    return {"header_fields": {f: (a[0].shape[1:], a[0].dtype) for f, a in steps.items()}}, steps
+
+
+def _as_dict(value, what: str, form: str, path: str) -> dict:
+    """``value`` (a dict) copied, or a WriterError saying which ``form`` it must have."""
+    if not isinstance(value, dict):
+        raise WriterError(f"{what} must be a dict {form}; found {type(value).__name__}", file=path)
+    return dict(value)
+
+
+class DetectorPart(NamedTuple):
+    """How one top-level runDict key ``{detector: value}`` travels.
+
+    ``read(src, path)`` takes the value off the reader's
+    :class:`~calibsuite_h5source.read.index_types.AreaSource` (empty: nothing
+    to carry); ``write(name, value, n_events, path)`` checks it and returns
+    ``(RunWriter.detector keywords, {field: [values per step]} for add_step's headers)``.
+    """
+
+    read: Callable
+    write: Callable
+
+
+#: What an area detector holds besides its frames and ``present`` masks, by runDict key.
+DETECTOR_PARTS = {
+    "attrs": DetectorPart(_read_attrs, _write_attrs),
+    "calib": DetectorPart(_read_calib, _write_calib),
+    "headers": DetectorPart(_read_headers, _write_headers),
+}
+
+#: Top-level runDict keys that are not detectors.
+RESERVED = {HEADER, "nEvents", "timestamp", "present", *DETECTOR_PARTS}
 
 
 def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> str:  # noqa: N803
@@ -104,15 +214,20 @@ def write_run_dict(path, runDict: dict, *, scriptType=None, **writer_kwargs) -> 
     for key in WRITER_OWNED:
         anc.pop(key, None)
     present = _present_masks(runDict.get("present"), detectors, side, n_steps, path)
+    parts = _detector_parts(runDict, detectors, n_events, n_steps, path)
     w = RunWriter(path, script_type, **{**anc, **writer_kwargs})
     try:
         with w:
+            for name, (declaration, _) in parts.items():
+                _declare(w, name, declaration)
             for k in range(n_steps):
                 data = {name: steps[k] for name, steps in detectors.items()}
                 data.update({name: {f: steps[k] for f, steps in fields.items()} for name, fields in side.items()})
+                headers = {name: {f: steps[k] for f, steps in fields.items()} for name, (_, fields) in parts.items()}
                 w.add_step(data, timestamps=None if ts is None else _events(ts[k], "timestamp"),
                            present={n: m[k] for n, m in present.items()} or None,
                            scan={n: v[k] for n, v in scan_per_event.items()} or None,
+                           headers={n: h for n, h in headers.items() if h} or None,
                            **{n: v[k] for n, v in scan_per_step.items()})
     except H5SourceError:
         os.unlink(w.path)  # a runDict is written whole or not at all
@@ -186,6 +301,37 @@ def _scan_values(anc, n_events, n_steps, path) -> tuple[dict, dict]:
     return per_step, per_event
 
 
+def _detector_parts(runDict, detectors, n_events, n_steps, path) -> dict:
+    """The runDict's :data:`DETECTOR_PARTS`, checked: ``{detector: (RunWriter.detector keywords,
+    {header field: [values per step]})}``."""
+    out = {}
+    for key, part in DETECTOR_PARTS.items():
+        for name, value in _as_dict(runDict.get(key, {}), key, "{detector: ...}", path).items():
+            if name not in detectors:
+                raise WriterError(f"{key} names {name!r}, which is not an area detector of the runDict; "
+                                  f"found {sorted(map(str, detectors))}", file=str(path))
+            declaration, steps = part.write(name, value, n_events, str(path))
+            for field, values in steps.items():
+                if len(values) != n_steps:
+                    raise WriterError(f"{key}/{name}/{field} must have {n_steps} steps; found {len(values)}",
+                                      file=str(path))
+            entry = out.setdefault(name, ({}, {}))
+            entry[0].update(declaration)
+            entry[1].update(steps)
+    return out
+
+
+def _declare(w: RunWriter, name: str, declaration: dict) -> None:
+    """``w.detector(name, **declaration)``; a refused attribute is named as the detector's, not the header's."""
+    try:
+        w.detector(name, **declaration)
+    except WriterError as exc:
+        if exc.h5path != f"/{HEADER}":
+            raise
+        raise WriterError(f"detector {name}'s attrs or calib metadata: {exc.rule}", file=exc.file,
+                          h5path=f"/{name}") from exc
+
+
 def _present_masks(value, detectors, side, n_steps, path) -> dict:
     """``runDict['present']`` -> ``{name: [bool mask per step]}``, checked against the data."""
     if value is None:
@@ -216,8 +362,13 @@ def read_run_dict(path) -> dict:
     """Read any run file (every layout) into the normalised ``runDict`` form."""
     idx = open_run_index(path)
     try:
+        clash = sorted(RESERVED & (set(idx.area) | set(idx.side)))
+        if clash:
+            raise WriterError(f"sources {clash} have the names of runDict keys {sorted(RESERVED)}: a runDict "
+                              "cannot hold them", file=str(path))
         out = {HEADER: {k: v for k, v in idx.header.items() if k not in WRITER_OWNED}}
         anc = out[HEADER]
+        _declare_scan(anc, idx.scan)
         for name, var in idx.scan.items():
             anc[name] = ({k: a for k, a in enumerate(var.per_event)} if var.per_event is not None
                          else {k: float(v) for k, v in enumerate(var.per_step)})
@@ -227,6 +378,10 @@ def read_run_dict(path) -> dict:
             anc["step_docstring"] = dict(enumerate(idx.step_docstring))
         for name, src in idx.area.items():
             out[name] = {k: ea.read_all() for k, ea in enumerate(src.steps)}
+            for key, part in DETECTOR_PARTS.items():
+                value = part.read(src, str(path))
+                if value:
+                    out.setdefault(key, {})[name] = value
         for name, fields in idx.side.items():
             out[name] = {f: {k: ea.read_all() for k, ea in enumerate(steps)} for f, steps in fields.items()}
         present = {}
@@ -242,3 +397,18 @@ def read_run_dict(path) -> dict:
         return out
     finally:
         idx.close()
+
+
+def _declare_scan(anc: dict, scan: dict) -> None:
+    """List the reader's scan variables in ``anc['ancillaryDataType']``, which ``write_run_dict`` takes as
+    the scan variables: the file's value when it names exactly those, else them in the order
+    :class:`RunWriter` writes them (per-step ones, then per-event ones, each sorted)."""
+    declared = anc.get("ancillaryDataType") or []
+    declared = [declared] if isinstance(declared, str) else list(declared)
+    if sorted(map(str, declared)) == sorted(scan):
+        return
+    names = (sorted(n for n, v in scan.items() if v.per_event is None)
+             + sorted(n for n, v in scan.items() if v.per_event is not None))
+    anc.pop("ancillaryDataType", None)
+    if names:
+        anc["ancillaryDataType"] = names[0] if len(names) == 1 else names

@@ -82,6 +82,10 @@ CHUNK_BYTES = 2**16
 #: keeps room for it in the file from the start.
 ERROR_BYTES = 1000
 
+#: Attributes the writer gives every area detector's group (NeXus): not the caller's to set, and
+#: left out of a detector's attributes where they are handed back (``read_run_dict``).
+DETECTOR_GROUP_ATTRS = {"NX_class": "NXdata", "signal": "0"}
+
 
 class RunWriter:
     """Write one run file in the canonical layout.
@@ -253,7 +257,7 @@ class RunWriter:
         self._schema = schema
         for name in schema["area"]:
             g = self._groups.require(name)
-            g.attrs.update({"NX_class": "NXdata", "signal": "0"})
+            g.attrs.update(DETECTOR_GROUP_ATTRS)
         self._file.attrs["default"] = next(iter(schema["area"]), next(iter(schema["side"]), ""))
 
     def _create(self, h5path, shape, dtype, compress, block, expected: int = 0) -> h5py.Dataset:
