@@ -30,6 +30,7 @@ import numpy as np
 from calibsuite_h5source.geometry.defaults import default_geometry_name, default_geometry_text
 from calibsuite_h5source.geometry.engine import Geometry, geometry_from_text
 from calibsuite_h5source.geometry.text import GeometryError
+from calibsuite_h5source.h5.dataset import read_whole
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def read_geometry_text(group):
         return None, None
     ds = group[GEOMETRY]
     try:
-        text = _text(ds[()])
+        text = _text(read_whole(ds))
     except (TypeError, UnicodeDecodeError, AttributeError) as exc:
         raise GeometryError(f"geometry must be a scalar UTF-8 string; found {getattr(ds, 'dtype', type(ds))} "
                             f"shape {getattr(ds, 'shape', None)}", file=group.file.filename, h5path=ds.name) from exc
