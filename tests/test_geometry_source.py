@@ -189,3 +189,24 @@ def test_convert_copies_psanas_geometry_when_it_fits(tmp_path, mocker, caplog, g
     else:
         assert "geometry" not in det.calibconst and "/epix/calib/geometry not copied" in caplog.text
         assert det.raw.raw(evt).shape == (4, 2, 3)
+
+
+@pytest.mark.parametrize(("attrs", "name", "shape", "stem"), [
+    ({"dettype": "epix10ka"}, "cam", (4, 352, 384), "epix10kaquad"),  # dettype alone gives the type
+    ({"dettype": "epix10ka"}, "jungfrau", (4, 352, 384), "epix10kaquad"),  # dettype before the name
+    ({"detType": "jungfrau", "dettype": "epix10ka"}, "cam", (1, 512, 1024), "jungfrau05M"),  # detType first
+    ({"detType": "epix100", "dettype": "archon"}, "cam", (1, 704, 768), "epix100a"),  # not drawn as an archon
+])
+def test_the_default_geometry_follows_the_one_type_rule(tmp_path, attrs, name, shape, stem):
+    """The default geometry is that of format.shapes.type_of's type: detType, then dettype, then the name."""
+    from calibsuite_h5source.format.shapes import type_of
+    frames = np.arange(int(np.prod(shape)), dtype=np.uint16).reshape(1, *shape) % 1000
+    path = tmp_path / "typed.h5"
+    with RunWriter(path, "dark") as w:
+        w.detector(name, detType=attrs.get("detType"), attrs={k: v for k, v in attrs.items() if k != "detType"})
+        with w.step() as s:
+            s.event(**{name: frames[0]})
+    det, evt = first(path, name)
+    assert type_of(name, attrs).psana_type in stem
+    expected = geometry_from_text(default_geometry_text(stem)).image(det.raw.calib(evt))
+    np.testing.assert_array_equal(det.raw.image(evt), expected)

@@ -251,3 +251,31 @@ def test_bld_get_is_none_where_the_monitor_has_no_data(tmp_path):
     got = [w8.get(evt) for evt in ds.events()]
     assert [g is None for g in got] == [False, True, False, False, False]
     np.testing.assert_array_equal(got[2].peakAmplitude(), decl["side"]["wave8"]["peakAmplitude"][0][2])
+
+
+def test_evr_and_fiducials_follow_the_timing_present_mask(tmp_path):
+    """Where ``/timing/present/<k>`` is False, psana1's EVR is absent (``evt.get`` and ``eventCodes`` None) and the
+    fiducials are psana2's ``pulseId`` there (0), even though the stored rows hold non-zero codes and pulse ids."""
+    steps = (3, 2)
+    decl = declare_run(steps=steps, shape=(1, 2, 2))
+    codes = [np.zeros((n, 288), np.uint8) for n in steps]
+    for c in codes:
+        c[:, 40] = 1
+    decl["side"]["timing"] = {"eventcodes": codes,
+                              "pulseId": [np.arange(n, dtype=np.uint64) + 1000 * (k + 1) for k, n in enumerate(steps)]}
+    decl["present"] = {"timing": [np.array([True, False, True]), None]}
+    path = write_layout(tmp_path / "r.h5", decl)
+    run = next(__import__("calibsuite_h5source").DataSource(files=str(path)).runs())
+    timing = run.Detector("timing").raw
+    psana2 = [(timing.eventcodes(e) is None, timing.pulseId(e)) for e in run.events()]
+    assert psana2 == [(False, 1000), (True, 0), (False, 1002), (False, 2000), (False, 2001)]
+
+    ds = psana.DataSource(str(path))
+    evr = psana.Detector("evr0", ds.env())
+    got = []
+    for evt in ds.events():
+        data = evt.get(psana.EvrData.DataV4, "evr0")
+        got.append((None if data is None else [f.eventCode() for f in data.fifoEvents()], evr.eventCodes(evt),
+                    evt.get(psana.EventId).fiducials()))
+    assert got == [([40], [40], 1000), (None, None, 0), ([40], [40], 1002), ([40], [40], 2000), ([40], [40], 2001)]
+    assert [t.fiducial() for t in next(psana.DataSource(str(path)).runs()).times()] == [1000, 0, 1002, 2000, 2001]

@@ -8,9 +8,11 @@ In order (as psana: the run's geometry constants, else its default file):
    text that cannot be parsed or does not fit the frames is an error
    (:class:`~calibsuite_h5source.geometry.text.GeometryError`).
 2. psana's default geometry of the detector's type
-   (:mod:`calibsuite_h5source.geometry.defaults`), from the group's
-   ``dettype``/``detType`` attributes or its name, when its segments have the
-   frames' ``[row, col]`` and there are at least as many as modules.
+   (:mod:`calibsuite_h5source.geometry.defaults`), when its segments have
+   the frames' ``[row, col]`` and there are at least as many as modules.
+   The type is found by the package's one rule,
+   :func:`calibsuite_h5source.format.shapes.type_of` (``detType``, then
+   ``dettype``, then the name).
 3. None: ``det.raw.image`` then tiles the modules, with a one-time warning.
 
 The archon is drawn as psana draws it, without geometry: for frames of 16
@@ -27,9 +29,12 @@ import logging
 
 import numpy as np
 
+from calibsuite_h5source.format.detector_types import detector_type
+from calibsuite_h5source.format.shapes import type_of
 from calibsuite_h5source.geometry.defaults import default_geometry_name, default_geometry_text
 from calibsuite_h5source.geometry.engine import Geometry, geometry_from_text
 from calibsuite_h5source.geometry.text import GeometryError
+from calibsuite_h5source.h5.dataset import read_whole
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,7 @@ def read_geometry_text(group):
         return None, None
     ds = group[GEOMETRY]
     try:
-        text = _text(ds[()])
+        text = _text(read_whole(ds))
     except (TypeError, UnicodeDecodeError, AttributeError) as exc:
         raise GeometryError(f"geometry must be a scalar UTF-8 string; found {getattr(ds, 'dtype', type(ds))} "
                             f"shape {getattr(ds, 'shape', None)}", file=group.file.filename, h5path=ds.name) from exc
@@ -123,8 +128,7 @@ def _resolve(src):
         if why:
             raise GeometryError(f"this geometry does not fit the detector's frames {list(shape)}: {why}", **where)
         return DetectorGeometry(g, segments, "file")
-    attrs = src.attrs
-    stem = default_geometry_name(_str(attrs.get("dettype")), _str(attrs.get("detType")), src.name, modules=shape[0])
+    stem = _default_stem(src, shape[0])
     if stem is None:
         return None
     g = geometry_from_text(default_geometry_text(stem))
@@ -140,6 +144,20 @@ def _str(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _default_stem(src, modules: int) -> str | None:
+    """psana's default geometry file stem for the detector's type, or None.
+
+    The type is the one rule's (:func:`calibsuite_h5source.format.shapes.type_of`);
+    the names that give that type (attributes, then the group's name) pick
+    psana's variant of it (``epixhremu``, ``epixuhr3x2``; the jungfrau's by module count).
+    """
+    t = type_of(src.name, src.attrs)
+    if t is None:
+        return None
+    names = [_str(src.attrs.get(k)) for k in ("detType", "dettype")] + [src.name]
+    return default_geometry_name(*[n for n in names if n and detector_type(n) == t], modules=modules)
+
+
 def detector_geometry(src) -> DetectorGeometry | None:
     """The :class:`DetectorGeometry` of a detector (an ``AreaSource``), or None; cached per run."""
     cached = src.__dict__.get("_geometry", _NONE)
@@ -151,13 +169,8 @@ def detector_geometry(src) -> DetectorGeometry | None:
 
 def is_archon(src) -> bool:
     """True for an archon (psana draws its image without geometry)."""
-    from calibsuite_h5source.format.detector_types import detector_type
-    attrs = src.attrs
-    for name in (_str(attrs.get("dettype")), _str(attrs.get("detType")), src.name):
-        t = detector_type(name) if name else None
-        if t is not None:
-            return t.psana_type == "archon"
-    return False
+    t = type_of(src.name, src.attrs)
+    return t is not None and t.psana_type == "archon"
 
 
 def archon_image(nda, version=None) -> np.ndarray:

@@ -43,7 +43,8 @@ from calibsuite_h5source.h5.guard import guarded
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StoredDataset", "NotYetVisible", "open_stored", "read_whole", "block_groups", "BLOCK_BYTES"]
+__all__ = ["StoredDataset", "HeldDataset", "NotYetVisible", "open_stored", "read_whole", "block_groups",
+           "BLOCK_BYTES"]
 
 #: Target bytes of one h5py block read of a selection (64 MiB).
 BLOCK_BYTES = 64 * 2**20
@@ -231,14 +232,70 @@ def open_stored(f: h5py.File, h5path: str, prefix: tuple = (), origin=None) -> S
 
 
 def read_whole(obj):
-    """Every value of a small dataset (a calibration constant...) through its :class:`StoredDataset`.
+    """Every value of a small dataset (a calibration constant...): the one way to read a constant.
 
-    Anything that is not an ``h5py.Dataset`` with an axis (a scalar, a
-    constant already held in memory) is returned as ``obj[()]``.
+    An ``h5py.Dataset`` with an axis is read through its :class:`StoredDataset`;
+    a :class:`HeldDataset` (a constant read earlier, held in memory by the live
+    reader) gives a copy of what that read returned, so both give the same
+    value. Anything else (a scalar dataset, an array) is returned as ``obj[()]``.
     """
+    if isinstance(obj, HeldDataset):
+        return obj.value()
     if isinstance(obj, h5py.Dataset) and obj.shape:
         return StoredDataset(obj).read_range(0, obj.shape[0])
     return obj[()]
+
+
+class HeldDataset:
+    """A small dataset read once and held in memory, standing in for its ``h5py.Dataset``.
+
+    It offers what readers of a constant use: ``name``, ``shape``, ``dtype``,
+    ``ndim``, ``attrs``, ``file.filename``, ``ds[()]`` and :func:`read_whole`
+    (each a copy of the value read, as a new read of the file would give).
+
+    Parameters
+    ----------
+    ds : h5py.Dataset
+        The dataset, read now with :func:`read_whole`.
+    """
+
+    __slots__ = ("_value", "name", "shape", "dtype", "attrs", "file")
+
+    def __init__(self, ds: h5py.Dataset):
+        self._value = read_whole(ds)
+        self.name, self.shape, self.dtype = ds.name, tuple(ds.shape), ds.dtype
+        self.attrs = dict(ds.attrs)
+        self.file = _HeldFile(ds.file.filename)
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes (0 for a scalar)."""
+        return len(self.shape)
+
+    def value(self):
+        """The value read (a new array for an array, else the scalar: a string is ``bytes``, as h5py gives it)."""
+        v = self._value
+        return v.copy() if isinstance(v, np.ndarray) else v
+
+    def __getitem__(self, key):
+        if key is Ellipsis or (isinstance(key, tuple) and not key):
+            return self.value()
+        if not self.shape:
+            raise ValueError(f"{self.name}: a scalar dataset is read with [()], not [{key!r}]")
+        v = self._value[key]
+        return v.copy() if isinstance(v, np.ndarray) else v
+
+    def __repr__(self):
+        return f"<HeldDataset {self.name} shape {self.shape} {self.dtype}>"
+
+
+class _HeldFile:
+    """``ds.file`` of a :class:`HeldDataset`: its ``filename``."""
+
+    __slots__ = ("filename",)
+
+    def __init__(self, filename: str):
+        self.filename = filename
 
 
 # -- h5py reads of a selection --------------------------------------------------------------

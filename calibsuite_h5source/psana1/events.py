@@ -101,27 +101,47 @@ class Event:
 
 # -- timing: EventId and EVR ---------------------------------------------------------------------
 
-def _timing_fields(run) -> dict:
-    return run._side.get("timing") or run._index.side.get("timing") or {}
+def _timing(run):
+    """The run's psana2 timing detector (``run.Detector('timing')``) and the names of its stored fields.
+
+    psana1 reads timing only through it, so it gives what psana2 gives: None
+    (EVR) and 0 (pulse id) at events where the source's ``present`` mask is False.
+    """
+    t = run.Detector("timing")
+    return t, set(dir(t.raw))
+
+
+def _timing_fields(run) -> set:
+    """The names of the timing source's stored fields (``eventcodes``, ``pulseId``...)."""
+    return _timing(run)[1]
 
 
 def fiducial(evt) -> int:
-    """psana1 fiducials: ``pulseId & 0x1FFFF`` when timing is stored, else the run-wide event number's."""
+    """psana1 fiducials: ``pulseId & 0x1FFFF`` when timing is stored, else the run-wide event number's.
+
+    The pulse id is psana2's ``run.Detector('timing').raw.pulseId(evt)``: 0 at
+    an event without timing data.
+    """
     run = evt._run
-    pulse = _timing_fields(run).get("pulseId")
-    if pulse is not None:
-        return int(pulse[evt._step].read(evt._i)) & FIDUCIAL_MASK
+    t, fields = _timing(run)
+    if "pulseId" in fields:
+        return t.raw.pulseId(evt) & FIDUCIAL_MASK
     starts = np.concatenate([[0], np.cumsum(run._index.n_events)[:-1]])
     return int(starts[evt._step] + evt._i) & FIDUCIAL_MASK
 
 
 def run_fiducials(run) -> np.ndarray:
     """The fiducials of every stored event in run order (see :func:`fiducial`), one read per step."""
-    pulse = _timing_fields(run).get("pulseId")
-    if pulse is None:
+    t, fields = _timing(run)
+    if "pulseId" not in fields:
         return np.arange(int(run._index.n_events.sum()), dtype=np.int64) & FIDUCIAL_MASK
-    parts = [np.asarray(ea.read_all(), dtype=np.int64) for ea in pulse]
-    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)) & FIDUCIAL_MASK
+    pulse = np.asarray(t.raw.array("pulseId", missing="keep"), dtype=np.int64)
+    masks = [t.raw.present(k) for k in range(len(run._index.n_events))]
+    if any(m is not None for m in masks):  # no timing data at these events: pulse id 0, as pulseId(evt)
+        present = np.concatenate([np.ones(int(n), bool) if m is None else np.asarray(m, bool)
+                                  for m, n in zip(masks, run._index.n_events, strict=True)])
+        pulse[~present] = 0
+    return pulse & FIDUCIAL_MASK
 
 
 class EventId:
@@ -203,15 +223,21 @@ EVR_TYPES = (EvrData.DataV3, EvrData.DataV4)
 
 
 def event_codes(evt) -> list[int] | None:
-    """The event codes set in an event (indices of the stored ``timing/eventcodes``), or None."""
-    codes = _timing_fields(evt._run).get("eventcodes")
-    if codes is None:
+    """The event codes set in an event, or None: no ``timing/eventcodes`` stored, or none at this event.
+
+    Read as psana2's ``run.Detector('timing').raw.eventcodes(evt)`` (None where
+    the timing source's ``present`` mask is False), as psana1's EVR is absent
+    from an event without EVR data.
+    """
+    t, fields = _timing(evt._run)
+    if "eventcodes" not in fields:
         return None
-    return [int(c) for c in np.flatnonzero(codes[evt._step].read(evt._i))]
+    codes = t.raw.eventcodes(evt)
+    return None if codes is None else [int(c) for c in np.flatnonzero(codes)]
 
 
 def event_get(pevt: Event, type_, src=None):
-    """``evt.get(type, src)``: ``EventId`` always; EVR data where timing is stored (any ``src``); else None."""
+    """``evt.get(type, src)``: ``EventId`` always; EVR data where the event has timing data (any ``src``); else None."""
     evt = pevt._evt
     if type_ is EventId:
         return EventId(evt)

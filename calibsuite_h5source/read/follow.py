@@ -27,7 +27,7 @@ import numpy as np
 from calibsuite_h5source.errors import FormatError, NotHDF5Error, WriterGoneError
 from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.format.timestamps import StoredTimestamps
-from calibsuite_h5source.h5.dataset import StoredDataset, read_whole
+from calibsuite_h5source.h5.dataset import HeldDataset, StoredDataset
 from calibsuite_h5source.h5.files import open_read_only
 from calibsuite_h5source.h5.guard import guard, translate
 from calibsuite_h5source.h5.links import Origin, open_member
@@ -231,22 +231,17 @@ class LiveEventArray(EventArray):
         return f"<LiveEventArray {self._path} n={self.n}>"
 
 
-class _MemoryDataset:
-    """A calibration constant held in memory (they do not change while a run is written)."""
-
-    def __init__(self, array, attrs):
-        self._array, self.attrs = array, attrs
-
-    def __getitem__(self, key):
-        return self._array[key]
-
-
 class _MemoryGroup(dict):
-    """``/<detector>/calib`` held in memory: ``ctype in g``, ``g[ctype][()]``, ``g.items()``."""
+    """``/<detector>/calib`` held in memory: ``ctype in g``, ``g[ctype]``, ``g.items()``, ``g.name``, ``g.file``.
+
+    Its constants (they do not change while a run is written) are
+    :class:`~calibsuite_h5source.h5.dataset.HeldDataset`, read once as
+    :func:`~calibsuite_h5source.h5.dataset.read_whole` reads them, so the
+    live and finished readers give the same constants.
+    """
 
     def __init__(self, group: h5py.Group, origin: Origin):
-        super().__init__({k: _MemoryDataset(read_whole(ds), dict(ds.attrs))
-                          for k, ds in group.items() if isinstance(ds, h5py.Dataset)})
+        super().__init__({k: HeldDataset(ds) for k, ds in group.items() if isinstance(ds, h5py.Dataset)})
         self.name = group.name
         self.file = type("_File", (), {"filename": group.file.filename})()
 
