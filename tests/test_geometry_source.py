@@ -196,6 +196,7 @@ def test_convert_copies_psanas_geometry_when_it_fits(tmp_path, mocker, caplog, g
     ({"dettype": "epix10ka"}, "jungfrau", (4, 352, 384), "epix10kaquad"),  # dettype before the name
     ({"detType": "jungfrau", "dettype": "epix10ka"}, "cam", (1, 512, 1024), "jungfrau05M"),  # detType first
     ({"detType": "epix100", "dettype": "archon"}, "cam", (1, 704, 768), "epix100a"),  # not drawn as an archon
+    ({"dettype": "jungfrauemu"}, "cam", (8, 512, 1024), "jungfrau4M"),  # psana's emulated jungfrau: its own file
 ])
 def test_the_default_geometry_follows_the_one_type_rule(tmp_path, attrs, name, shape, stem):
     """The default geometry is that of format.shapes.type_of's type: detType, then dettype, then the name."""

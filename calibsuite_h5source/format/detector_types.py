@@ -58,7 +58,7 @@ DETECTOR_TYPES: dict[str, DetectorType] = {
         DetectorType("epix10k", "epix10ka", 1, 352, 384, 1 << 14, ("epix10ka", "epix10kaquad", "epix10ka2m", "epixquad")),
         DetectorType("epixhr", "epixhr", 1, 288, 284, 1 << 14, ("epixhr2x2", "epixhremu")),
         DetectorType("epixUHR", "epixuhr", 4, 168, 192, 1 << 11, ()),
-        DetectorType("jungfrau", "jungfrau", 1, 512, 1024, 1 << 14, ("jungfrau05m", "jungfrau1m", "jungfrau4m")),
+        DetectorType("jungfrau", "jungfrau", 1, 512, 1024, 1 << 14, ("jungfrau05m", "jungfrau1m", "jungfrau4m", "jungfrauemu")),
         DetectorType("epix100", "epix100", 1, 704, 768, 1 << 15, ("epix100a",)),
         DetectorType("archon", "archon", 1, 1200, 4224, 1 << 16, ("rixsccd",)),
     )
