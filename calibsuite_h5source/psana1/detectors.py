@@ -97,9 +97,7 @@ def resolve(run, source: str) -> tuple[str, str]:
                                                             _str(a.get("dettype", "")).lower())))
         family = detector_type(dev)
         if family is not None:
-            rules.append(("detector family", lambda k, g, a: k == "area" and family in (
-                detector_type(g), detector_type(_str(a.get("detType", "")) or None),
-                detector_type(_str(a.get("dettype", "")) or None))))
+            rules.append(("detector family", lambda k, g, a: k == "area" and shapes.type_of(g, a) == family))
     attrs = {g: _group_attrs(run, g, k) for k, g in groups}
     for rule, match in rules:
         hits = [(k, g) for k, g in groups if match(k, g, attrs[g])]
