@@ -63,6 +63,7 @@ from calibsuite_h5source.errors import H5SourceError, WriterError
 from calibsuite_h5source.format import rules
 from calibsuite_h5source.format.constants import HEADER, WRITER_OWNED, step_number
 from calibsuite_h5source.geometry.source import GEOMETRY, read_geometry_text
+from calibsuite_h5source.h5.dataset import read_whole
 from calibsuite_h5source.read.index_types import AreaSource
 from calibsuite_h5source.read.run_index import open_run_index
 from calibsuite_h5source.write.rules import NUMERIC_KINDS, check_numeric_array
@@ -114,7 +115,7 @@ def _read_calib(src: AreaSource, path: str) -> dict:
         if ctype == GEOMETRY:
             value = read_geometry_text(src.calib_group)[0]
         elif ds.dtype.kind in NUMERIC_KINDS:
-            value = np.asarray(ds[()])
+            value = np.asarray(read_whole(ds))
         else:
             raise WriterError(f"calibration constant {ctype} of {src.name} is not numeric ({ds.dtype}): a runDict holds "
                               "numeric constants and the geometry text only", file=path, h5path=ds.name)
