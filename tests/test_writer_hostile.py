@@ -424,3 +424,25 @@ def test_a_run_id_the_reader_cannot_make_timestamps_from_is_refused_at_the_first
             w.add_step({"epixM": frame})
         w.add_step({"epixM": frame}, timestamps=[(1 << 60) + 1])  # with timestamps, run is not needed
     assert len(list(next(DataSource(files=path).runs()).events())) == 1
+
+
+@pytest.mark.parametrize("field, first, later, rule", [
+    ("pulseId", np.int32(1), np.int64(2**40 + 7), r"wave8\.pulseId = 1099511627783 does not fit its column's int32"),
+    ("amp", np.float32(1), 1e300, r"wave8\.amp = 1e\+300 overflows its column's float32"),
+], ids=["int-wraps", "float-overflows"])
+def test_a_later_value_that_does_not_fit_its_column_is_refused_not_wrapped(tmp_path, field, first, later, rule):
+    """Casting by kind let int64 2**40+7 into an int32 column as 7, and 1e300 into float32 as inf."""
+    path = tmp_path / "r.h5"
+    frame = np.zeros((1, 2, 2), np.uint16)
+    with RunWriter(path, "dark") as w:
+        w.detector("epixM", header_fields={"frameNo": ((), "uint16")})
+        with w.step() as s:
+            s.event(epixM=frame, wave8={field: first}, headers={"epixM": {"frameNo": 1}})
+            with pytest.raises(WriterError, match=rule):
+                s.event(epixM=frame, wave8={field: later}, headers={"epixM": {"frameNo": 2}})
+            with pytest.raises(WriterError, match=r"epixM\.frameNo = 70000 does not fit its column's uint16"):
+                s.event(epixM=frame, wave8={field: first}, headers={"epixM": {"frameNo": np.uint64(70000)}})
+            s.event(epixM=frame, wave8={field: first}, headers={"epixM": {"frameNo": np.uint64(3)}})  # fits: taken
+    run = next(DataSource(files=str(path)).runs())
+    det, wave8 = run.Detector("epixM"), run.Detector("wave8")
+    assert [(det.raw.frameNo(e), getattr(wave8.raw, field)(e)) for e in run.events()] == [(1, 1), (3, 1)]

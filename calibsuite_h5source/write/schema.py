@@ -168,10 +168,28 @@ def check_value(path: str, h5path, expected, value, kind="side data"):
     what = h5path.lstrip("/").replace("/", ".")
     arr = check_numeric_array(value, f"{kind} {what}", file=path, h5path=h5path)
     shape, dtype = expected
-    if (arr.dtype != dtype and arr.dtype.kind in "biu" and dtype.kind in "iu" and arr.size
-            and np.iinfo(dtype).min <= arr.min() and arr.max() <= np.iinfo(dtype).max):
-        arr = arr.astype(dtype)  # integers that fit, e.g. frameNo=7 for a uint32 field
-    if arr.shape != shape or (arr.dtype != dtype and not np.can_cast(arr.dtype, dtype, "same_kind")):
+    if arr.shape != shape or (arr.dtype != dtype and not (arr.dtype.kind in "biu" and dtype.kind in "iu")
+                              and not np.can_cast(arr.dtype, dtype, "same_kind")):
         raise WriterError(f"every value of {what} must match its first: expected {shape} {dtype}, "
                           f"found {arr.shape} {arr.dtype}", file=path, h5path=h5path)
-    return arr
+    return arr if arr.dtype == dtype else _into_column(path, h5path, what, arr, dtype)
+
+
+def _into_column(path: str, h5path, what: str, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``arr`` as the column's ``dtype`` (set by the first value or a declaration), only when every value
+    survives: an integer that does not fit, or a float that overflows to inf, is refused, never wrapped."""
+    if dtype.kind in "iu":  # integers (and bools) into an integer column: by value, e.g. frameNo=7 into uint32
+        info = np.iinfo(dtype)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            bad = arr.max() if arr.max() > info.max else arr.min()
+            raise WriterError(f"{what} = {bad} does not fit its column's {dtype} ({info.min} to {info.max}, set "
+                              "by its first value or its declaration): declare a wider dtype", file=path, h5path=h5path)
+        return arr.astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow is found and refused just below
+        cast = arr.astype(dtype)
+    if dtype.kind in "fc":
+        lost = np.isfinite(arr) & ~np.isfinite(cast)
+        if lost.any():
+            raise WriterError(f"{what} = {arr[lost].flat[0]} overflows its column's {dtype} (set by its first value "
+                              "or its declaration): declare a wider dtype", file=path, h5path=h5path)
+    return cast
