@@ -446,3 +446,31 @@ def test_a_later_value_that_does_not_fit_its_column_is_refused_not_wrapped(tmp_p
     run = next(DataSource(files=str(path)).runs())
     det, wave8 = run.Detector("epixM"), run.Detector("wave8")
     assert [(det.raw.frameNo(e), getattr(wave8.raw, field)(e)) for e in run.events()] == [(1, 1), (3, 1)]
+
+
+@pytest.mark.parametrize("header, rule", [
+    ({"run": 1_700_000_000.5}, r"/ancillaryData: attribute 'run' must be a non-negative integer; found float"),
+    ({"runnum": "42"}, r"/ancillaryData: attribute 'runnum' must be a non-negative integer; found str"),
+    ({"experiment": 123}, r"/ancillaryData: attribute 'experiment' must be a single UTF-8 string; found int"),
+], ids=["float-run", "str-runnum", "int-experiment"])
+def test_a_header_the_reader_would_refuse_is_refused_before_the_file_exists(tmp_path, header, rule):
+    """Written with complete=True, such a run could not be opened by anything of this package."""
+    with pytest.raises(WriterError, match=rule + r".*\(the reader would refuse the file\)"):
+        RunWriter(tmp_path / "r.h5", "dark", **header)
+    assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize("declare, rule", [
+    ({"detType": 5}, r"/epixM: attribute 'detType' must be a single UTF-8 string; found int"),
+    ({"gainBitsMask": 0x1FFFF}, r"/epixM: attribute 'gainBitsMask' must be a non-negative integer that fits the "
+                                r"frames' dtype uint16"),
+], ids=["int-detType", "mask-too-wide"])
+def test_detector_attributes_the_reader_would_refuse_are_refused(tmp_path, declare, rule):
+    path = tmp_path / "r.h5"
+    with RunWriter(path, "dark") as w:
+        with pytest.raises(WriterError, match=rule):
+            w.detector("epixM", **declare)
+            w.add_step({"epixM": np.zeros((2, 1, 2, 2), np.uint16)})  # the mask meets the frames' dtype here
+        w.add_step({"epixM": np.zeros((2, 1, 2, 2), np.uint16)}) if "detType" in declare else None
+    if "detType" in declare:
+        assert len(list(next(DataSource(files=str(path)).runs()).events())) == 2

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibsuite_h5source.errors import WriterError
+from calibsuite_h5source.errors import HeaderError, WriterError
+from calibsuite_h5source.format import rules
 from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.write.rules import (
     check_field_name,
@@ -21,6 +22,19 @@ from calibsuite_h5source.write.rules import (
     check_scan_name,
     check_source_name,
 )
+
+
+def check_reader_rules(values: dict, path: str, h5path: str, dtype=None) -> None:
+    """The reader's rules (:mod:`calibsuite_h5source.format.rules`) on attributes about to be written, so
+    that the writer never writes a file the reader refuses: ``/ancillaryData``'s by ``rules.HEADER``, an
+    area detector's by ``rules.DETECTOR`` and ``gainBitsMask`` against the frames' ``dtype``."""
+    table = rules.HEADER if h5path == f"/{HEADER}" else rules.DETECTOR
+    try:
+        decoded = rules.apply(table, {k: rules.decode(v) for k, v in values.items()}, path, h5path)
+        if "gainBitsMask" in decoded and h5path != f"/{HEADER}":
+            rules.check("gainBitsMask", lambda v: rules.gain_bits_mask(v, dtype), decoded["gainBitsMask"], path, h5path)
+    except HeaderError as exc:
+        raise WriterError(f"{exc.rule} (the reader would refuse the file)", file=path, h5path=h5path) from exc
 
 
 def parse_declaration(path: str, name: str, *, detType=None, gainBitsMask=None, calib=None, attrs=None,  # noqa: N803
@@ -34,6 +48,7 @@ def parse_declaration(path: str, name: str, *, detType=None, gainBitsMask=None, 
     group_attrs = {k: v for k, v in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items()
                    if v is not None}
     check_header(group_attrs, file=path)
+    check_reader_rules(group_attrs, path, f"/{name}", dtype)
     fields = {}
     for field, spec in (header_fields or {}).items():
         check_header_field_name(name, field, file=path)

@@ -49,7 +49,11 @@ from calibsuite_h5source.write.rules import (
     check_scan_value,
     check_source_name,
 )
-from calibsuite_h5source.write.schema import check_distinct_names, parse_declaration
+from calibsuite_h5source.write.schema import (
+    check_distinct_names,
+    check_reader_rules,
+    parse_declaration,
+)
 from calibsuite_h5source.write.step import StepWriter
 from calibsuite_h5source.write.storage import (
     EXPECTED_STEPS,
@@ -160,6 +164,7 @@ class RunWriter:
         }
         self.header = {**defaults, **{k: v for k, v in header.items() if v is not None},
                        "scriptType": canonical or scriptType}
+        check_reader_rules(self.header, self.path, f"/{HEADER}")
         f, self._groups = create_file(self.path, overwrite, self.expected_steps)
         self._file = f
         f.attrs["format_version"] = FORMAT_VERSION
@@ -241,7 +246,8 @@ class RunWriter:
             g.create_dataset("calib/geometry", data=geometry[0], dtype=h5py.string_dtype()).attrs.update(geometry[1])
         for ctype, (array, meta) in constants.items():
             g.create_dataset(f"calib/{ctype}", data=array).attrs.update(meta)
-        self._detectors[name] = {"shape": d["shape"], "dtype": d["dtype"], "headers": d["headers"]}
+        self._detectors[name] = {"shape": d["shape"], "dtype": d["dtype"], "headers": d["headers"],
+                                 "gainBitsMask": d["group_attrs"].get("gainBitsMask")}
 
     def _adopt_schema(self, schema: dict) -> None:
         """Fix the run's schema at its first accepted event (no-op afterwards)."""
@@ -254,6 +260,10 @@ class RunWriter:
             except HeaderError as exc:
                 raise WriterError(f"{exc.rule}; or give every event a timestamp=",
                                   file=self.path, h5path=f"/{HEADER}") from exc
+        for name, (_, dtype) in schema["area"].items():  # gainBitsMask fits the frames' dtype, now known
+            mask = self._detectors.get(name, {}).get("gainBitsMask")
+            if mask is not None:
+                check_reader_rules({"gainBitsMask": mask}, self.path, f"/{name}", dtype)
         self._schema = schema
         for name in schema["area"]:
             g = self._groups.require(name)
