@@ -474,3 +474,18 @@ def test_detector_attributes_the_reader_would_refuse_are_refused(tmp_path, decla
         w.add_step({"epixM": np.zeros((2, 1, 2, 2), np.uint16)}) if "detType" in declare else None
     if "detType" in declare:
         assert len(list(next(DataSource(files=str(path)).runs()).events())) == 2
+
+
+def test_a_scan_value_only_a_discarded_step_0_gave_is_not_left_in_the_run(tmp_path):
+    """Step 0 failed with delay=, was retried with bias=: the finished run once read delay = 10.0 at step 0."""
+    path = tmp_path / "r.h5"
+    with RunWriter(path, "biasScan") as w:
+        with pytest.raises(RuntimeError), w.step(delay=10.0) as s:
+            s.event(epixM=np.zeros((1, 4, 4), np.uint16))
+            raise RuntimeError("DAQ hiccup")
+        with w.step(bias=200.0) as s:
+            s.event(epixM=np.ones((1, 4, 4), np.uint16))
+    run = next(DataSource(files=str(path)).runs())
+    assert "delay" not in run.scannames and run.Detector("bias")(next(run.steps())) == 200.0
+    with h5py.File(path, "r") as f:
+        assert "delay" not in f["ancillaryData"] and f["ancillaryData"].attrs["ancillaryDataType"] == "bias"

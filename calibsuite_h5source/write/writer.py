@@ -443,6 +443,9 @@ class RunWriter:
             for h5path in self._leftover:
                 del self._file[h5path]
             self._leftover.clear()
+            for name in [n for n in self._per_step if n != "nEvents" and n not in (self._scan_names or ())]:
+                del self._per_step[name]  # a scan value only a discarded step gave (before step 0 was confirmed)
+                del self._header_group[name]
             for column in self._per_step.values():
                 ds = column.ds if isinstance(column, ValueAppender) else column
                 if ds.shape[0] > self.n_steps:
