@@ -139,7 +139,8 @@ try:
                 try:
                     with w.step(delay=-1.0, **({'step_docstring': 'discarded ' * 30} if gaps else {})) as s:
                         for i in range(5):
-                            s.event(epixM=np.full((2, 16, 16), 7, np.uint16), wave8={'amp': -1.0}, timestamp=1)
+                            s.event(epixM=np.full((2, 16, 16), 7, np.uint16), wave8={'amp': -1.0},
+                                    timestamp=(1 << 60) + 1000 * k + 500 + i)
                         raise KeyError('discard')
                 except KeyError:
                     pass

@@ -97,7 +97,7 @@ def test_many_short_steps_with_a_discard_read_back(tmp_path):
         for k in range(300):
             if k == 150:
                 with pytest.raises(RuntimeError), w.step(step_value=-1.0) as s:
-                    s.event(epixM=np.full((2, 4, 4), 7, np.uint16), timestamp=1)
+                    s.event(epixM=np.full((2, 4, 4), 7, np.uint16), timestamp=(1 << 40) + 10 * k + 9)  # not counted
                     raise RuntimeError("dropped")
             with w.step(step_value=float(k)) as s:
                 for i in range(1 + k % 3):

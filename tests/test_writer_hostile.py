@@ -144,9 +144,9 @@ def test_out_of_range_timestamp_no_longer_loses_the_run(tmp_path):
                 for bad in (-1, 2**64):
                     with pytest.raises(WriterError, match="unsigned 64-bit"):
                         s.event(epixM=frame(k), timestamp=bad)
-                s.event(epixM=frame(k), timestamp=np.uint64(2**64 - 1 - k))
+                s.event(epixM=frame(k), timestamp=np.uint64(2**64 - 3 + k))
     run = next(DataSource(files=str(tmp_path / "r.h5")).runs())
-    assert run.complete and [e.timestamp for e in run.events()] == [2**64 - 1, 2**64 - 2, 2**64 - 3]
+    assert run.complete and [e.timestamp for e in run.events()] == [2**64 - 3, 2**64 - 2, 2**64 - 1]
 
 
 def test_bad_block_is_refused_whole(tmp_path, reference):
@@ -489,3 +489,26 @@ def test_a_scan_value_only_a_discarded_step_0_gave_is_not_left_in_the_run(tmp_pa
     assert "delay" not in run.scannames and run.Detector("bias")(next(run.steps())) == 200.0
     with h5py.File(path, "r") as f:
         assert "delay" not in f["ancillaryData"] and f["ancillaryData"].attrs["ancillaryDataType"] == "bias"
+
+
+def test_timestamps_that_do_not_increase_are_refused_and_a_discarded_steps_do_not_count(tmp_path):
+    """The writer once wrote backwards and repeated timestamps, which validate then called an error."""
+    path = tmp_path / "r.h5"
+    block = {"epixM": np.zeros((3, 1, 2, 2), np.uint16)}
+    with RunWriter(path, "dark") as w:
+        with w.step() as s:
+            s.event(epixM=np.zeros((1, 2, 2), np.uint16), timestamp=TS0 + 10)
+            with pytest.raises(WriterError, match=r"/timestamp/0: timestamps must strictly increase; event 1 of "
+                                                  rf"step 0 has {TS0 + 10}, after {TS0 + 10}"):
+                s.event(epixM=np.zeros((1, 2, 2), np.uint16), timestamp=TS0 + 10)
+            with pytest.raises(WriterError, match=r"event 3 of step 0 has"):  # inside a block: refused whole
+                s.add_events(block, timestamps=[TS0 + 11, TS0 + 12, TS0 + 12])
+            s.add_events(block, timestamps=[TS0 + 11, TS0 + 12, TS0 + 13])
+        with pytest.raises(WriterError, match=r"/timestamp/1: .*event 0 of step 1 has"):  # across steps
+            w.add_step(block, timestamps=[TS0 + 5, TS0 + 20, TS0 + 21])
+        with pytest.raises(RuntimeError), w.step() as s:
+            s.event(epixM=np.zeros((1, 2, 2), np.uint16), timestamp=TS0 + 100)
+            raise RuntimeError("discarded")
+        w.add_step(block, timestamps=[TS0 + 20, TS0 + 21, TS0 + 22])  # after the confirmed TS0 + 13: taken
+    assert [e.timestamp for e in next(DataSource(files=str(path)).runs()).events()] == [
+        TS0 + 10, TS0 + 11, TS0 + 12, TS0 + 13, TS0 + 20, TS0 + 21, TS0 + 22]

@@ -35,6 +35,8 @@ class StepWriter:
         self._expected_events = 0  # events the step will hold at least, when known (add_events): chunk sizes
         self._columns: dict[tuple, Column] = {}
         self._scan: dict[str, list] = {}  # first per-event scan value of this step (the constancy rule)
+        #: the last timestamp taken (of this step, else of the run's confirmed steps): the next must exceed it
+        self.last_timestamp = writer.last_timestamp
         self._closed = False
 
     # -- checks (nothing is buffered or written until every check of a call passed) --------
@@ -90,6 +92,19 @@ class StepWriter:
                 self._fail(h5path, f"a per-event scan value must not change inside a step; step {self.index} "
                            f"started with {first!r}, event {self.n_events + position} has {v!r}")
         return timestamp, checked, values, checked_headers
+
+    def _check_order(self, timestamps: list) -> int | None:
+        """The last of ``timestamps`` (None entries: no timestamps) after checking that each exceeds the one
+        before it, in this step and across the run (psana's timestamps identify events: they strictly increase)."""
+        last = self.last_timestamp
+        for i, t in enumerate(timestamps):
+            if t is None:
+                continue
+            if last is not None and t <= last:
+                self._fail(f"/timestamp/{self.index}", f"timestamps must strictly increase; event "
+                           f"{self.n_events + i} of step {self.index} has {t}, after {last}")
+            last = t
+        return last
 
     def _check_headers(self, schema: dict, headers: dict, frames: dict) -> dict:
         """Check one event's header fields against the schema; fill a frameless detector's with zeros."""
@@ -170,8 +185,10 @@ class StepWriter:
         w = self.writer
         schema = w._schema or propose_schema(w.path, w._detectors, data, timestamp is not None, scan, headers, self.scan_values)
         checked = self._check_event(schema, timestamp, scan, data, headers, {})
+        last = self._check_order([checked[0]])
         w._adopt_schema(schema)
         self._append(*checked)
+        self.last_timestamp = last
 
     def add_events(self, data: dict, *, timestamps=None, present=None, scan=None, headers=None) -> None:
         """Add a block of events: ``data = {'epixM': frames[n, ...], 'wave8': {'peakAmplitude': a[n, ...]}}``.
@@ -213,10 +230,12 @@ class StepWriter:
             head = None if headers is None else {d: {f: a[i] for f, a in fields.items()} for d, fields in headers.items()}
             schema = schema or propose_schema(w.path, w._detectors, event, ts is not None, values, head, self.scan_values)
             records.append(self._check_event(schema, ts, values, event, head, block_scan, i))
+        last = self._check_order([record[0] for record in records])
         if records:
             w._adopt_schema(schema)
         for record in records:
             self._append(*record)
+        self.last_timestamp = last
 
     def _block_length(self, data, timestamps, present, scan, headers) -> int:
         if not isinstance(data, dict) or not data:

@@ -194,6 +194,8 @@ class RunWriter:
         self._open_step: StepWriter | None = None
         self.n_steps = 0
         self._longest_step = 0  # events of the longest finished step: the next steps' chunk size hint
+        #: the last timestamp of the confirmed steps (a discarded step's do not count)
+        self.last_timestamp: int | None = None
         self._discarded = 0
         self._leftover: dict[str, h5py.Dataset] = {}  # a discarded step's datasets, for the next step
         self._since_flush = 0
@@ -417,6 +419,7 @@ class RunWriter:
         # the index that lets the reader open a run without touching every step
         self._append_per_step("nEvents", step.n_events, np.int64)
         self._longest_step = max(self._longest_step, step.n_events)
+        self.last_timestamp = step.last_timestamp
         self.n_steps += 1
         self._open_step = None
         self._counters["stepsComplete"] = self.n_steps
