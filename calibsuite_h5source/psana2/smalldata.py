@@ -9,7 +9,12 @@
   and add their shape;
 * a key missing from a row is filled with NaN (floats) or -99999 (ints); a
   key that first appears after some rows is back-filled with 0 for those rows
-  (as psana does);
+  (as psana does); a row passed None holds NaN / -99999 (psana fails on None);
+  a key None in every event gets no dataset (a warning);
+* each block is checked whole before any of it is written
+  (:mod:`~calibsuite_h5source.psana2.smalldata_blocks`): a value its column
+  cannot hold (2.7 or NaN into an int column, another shape) raises
+  :class:`SmallDataError` naming the key, timestamp, column and value;
 * keys with a ``var_`` part hold ragged data: values are concatenated along
   axis 0 and ``<...var_x>_len`` holds each row's length (0 when missing);
 * ``save_summary`` datasets at their (nested) paths.
