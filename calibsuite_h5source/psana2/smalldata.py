@@ -9,7 +9,8 @@
   and add their shape;
 * a key missing from a row is filled with NaN (floats) or -99999 (ints); a
   key that first appears after some rows is back-filled with 0 for those rows
-  (as psana does); a row passed None holds NaN / -99999 (psana fails on None);
+  (as psana does); a row passed None holds NaN / -99999 (psana: NaN in a float
+  column, a TypeError in an int column or for a new key);
   a key None in every event gets no dataset (a warning);
 * each block is checked whole before any of it is written
   (:mod:`~calibsuite_h5source.psana2.smalldata_blocks`): a value its column
