@@ -16,6 +16,7 @@ from mpi_scripts.launch import mpiexec, run_to_end
 import calibsuite_h5source.psana1 as psana
 from calibsuite_h5source import NotHDF5Error, UnknownDetectorError
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
+from calibsuite_h5source.psana1.smalldata import SmallDataError
 from calibsuite_h5source.psana2 import partition
 from calibsuite_h5source.testing.layouts import declare_run, write_layout
 
@@ -279,3 +280,30 @@ def test_evr_and_fiducials_follow_the_timing_present_mask(tmp_path):
                     evt.get(psana.EventId).fiducials()))
     assert got == [([40], [40], 1000), (None, None, 0), ([40], [40], 1002), ([40], [40], 2000), ([40], [40], 2001)]
     assert [t.fiducial() for t in next(psana.DataSource(str(path)).runs()).times()] == [1000, 0, 1002, 2000, 2001]
+
+
+# -- small_data: None and bad values (the block checks are psana2's, calibsuite_h5source.psana2.smalldata_blocks) --
+
+def test_small_data_none_rows_and_bad_values(run_dir, tmp_path):
+    ds = psana.DataSource(files=str(run_dir / "xpptut15-r0054.h5"))
+    smd = ds.small_data(str(tmp_path / "smd.h5"), gather_interval=100)
+    times = []
+    for n, evt in enumerate(ds.events()):
+        if n == 4:
+            break
+        sec, nsec = evt.get(psana.EventId).time()
+        times.append(sec << 32 | nsec)
+        smd.event(img=None, x=None if n % 2 else n, mean=float(n))
+    smd.save()
+    with h5py.File(tmp_path / "smd.h5") as f:
+        assert f["event_time"][()].tolist() == times and f["mean"][()].tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert f["x"][()].tolist() == [0, -99999, 2, -99999] and "img" not in f
+    for rows, message in [([{"x": 1}, {"x": float("nan")}], "'x' at timestamp .*: the column holds int64; found nan"),
+                          ([{"roi": np.ones(2)}, {"roi": np.ones(3)}], 'shape \\(3,\\) \\(.*"ragged_"')]:
+        smd = ds.small_data(str(tmp_path / "bad.h5"))
+        for row, _evt in zip(rows, ds.events(), strict=False):
+            smd.event(ok=1.0, **row)
+        with pytest.raises(SmallDataError, match=message):
+            smd.save()
+        with h5py.File(tmp_path / "bad.h5") as f:  # nothing of the refused gather is written
+            assert list(f) == []

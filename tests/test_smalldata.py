@@ -83,8 +83,94 @@ def test_smalldata_from_a_data_source_with_events(tmp_path):
 def test_non_numeric_values_are_refused(tmp_path):
     smd = SmallData(filename=tmp_path / "sd.h5")
     smd.event(1, name="abc")
-    with pytest.raises(TypeError, match="numbers or numeric arrays"):
+    with pytest.raises(SmallDataError, match="'name' at timestamp 1: values must be numbers or numeric arrays"):
         smd.done()
+
+
+# -- bad or missing values: checked per block before anything is written -----------------------
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_a_key_none_in_every_row_of_a_batch_loses_no_column(tmp_path, batch_size, caplog):
+    """A detector returning None (img=None) for a whole batch: every other column is written whole."""
+    smd = SmallData(filename=tmp_path / "sd.h5", batch_size=batch_size)
+    for ts in range(1, 6):
+        smd.event(ts, sum=float(ts), img=None, after=ts)
+    smd.done()
+    got = contents(tmp_path / "sd.h5")
+    assert got["timestamp"][1] == [1, 2, 3, 4, 5] and got["sum"][1] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert got["after"][1] == [1, 2, 3, 4, 5] and "img" not in got
+    assert "'img' was None in every event" in caplog.text
+
+
+def test_none_inside_a_generator_is_no_stop_iteration(tmp_path):
+    def gen():
+        smd = SmallData(filename=tmp_path / "sd.h5", batch_size=1)
+        smd.event(1, a=None)
+        smd.event(2, a=None)
+        smd.done()
+        yield 1
+
+    assert list(gen()) == [1]
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+def test_none_in_some_rows_is_the_missing_value(tmp_path, batch_size):
+    """None rows hold NaN / -99999, also before the first value (absent keys there get psana's 0)."""
+    smd = SmallData(filename=tmp_path / "sd.h5", batch_size=batch_size)
+    smd.event(1, x=None, f=None, roi=None)
+    smd.event(2, x=None, f=None)  # roi absent
+    smd.event(3, x=3, f=1.5, roi=np.ones(2, np.float32))
+    smd.event(4, x=None, f=None, roi=None)
+    smd.event(5, x=5, f=2.5, roi=np.zeros(2, np.float32))
+    smd.done()
+    got = contents(tmp_path / "sd.h5")
+    assert got["x"] == (np.dtype("i8"), [-99999, -99999, 3, -99999, 5])
+    f = np.array(got["f"][1])
+    assert np.isnan(f[[0, 1, 3]]).all() and f[[2, 4]].tolist() == [1.5, 2.5]
+    roi = np.array(got["roi"][1])
+    assert got["roi"][0] == np.float32 and np.isnan(roi[[0, 3]]).all()
+    assert roi[[1, 2, 4]].tolist() == [[0, 0], [1, 1], [0, 0]]
+
+
+BAD_ROWS = {
+    "nan into int": ([{"x": 1}, {"x": float("nan")}], "'x' at timestamp 2: the column holds int64; found nan"),
+    "float into int": ([{"x": 1}, {"x": 2.7}], "'x' at timestamp 2: the column holds int64; found 2.7"),
+    "shape change": ([{"roi": np.ones(2)}, {"roi": np.ones(3)}],
+                     r"'roi' at timestamp 2: the column holds float64 arrays of shape \(2,\); found float64 arrays "
+                     r"of shape \(3,\) \(an array whose shape changes needs a \"var_\" key\)"),
+    "int overflows uint16": ([{"u": np.uint16(1)}, {"u": 70000}], "'u' at timestamp 2: the column holds uint16"),
+    "var_ element shape": ([{"var_p": np.ones((2, 3))}, {"var_p": np.ones((1, 4))}], "'var_p' at timestamp 2"),
+    "var_ lengths differ": ([{"var_g": {"a": [1, 2], "b": [1.0]}}],
+                            "'var_g/b' at timestamp 1: length 1, but another key sharing 'var_g_len' has length 2"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_ROWS)
+@pytest.mark.parametrize("batch_size", [1, 1000])
+def test_bad_rows_are_refused_naming_key_timestamp_column_and_value(tmp_path, name, batch_size):
+    rows, message = BAD_ROWS[name]
+    smd = SmallData(filename=tmp_path / "sd.h5", batch_size=batch_size)
+    smd.event(100, ok=1.0)  # a good first row
+    for ts, row in enumerate(rows, 1):
+        smd.event(100 + ts, ok=2.0, **row)
+    with pytest.raises(SmallDataError, match=message.replace("timestamp 1", "timestamp 101")
+                       .replace("timestamp 2", "timestamp 102")):
+        smd.done()
+    with h5py.File(tmp_path / "sd.h5") as f:  # a refused block writes nothing: every column has one length
+        lengths = {f[k].shape[0] for k in f if not k.startswith("var_")}
+        assert len(lengths) <= 1
+        assert batch_size > 1 or f["ok"][()].tolist()[:1] == [1.0]  # blocks before the bad one are kept
+
+
+def test_values_the_column_holds_exactly_are_stored(tmp_path):
+    """An int into a float column, a fitting int into uint16, bool into int: stored as the column's type."""
+    smd = SmallData(filename=tmp_path / "sd.h5")
+    smd.event(1, f=1.5, u=np.uint16(1), i=1)
+    smd.event(2, f=2, u=7, i=True)
+    smd.done()
+    got = contents(tmp_path / "sd.h5")
+    assert got["f"] == (np.dtype("f8"), [1.5, 2.0]) and got["u"] == (np.dtype("u2"), [1, 7])
+    assert got["i"] == (np.dtype("i8"), [1, 1])
 
 
 # -- summaries: strings, nested dicts, None --------------------------------------------------

@@ -29,30 +29,31 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from calibsuite_h5source.psana2.smalldata import flatten, len_key, missing_value
+from calibsuite_h5source.psana2.smalldata import flatten, len_key
+from calibsuite_h5source.psana2.smalldata_blocks import (
+    SmallDataError,
+    column_block,
+    missing_value,
+    ragged_block,
+    same_lengths,
+    value_info,
+)
 
 log = logging.getLogger(__name__)
 
 RESERVED = ("event_time", "fiducials")
 RAGGED_PREFIX = "ragged_"
+KINDS = "biuf"  # numbers psana1 stores (no complex)
+RAGGED_ADVICE = 'an array whose shape changes needs a name starting "ragged_" (or a "var_" part)'
+__all__ = ["SmallData", "SmallDataError"]
 
 
 def _is_ragged(key: str) -> bool:
     return key.rsplit("/", 1)[-1].startswith(RAGGED_PREFIX)
 
 
-def _kind(value):
-    """``(shape, dtype)`` of one value, psana1's rules."""
-    if isinstance(value, bool):
-        return (), np.dtype(bool)
-    if isinstance(value, (int, np.integer)) and not isinstance(value, np.ndarray):
-        return (), np.dtype("i8") if isinstance(value, int) else np.asarray(value).dtype
-    if isinstance(value, (float, np.floating)):
-        return (), np.dtype("f8") if isinstance(value, float) else np.asarray(value).dtype
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"small_data values must be numbers or numeric arrays; got {type(value).__name__}")
-    return arr.shape, arr.dtype
+def _schema(ds):
+    return None if ds is None else (ds.shape[1:], ds.dtype)
 
 
 class SmallData:
@@ -119,46 +120,58 @@ class SmallData:
             self._append(rows)
 
     def _append(self, rows: list[dict]) -> None:
+        """Append rows to the file; every value is checked first (psana2's block checks), so a bad value
+        raises :class:`SmallDataError` naming the key and event time and leaves the file as it was."""
         keys = list(dict.fromkeys(k for r in rows for k in r))
         if self.keys_to_save:
             keys = [k for k in keys if k in RESERVED or k in self.keys_to_save]
         n0, n = self._n_disk, len(rows)
+        stamps = [r["event_time"] for r in rows]
         with h5py.File(self.filename, "a") as f:
-            lens_done = set()
+            plan, lens = [], {}
             for key in keys:
                 values = [r.get(key) for r in rows]
+                ds = f.get(key)
                 lk = len_key(key)
                 if lk is not None:  # var_: concatenated, lengths per row
-                    arrays = [np.asarray(v) for v in values if v is not None and len(np.asarray(v))]
-                    if arrays:
-                        block = np.concatenate(arrays)
-                        ds = f.get(key) or f.create_dataset(key, shape=(0, *block.shape[1:]), dtype=block.dtype,
-                                                            maxshape=(None, *block.shape[1:]))
-                        m = ds.shape[0]
-                        ds.resize(m + len(block), axis=0)
-                        ds[m:] = block
-                    if lk not in lens_done:
-                        lens = np.array([0 if v is None else len(np.asarray(v)) for v in values], np.int64)
-                        self._column(f, lk, (), np.dtype("i8"), 0, n0, n)[n0:n0 + n] = lens
-                        lens_done.add(lk)
+                    _, _, data, lengths = ragged_block(key, values, stamps, _schema(ds), KINDS)
+                    if lk in lens:
+                        same_lengths(key, lk, lengths, lens[lk], stamps)
+                    lens[lk] = lengths
+                    if data is not None:
+                        plan.append(("var", key, data))
                     continue
-                first = next(v for v in values if v is not None)
                 if _is_ragged(key):
-                    base = np.asarray(first).dtype
-                    ds = self._column(f, key, (), h5py.vlen_dtype(base), None, n0, n)
-                    for i, v in enumerate(values):
-                        ds[n0 + i] = np.zeros(0, base) if v is None else np.asarray(v, base).ravel()
+                    base = h5py.check_vlen_dtype(ds.dtype) if ds is not None else None
+                    arrays = []
+                    for v, ts in zip(values, stamps, strict=True):
+                        if v is not None and base is None:
+                            base = value_info(key, ts, v, KINDS)[1]
+                        arrays.append(None if v is None else column_block(
+                            key, [np.ravel(v)], [ts], (np.shape(np.ravel(v)), base), KINDS)[2][0])
+                    if base is not None:
+                        plan.append(("vlen", key, (base, arrays)))
                     continue
-                shape, dtype = _kind(first)
-                ds = self._column(f, key, shape, dtype, missing_value(dtype), n0, n)
-                block = np.full((n, *ds.shape[1:]), missing_value(ds.dtype), dtype=ds.dtype)
-                for i, v in enumerate(values):
-                    if v is not None:
-                        if np.shape(v) != ds.shape[1:]:
-                            raise ValueError(f'Found ragged array named "{key}". Prepend HDF5 dataset name '
-                                             'with "ragged_" to avoid this error.')
-                        block[i] = v
-                ds[n0:n0 + n] = block
+                got = column_block(key, values, stamps, _schema(ds), KINDS, RAGGED_ADVICE)
+                if got is not None:  # None: no value yet, so no type: the column comes with its first value
+                    plan.append(("col", key, got))
+            for how, key, what in plan:
+                if how == "var":
+                    ds = f.get(key) or f.create_dataset(key, shape=(0, *what.shape[1:]), dtype=what.dtype,
+                                                        maxshape=(None, *what.shape[1:]))
+                    m = ds.shape[0]
+                    ds.resize(m + len(what), axis=0)
+                    ds[m:] = what
+                elif how == "vlen":
+                    base, arrays = what
+                    ds = self._column(f, key, (), h5py.vlen_dtype(base), None, n0, n)
+                    for i, v in enumerate(arrays):
+                        ds[n0 + i] = np.zeros(0, base) if v is None else v
+                else:
+                    shape, dtype, block = what
+                    self._column(f, key, shape, dtype, missing_value(dtype), n0, n)[n0:n0 + n] = block
+            for lk, lengths in lens.items():
+                self._column(f, lk, (), np.dtype("i8"), 0, n0, n)[n0:n0 + n] = lengths
             for key in self._event_keys:  # columns absent from these rows grow too (fill values)
                 if f[key].shape[0] < n0 + n:
                     f[key].resize(n0 + n, axis=0)

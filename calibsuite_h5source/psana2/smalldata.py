@@ -9,7 +9,13 @@
   and add their shape;
 * a key missing from a row is filled with NaN (floats) or -99999 (ints); a
   key that first appears after some rows is back-filled with 0 for those rows
-  (as psana does);
+  (as psana does); a row passed None holds NaN / -99999 (psana: NaN in a float
+  column, a TypeError in an int column or for a new key);
+  a key None in every event gets no dataset (a warning);
+* each block is checked whole before any of it is written
+  (:mod:`~calibsuite_h5source.psana2.smalldata_blocks`): a value its column
+  cannot hold (2.7 or NaN into an int column, another shape) raises
+  :class:`SmallDataError` naming the key, timestamp, column and value;
 * keys with a ``var_`` part hold ragged data: values are concatenated along
   axis 0 and ``<...var_x>_len`` holds each row's length (0 when missing);
 * ``save_summary`` datasets at their (nested) paths.
@@ -47,12 +53,18 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from calibsuite_h5source.errors import H5SourceError
+from calibsuite_h5source.psana2.smalldata_blocks import (  # noqa: F401  (SmallDataError, MISSING_*: this module's API)
+    MISSING_FLOAT,
+    MISSING_INT,
+    SmallDataError,
+    column_block,
+    missing_value,
+    ragged_block,
+    same_lengths,
+)
 
 log = logging.getLogger(__name__)
 
-MISSING_INT = -99999
-MISSING_FLOAT = np.nan
 VAR_PREFIX = "var_"
 LEN_SUFFIX = "_len"
 
@@ -78,47 +90,20 @@ def len_key(key: str) -> str | None:
     return None
 
 
-def missing_value(dtype: np.dtype):
-    """psana's fill value for a row that lacks a key.
-
-    NaN for floats; -99999 for integers, cast to the dtype as psana's numpy
-    does (an unsigned ``uint16`` column gets ``np.uint16(-99999 % 2**16)``).
-    """
-    dtype = np.dtype(dtype)
-    if dtype.kind in "fc":
-        return MISSING_FLOAT
-    return np.array(MISSING_INT).astype(dtype)[()]
-
-
-def _info(value):
-    if isinstance(value, bool):
-        return (), np.dtype(bool)
-    if isinstance(value, int):
-        return (), np.dtype("i8")
-    if isinstance(value, float):
-        return (), np.dtype("f8")
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(f"smalldata values must be numbers or numeric arrays; got {type(value).__name__}")
-    return arr.shape, arr.dtype
-
-
 class _RowFile:
-    """Appends row blocks to an h5 file with psana's schema rules."""
+    """Appends row blocks to an h5 file with psana's schema rules; a block is checked whole before any write."""
 
     def __init__(self, filename: str):
         self.file = h5py.File(filename, "w")
         self.n_rows = 0
         self.schema: dict[str, tuple] = {}  # key -> (shape, dtype)
         self.len_keys: set[str] = set()
+        self.none_rows: dict[str, list] = {}  # key with no column yet -> [(first row, mask of rows passed None)]
 
-    def _create(self, key, shape, dtype, backfill):
+    def _create(self, key, shape, dtype):
         self.schema[key] = (shape, dtype)
-        ds = self.file.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
-                                      chunks=(max(1, min(1000, 2**20 // max(1, dtype.itemsize * int(np.prod(shape))))), *shape))
-        if backfill:
-            self._append(key, np.zeros((backfill, *shape), dtype))
-        return ds
+        self.file.create_dataset(key, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                 chunks=(max(1, min(1000, 2**20 // max(1, dtype.itemsize * int(np.prod(shape))))), *shape))
 
     def _append(self, key, block):
         ds = self.file[key]
@@ -126,44 +111,60 @@ class _RowFile:
         ds.resize(n + len(block), axis=0)
         ds[n:] = block
 
+    def _backfill(self, key, shape, dtype):
+        """Rows written before ``key`` had a column: 0 (psana's back-fill), the missing value where None was passed."""
+        block = np.zeros((self.n_rows, *shape), dtype)
+        for start, mask in self.none_rows.get(key, []):
+            block[start:start + len(mask)][mask] = missing_value(dtype)
+        return block
+
     def write(self, rows: list[dict]) -> None:
         if not rows:
             return
         n = len(rows)
+        stamps = [row["timestamp"] for row in rows]
         keys = list(dict.fromkeys(k for row in rows for k in row))
-        lens_done: set[str] = set()
+        plan, lens, unknown = [], {}, []  # everything is checked first: a bad value leaves the file as it was
         for key in keys:
-            lk = len_key(key)
             values = [row.get(key) for row in rows]
-            first = next(v for v in values if v is not None)
+            lk = len_key(key)
             if lk is not None:  # ragged: concatenate, record lengths
-                arrays = [np.asarray(v) for v in values if v is not None]
-                shape, dtype = arrays[0].shape[1:], arrays[0].dtype
-                if key not in self.schema:
-                    self._create(key, shape, dtype, 0)
-                self._append(key, np.concatenate(arrays).astype(self.schema[key][1], copy=False))
-                if lk not in self.schema:
-                    self._create(lk, (), np.dtype("i8"), self.n_rows)
-                    self.len_keys.add(lk)
-                if lk not in lens_done:
-                    lens = np.array([0 if v is None else len(np.asarray(v)) for v in values], dtype=np.int64)
-                    self._append(lk, lens)
-                    lens_done.add(lk)
+                shape, dtype, data, lengths = ragged_block(key, values, stamps, self.schema.get(key))
+                if lk in lens:
+                    same_lengths(key, lk, lengths, lens[lk], stamps)
+                lens[lk] = lengths
+                if data is not None:
+                    plan.append((key, key not in self.schema and (shape, dtype), None, data))
                 continue
-            new = key not in self.schema
+            got = column_block(key, values, stamps, self.schema.get(key))
+            if got is None:  # None (or absent) in every row and no column yet: its type is not known
+                unknown.append(key)
+                continue
+            shape, dtype, block = got
+            if key in self.schema:
+                plan.append((key, False, None, block))
+                continue
+            # rows before a key's first value are back-filled with 0, as psana does; rows passed None are missing
+            first = next(i for i, v in enumerate(values) if v is not None)
+            block[[i for i in range(first) if key not in rows[i]]] = 0
+            plan.append((key, (shape, dtype), self._backfill(key, shape, dtype), block))
+        for key in unknown:
+            self.none_rows.setdefault(key, []).append((self.n_rows, np.array([key in r for r in rows])))
+        for key, new, backfill, block in plan:
             if new:
-                shape, dtype = _info(first)
-                self._create(key, shape, dtype, self.n_rows)
-            shape, dtype = self.schema[key]
-            block = np.full((n, *shape), missing_value(dtype), dtype=dtype)
-            if new:  # rows before a key's first appearance are back-filled with 0, as psana does
-                block[: next(i for i, v in enumerate(values) if v is not None)] = 0
-            for i, v in enumerate(values):
-                if v is not None:
-                    block[i] = v
+                self.none_rows.pop(key, None)
+                self._create(key, *new)
+            if backfill is not None and len(backfill):
+                self._append(key, backfill)
             self._append(key, block)
+        for lk, lengths in lens.items():
+            if lk not in self.schema:
+                self._create(lk, (), np.dtype("i8"))
+                self._append(lk, np.zeros(self.n_rows, np.int64))
+                self.len_keys.add(lk)
+            self._append(lk, lengths)
         for key, (shape, dtype) in self.schema.items():  # keys absent from this whole block
-            if key in keys or key in lens_done:
+            if key in keys or key in lens:
                 continue
             if key in self.len_keys:
                 self._append(key, np.zeros(n, dtype=dtype))
@@ -172,11 +173,11 @@ class _RowFile:
         self.n_rows += n
 
     def close(self):
+        never = sorted(k for k, parts in self.none_rows.items() if any(m.any() for _, m in parts))
+        if never:
+            log.warning("smalldata: %s was None in every event: no dataset written (its type is unknown)",
+                        ", ".join(map(repr, never)))
         self.file.close()
-
-
-class SmallDataError(H5SourceError, ValueError):
-    """A smalldata call got data it cannot reduce or store (names the key and the value's type)."""
 
 
 def summary_value(key: str, value):
