@@ -512,3 +512,17 @@ def test_timestamps_that_do_not_increase_are_refused_and_a_discarded_steps_do_no
         w.add_step(block, timestamps=[TS0 + 20, TS0 + 21, TS0 + 22])  # after the confirmed TS0 + 13: taken
     assert [e.timestamp for e in next(DataSource(files=str(path)).runs()).events()] == [
         TS0 + 10, TS0 + 11, TS0 + 12, TS0 + 13, TS0 + 20, TS0 + 21, TS0 + 22]
+
+
+def test_the_first_frame_must_match_the_declared_shape_and_dtype(tmp_path):
+    """w.detector(shape=, dtype=) was silently overridden by the first frame (and a geometry checked
+    against the declaration then did not fit the stored frames)."""
+    path = tmp_path / "r.h5"
+    with RunWriter(path, "dark") as w:
+        w.detector("epixM", shape=(4, 6, 8), dtype="uint16")
+        with pytest.raises(WriterError, match=r"/epixM: the first frame of epixM must have its declared shape and "
+                                              r"dtype: declared \(4, 6, 8\) uint16, found \(1, 6, 8\) float32"):
+            w.add_step({"epixM": np.zeros((2, 6, 8), np.float32)})
+        w.add_step({"epixM": np.ones((2, 4, 6, 8), np.uint16)})
+    evt = next(next(DataSource(files=str(path)).runs()).events())
+    assert evt.run().Detector("epixM").raw.raw(evt).dtype == np.uint16

@@ -131,6 +131,11 @@ def propose_schema(path: str, detectors: dict, data: dict, has_timestamps: bool,
             else:
                 frame = as_frame(path, name, value)
                 area[name] = (frame.shape, frame.dtype)
+                want = (declared.get("shape") or frame.shape, declared.get("dtype") or frame.dtype)
+                if area[name] != want:
+                    raise WriterError(f"the first frame of {name} must have its declared shape and dtype: declared "
+                                      f"{want[0]} {want[1]}, found {frame.shape} {frame.dtype} (w.detector("
+                                      f"{name!r}, shape=, dtype=))", file=path, h5path=f"/{name}")
     if not area and not side:
         raise WriterError("an event must hold at least one detector or side-data source", file=path)
     if scan is not None and not isinstance(scan, dict):
