@@ -526,3 +526,16 @@ def test_the_first_frame_must_match_the_declared_shape_and_dtype(tmp_path):
         w.add_step({"epixM": np.ones((2, 4, 6, 8), np.uint16)})
     evt = next(next(DataSource(files=str(path)).runs()).events())
     assert evt.run().Detector("epixM").raw.raw(evt).dtype == np.uint16
+
+
+def test_an_empty_first_step_is_refused_and_the_writer_goes_on(tmp_path):
+    """It once stayed open: every later w.step() and the close raised 'step 0 is still open', and the
+    file was never closed."""
+    path = tmp_path / "r.h5"
+    with RunWriter(path, "dark") as w:
+        with pytest.raises(WriterError, match=r"a step must hold at least one event .*\(the step was discarded\)"):
+            with w.step():
+                pass
+        w.add_step({"epixM": np.zeros((2, 1, 2, 2), np.uint16)})
+    run = next(DataSource(files=str(path)).runs())
+    assert run.complete and [len(list(s.events())) for s in run.steps()] == [2]

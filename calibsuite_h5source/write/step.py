@@ -305,8 +305,9 @@ class StepWriter:
         w = self.writer
         schema = w._schema
         if schema is None:
+            self.discard()  # refused: the writer goes on (a next step, a close), as after any discarded step
             self._fail(f"/step {self.index}", "a step must hold at least one event before the first step with "
-                       "data defines the detectors; write events or declare none")
+                       "data defines the detectors; write events or declare none (the step was discarded)")
         for name, (shape, dtype) in schema["area"].items():
             self._column(("area", name), shape, dtype, True).flush()
         for name, fields in schema["side"].items():
