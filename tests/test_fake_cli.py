@@ -49,3 +49,12 @@ def test_fake_reports_bad_values(tmp_path, capsys):
     assert main(["fake", str(tmp_path / "x.h5"), "--run-type", "dark", "--scan-values", "1,2,3"]) == 2
     assert "--scan-values is for" in capsys.readouterr().err
     assert main(["fake", str(tmp_path / "y.h5"), "--clusters", "0,0,0"]) == 2
+
+
+@pytest.mark.parametrize("bad, said", [(["--modules", "0"], "argument --modules: expected an integer of at least 1"),
+                                       (["--seed", "-1"], "argument --seed: expected an integer of at least 0")])
+def test_fake_names_the_option_of_a_count_out_of_range(tmp_path, capsys, bad, said):
+    """--modules 0 was silently ignored; --seed -1 failed without naming --seed."""
+    with pytest.raises(SystemExit) as exc:
+        main(["fake", str(tmp_path / "x.h5"), *bad])
+    assert exc.value.code == 2 and said in capsys.readouterr().err and not (tmp_path / "x.h5").exists()

@@ -34,6 +34,19 @@ def _shape(text: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in values)
 
 
+def _count(low: int):
+    """An argparse type: an integer of at least ``low`` (argparse names the option in its message)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer of at least {low}, not {text!r}")
+        return value
+    return parse
+
+
 def steps_arg(text: str) -> int | tuple[int, ...]:
     """``--steps``: a step count (``3``) or the events of each step (``3,2,4``)."""
     try:
@@ -77,7 +90,7 @@ def add_parser(sub) -> None:
     p.add_argument("--det", "--detector", dest="det", default="epixM", metavar="NAME",
                    help="epixM, epix10k, jungfrau, epixUHR, epix100 (or Epix100a), archon (or rixsCCD), ... "
                         "also the group name")
-    p.add_argument("--modules", type=int, help="module count (default: the detector's)")
+    p.add_argument("--modules", type=_count(1), help="module count (default: the detector's)")
     p.add_argument("--shape", type=_shape, metavar="M,R,C",
                    help="whole per-event shape, e.g. 1,1,4224 (default: the detector's)")
     p.add_argument("--steps", type=steps_arg, default=3, metavar="N|E,E,...",
@@ -108,7 +121,7 @@ def add_parser(sub) -> None:
                    help="do not write pedestals/pixel_gain (calib is then raw ADU; default: written, calib in keV)")
     p.add_argument("--compression", default=None, choices=[c for c in COMPRESSIONS if c],
                    help="frame compression (bitshuffle, blosc, zstd need the compression extra; default: none)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same run")
+    p.add_argument("--seed", type=_count(0), default=0, help="random seed: the same seed writes the same run")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)")
     p.set_defaults(func=run, flags=FLAGS)
 
