@@ -10,6 +10,8 @@ that imports it back.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from calibsuite_h5source.format.timestamps import LCLS_EPOCH_OFFSET
@@ -101,17 +103,25 @@ class Event:
 
 # -- timing: EventId and EVR ---------------------------------------------------------------------
 
+#: per run, its timing detector and field names: made at the run's first look, not at every event
+_TIMING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _timing(run):
     """The run's psana2 timing detector (``run.Detector('timing')``) and the names of its stored fields.
 
     psana1 reads timing only through it, so it gives what psana2 gives: None
     (EVR) and 0 (pulse id) at events where the source's ``present`` mask is False.
+    Made once per run (a run's fields are fixed at its first event).
     """
-    t = run.Detector("timing")
-    return t, set(dir(t.raw))
+    got = _TIMING.get(run)
+    if got is None:
+        t = run.Detector("timing")
+        got = _TIMING[run] = (t, frozenset(dir(t.raw)))
+    return got
 
 
-def _timing_fields(run) -> set:
+def _timing_fields(run) -> frozenset:
     """The names of the timing source's stored fields (``eventcodes``, ``pulseId``...)."""
     return _timing(run)[1]
 
@@ -225,14 +235,14 @@ EVR_TYPES = (EvrData.DataV3, EvrData.DataV4)
 def event_codes(evt) -> list[int] | None:
     """The event codes set in an event, or None: no ``timing/eventcodes`` stored, or none at this event.
 
-    Read as psana2's ``run.Detector('timing').raw.eventcodes(evt)`` (None where
-    the timing source's ``present`` mask is False), as psana1's EVR is absent
-    from an event without EVR data.
+    Read by the timing detector's one side-data rule (None where the timing
+    source's ``present`` mask is False, as psana2's ``raw.eventcodes(evt)``),
+    as the stored array: psana1's EVR is absent from an event without EVR data.
     """
     t, fields = _timing(evt._run)
     if "eventcodes" not in fields:
         return None
-    codes = t.raw.eventcodes(evt)
+    codes = t.raw._value("eventcodes", evt)
     return None if codes is None else [int(c) for c in np.flatnonzero(codes)]
 
 
