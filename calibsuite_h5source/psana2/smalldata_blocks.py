@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibsuite_h5source.errors import H5SourceError
+from calibsuite_h5source.format.casting import cast_exactly
 
 MISSING_INT = -99999
 MISSING_FLOAT = np.nan
@@ -58,18 +59,10 @@ def value_info(key: str, ts, value, kinds: str = "biufc") -> tuple:
 
 
 def _storable(arr: np.ndarray, dtype: np.dtype) -> bool:
-    """True if ``arr`` goes into a ``dtype`` column without losing more than float precision.
-
-    Integers into an integer column only when every value fits (no wrap-around); numbers into a
-    float/complex column of the same or a wider kind; never a float into an integer column
-    (2.7 would become 2, NaN cannot be stored) nor a complex into a float one.
-    """
-    if arr.dtype == dtype or np.can_cast(arr.dtype, dtype, "safe"):
-        return True
-    if arr.dtype.kind in "biu" and dtype.kind in "biu":
-        with np.errstate(all="ignore"):
-            return bool(np.array_equal(arr.astype(dtype).astype(arr.dtype), arr))
-    return dtype.kind in "fc" and np.can_cast(arr.dtype, dtype, "same_kind")
+    """True if ``arr`` goes into a ``dtype`` column with every value kept (the writer's rule,
+    :func:`calibsuite_h5source.format.casting.cast_exactly`): no wrap-around, no float into an
+    integer column (2.7 would become 2, NaN cannot be stored), no complex into a float one."""
+    return cast_exactly(arr, dtype) is not None
 
 
 def _what(shape, dtype) -> str:

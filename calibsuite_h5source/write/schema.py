@@ -13,6 +13,7 @@ import numpy as np
 
 from calibsuite_h5source.errors import HeaderError, WriterError
 from calibsuite_h5source.format import rules
+from calibsuite_h5source.format.casting import cast_exactly
 from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.write.rules import (
     check_field_name,
@@ -197,19 +198,16 @@ def check_value(path: str, h5path, expected, value, kind="side data"):
 
 def _into_column(path: str, h5path, what: str, arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``arr`` as the column's ``dtype`` (set by the first value or a declaration), only when every value
-    survives: an integer that does not fit, or a float that overflows to inf, is refused, never wrapped."""
-    if dtype.kind in "iu":  # integers (and bools) into an integer column: by value, e.g. frameNo=7 into uint32
+    survives (:func:`calibsuite_h5source.format.casting.cast_exactly`): never wrapped, never made inf."""
+    cast = cast_exactly(arr, dtype)
+    if cast is not None:
+        return cast
+    if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            bad = arr.max() if arr.max() > info.max else arr.min()
-            raise WriterError(f"{what} = {bad} does not fit its column's {dtype} ({info.min} to {info.max}, set "
-                              "by its first value or its declaration): declare a wider dtype", file=path, h5path=h5path)
-        return arr.astype(dtype)
-    with np.errstate(over="ignore"):  # an overflow is found and refused just below
-        cast = arr.astype(dtype)
-    if dtype.kind in "fc":
-        lost = np.isfinite(arr) & ~np.isfinite(cast)
-        if lost.any():
-            raise WriterError(f"{what} = {arr[lost].flat[0]} overflows its column's {dtype} (set by its first value "
-                              "or its declaration): declare a wider dtype", file=path, h5path=h5path)
-    return cast
+        bad = arr.max() if arr.max() > info.max else arr.min()
+        raise WriterError(f"{what} = {bad} does not fit its column's {dtype} ({info.min} to {info.max}, set "
+                          "by its first value or its declaration): declare a wider dtype", file=path, h5path=h5path)
+    with np.errstate(over="ignore"):
+        lost = np.isfinite(arr) & ~np.isfinite(arr.astype(dtype))
+    raise WriterError(f"{what} = {arr[lost].flat[0]} overflows its column's {dtype} (set by its first value "
+                      "or its declaration): declare a wider dtype", file=path, h5path=h5path)
