@@ -43,7 +43,7 @@ from calibsuite_h5source.h5.guard import guarded
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StoredDataset", "HeldDataset", "NotYetVisible", "open_stored", "read_whole", "block_groups",
+__all__ = ["StoredDataset", "HeldDataset", "HeldFile", "NotYetVisible", "open_stored", "read_whole", "block_groups",
            "BLOCK_BYTES"]
 
 #: Target bytes of one h5py block read of a selection (64 MiB).
@@ -265,7 +265,7 @@ class HeldDataset:
         self._value = read_whole(ds)
         self.name, self.shape, self.dtype = ds.name, tuple(ds.shape), ds.dtype
         self.attrs = dict(ds.attrs)
-        self.file = _HeldFile(ds.file.filename)
+        self.file = HeldFile(ds.file.filename)
 
     @property
     def ndim(self) -> int:
@@ -289,8 +289,8 @@ class HeldDataset:
         return f"<HeldDataset {self.name} shape {self.shape} {self.dtype}>"
 
 
-class _HeldFile:
-    """``ds.file`` of a :class:`HeldDataset`: its ``filename``."""
+class HeldFile:
+    """``.file`` of what is held in memory (a :class:`HeldDataset`, the live reader's calib group): its ``filename``."""
 
     __slots__ = ("filename",)
 

@@ -43,22 +43,18 @@ def open_read_only(path, locking: bool | None, **options) -> h5py.File:
     reader), that open is shared instead, with its settings. Other failures
     raise h5py's ``OSError`` as they come (callers retry or translate it).
     """
-    try:
-        return h5py.File(path, "r", locking=locking, **options)
-    except OSError as exc:
-        if "locking" not in str(exc) or "don't match" not in str(exc):
-            raise
-        mismatch = exc
-    for other in (None, True, False):
-        if other is not locking:
-            try:
-                f = h5py.File(path, "r", locking=other, **options)
-            except OSError as exc:
-                if "locking" not in str(exc) or "don't match" not in str(exc):
-                    raise
-                continue
-            log.debug("%s: already open in this process with locking=%s: shared", path, other)
-            return f
+    mismatch = None
+    for flag in (locking, *(other for other in (None, True, False) if other is not locking)):
+        try:
+            f = h5py.File(path, "r", locking=flag, **options)
+        except OSError as exc:
+            if "locking" not in str(exc) or "don't match" not in str(exc):
+                raise  # not HDF5's "already open with other lock settings"
+            mismatch = mismatch or exc
+            continue
+        if flag is not locking:
+            log.debug("%s: already open in this process with locking=%s: shared", path, flag)
+        return f
     raise mismatch
 
 

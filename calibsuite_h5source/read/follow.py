@@ -27,7 +27,7 @@ import numpy as np
 from calibsuite_h5source.errors import FormatError, NotHDF5Error, WriterGoneError
 from calibsuite_h5source.format.constants import HEADER
 from calibsuite_h5source.format.timestamps import StoredTimestamps
-from calibsuite_h5source.h5.dataset import HeldDataset, StoredDataset
+from calibsuite_h5source.h5.dataset import HeldDataset, HeldFile, StoredDataset
 from calibsuite_h5source.h5.files import open_read_only
 from calibsuite_h5source.h5.guard import guard, translate
 from calibsuite_h5source.h5.links import Origin, open_member
@@ -243,7 +243,7 @@ class _MemoryGroup(dict):
     def __init__(self, group: h5py.Group, origin: Origin):
         super().__init__({k: HeldDataset(ds) for k, ds in group.items() if isinstance(ds, h5py.Dataset)})
         self.name = group.name
-        self.file = type("_File", (), {"filename": group.file.filename})()
+        self.file = HeldFile(group.file.filename)
 
 
 def structure(idx: RunIndex) -> tuple:

@@ -362,7 +362,7 @@ class LayoutMembers:
         return steps
 
     def collect_padded(self):
-        def read_counts(ds):
+        def read_counts(ds):  # root, detector-group or local nEvents: the one rule
             return stored_counts(ds, self.path, self.origin)
 
         n_events = self.member(self.f, "nEvents")

@@ -178,7 +178,8 @@ def check_every_step(index: RunIndex) -> None:
     for steps in arrays:
         for ea in steps:
             ea.dataset  # noqa: B018 - opening checks it
-    for masks in [src.present for src in index.area.values()] + list(index.side_present.values()):
+    for name in [*index.area, *index.side_present]:
+        masks = index.present_of(name)
         for k in range(len(masks)):
             masks[k]  # noqa: B018 - loading checks it
 
@@ -262,8 +263,7 @@ def _build_index(f: h5py.File, path: str, zero_copy: bool, visible) -> RunIndex:
     if not sources:
         raise b.error(FormatError, "/", "a run must have at least one step of detector or side data; found none "
                       f"(top-level members: {sorted(f.keys())})")
-    masks = {**{name: src.present for name, src in area.items()}, **side_present}
-    n_events, ref_path = _event_counts(b, sources, masks)
+    n_events, ref_path = _event_counts(b, sources)
     timestamps, synthesised = _timestamps(b, header, n_events, n_keep, ref_path)
     scan, step_value, step_doc = scan_variables(b, header, n_events)
     return RunIndex(
@@ -363,9 +363,9 @@ def _side_sources(b: LayoutMembers, n_keep, sources: list) -> tuple[dict, dict]:
     return side, present
 
 
-def _event_counts(b: LayoutMembers, sources: list, masks: dict):
-    """Events per step, after checking that every source has the same steps and events (and that the
-    ``present`` masks read now, ``masks = {name: per-step masks}``, have them)."""
+def _event_counts(b: LayoutMembers, sources: list):
+    """Events per step, after checking that every source has the same steps and events (each ``present``
+    mask is checked against its source's events when loaded: :func:`_present_masks`)."""
     ref_path, ref = sources[0]
     for spath, steps in sources[1:]:
         if len(steps) != len(ref):
@@ -384,13 +384,6 @@ def _event_counts(b: LayoutMembers, sources: list, masks: dict):
             raise b.error(InconsistentRunError, spath,
                           f"every detector must have the same events per step; step {k}: {ref_path} has "
                           f"{n_events[k]} events, {spath} has {counts[k]}")
-    for name, present in masks.items():
-        if isinstance(present, LazySteps):
-            continue  # each mask is checked when loaded
-        for k, mask in enumerate(present):
-            if mask is not None and mask.shape != (n_events[k],):
-                raise b.error(InconsistentRunError, f"/{name}/present/{k}",
-                              f"present mask must have nEvents={n_events[k]} entries; found {mask.shape}")
     if len(n_events) == 0:
         raise b.error(FormatError, ref_path, "a run must have at least one step; found 0 steps")
     return n_events, ref_path
