@@ -25,14 +25,13 @@ from calibsuite_h5source.write.rules import (
 )
 
 
-def check_reader_rules(values: dict, path: str, h5path: str, dtype=None) -> None:
-    """The reader's rules (:mod:`calibsuite_h5source.format.rules`) on attributes about to be written, so
-    that the writer never writes a file the reader refuses: ``/ancillaryData``'s by ``rules.HEADER``, an
-    area detector's by ``rules.DETECTOR`` and ``gainBitsMask`` against the frames' ``dtype``."""
-    table = rules.HEADER if h5path == f"/{HEADER}" else rules.DETECTOR
+def check_reader_rules(table: dict, values: dict, path: str, h5path: str, dtype=None) -> None:
+    """The reader's rules on attributes about to be written, so that the writer never writes a file the
+    reader refuses: ``table`` is :data:`calibsuite_h5source.format.rules.HEADER` (``/ancillaryData``) or
+    ``rules.DETECTOR`` (an area detector's group, whose ``gainBitsMask`` must fit the frames' ``dtype``)."""
     try:
         decoded = rules.apply(table, {k: rules.decode(v) for k, v in values.items()}, path, h5path)
-        if "gainBitsMask" in decoded and h5path != f"/{HEADER}":
+        if table is rules.DETECTOR and "gainBitsMask" in decoded:
             rules.check("gainBitsMask", lambda v: rules.gain_bits_mask(v, dtype), decoded["gainBitsMask"], path, h5path)
     except HeaderError as exc:
         raise WriterError(f"{exc.rule} (the reader would refuse the file)", file=path, h5path=h5path) from exc
@@ -49,7 +48,7 @@ def parse_declaration(path: str, name: str, *, detType=None, gainBitsMask=None, 
     group_attrs = {k: v for k, v in {"detType": detType, "gainBitsMask": gainBitsMask, **(attrs or {})}.items()
                    if v is not None}
     check_header(group_attrs, file=path)
-    check_reader_rules(group_attrs, path, f"/{name}", dtype)
+    check_reader_rules(rules.DETECTOR, group_attrs, path, f"/{name}", dtype)
     fields = {}
     for field, spec in (header_fields or {}).items():
         check_header_field_name(name, field, file=path)

@@ -34,6 +34,7 @@ import numpy as np
 
 from calibsuite_h5source._version import __version__
 from calibsuite_h5source.errors import HeaderError, UnknownScriptTypeError, WriterError
+from calibsuite_h5source.format import rules
 from calibsuite_h5source.format.constants import (
     FORMAT_VERSION,
     HEADER,
@@ -164,7 +165,7 @@ class RunWriter:
         }
         self.header = {**defaults, **{k: v for k, v in header.items() if v is not None},
                        "scriptType": canonical or scriptType}
-        check_reader_rules(self.header, self.path, f"/{HEADER}")
+        check_reader_rules(rules.HEADER, self.header, self.path, f"/{HEADER}")
         f, self._groups = create_file(self.path, overwrite, self.expected_steps)
         self._file = f
         f.attrs["format_version"] = FORMAT_VERSION
@@ -265,7 +266,7 @@ class RunWriter:
         for name, (_, dtype) in schema["area"].items():  # gainBitsMask fits the frames' dtype, now known
             mask = self._detectors.get(name, {}).get("gainBitsMask")
             if mask is not None:
-                check_reader_rules({"gainBitsMask": mask}, self.path, f"/{name}", dtype)
+                check_reader_rules(rules.DETECTOR, {"gainBitsMask": mask}, self.path, f"/{name}", dtype)
         self._schema = schema
         for name in schema["area"]:
             g = self._groups.require(name)
